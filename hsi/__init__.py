@@ -1,0 +1,3 @@
+"""hsi: hyperspectral image classification experiments with Lightning and Hydra."""
+
+__version__ = "0.1.0"

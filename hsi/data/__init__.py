@@ -1,0 +1,8 @@
+"""Scenes, preprocessing, splits, windows and the datamodule."""
+
+from hsi.data.catalogue import CATALOGUE, DatasetNotFoundError
+from hsi.data.datamodule import HSIDataModule
+from hsi.data.scene import Scene
+from hsi.data.scenes import load_scene
+
+__all__ = ["CATALOGUE", "DatasetNotFoundError", "HSIDataModule", "Scene", "load_scene"]

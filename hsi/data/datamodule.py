@@ -1,0 +1,133 @@
+"""LightningDataModule: scene -> PCA -> padded cube -> stratified split -> window loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from hsi.data.patches import PatchDataset, check_patch_size, pad_cube
+from hsi.data.preprocessing import PCATransform, fit_pca
+from hsi.data.scene import Scene
+from hsi.data.scenes import load_scene
+from hsi.data.split import stratified_split
+
+
+class HSIDataModule(L.LightningDataModule):
+    """Windows around labelled pixels of one scene, split into train / val / test.
+
+    Scene options not named here (`cube_path`, `height`, ...) go to `load_scene`.
+    """
+
+    def __init__(self, scene: str | Scene = "indian_pines", data_dir: str | None = None,
+                 pca_components: int | None = 30, pca_whiten: bool = True, patch_size: int = 25,
+                 test_ratio: float = 0.9, val_ratio: float = 0.05, split_seed: int = 345,
+                 batch_size: int = 32, eval_batch_size: int = 256, num_workers: int = 0,
+                 pin_memory: bool = False, **scene_options: Any) -> None:
+        super().__init__()
+        check_patch_size(patch_size)
+        if pca_components is not None and pca_components < 1:
+            raise ValueError(f"data.pca_components={pca_components} must be >= 1 or null.")
+        self.save_hyperparameters(ignore=["scene"] if isinstance(scene, Scene) else None,
+                                  logger=False)
+        self._scene_arg = scene
+        self.scene_options = scene_options
+        self.scene: Scene | None = None
+        self.pca: PCATransform | None = None
+        self.split: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, PatchDataset] = {}
+
+    # -- set-up -----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        hp = self.hparams
+        scene = self._scene_arg
+        if not isinstance(scene, Scene):
+            options = {k: _absolute(v) if k.endswith("_path") else v
+                       for k, v in self.scene_options.items()}
+            scene = load_scene(scene, hp.data_dir, **options)
+        self.scene = scene
+        cube = scene.cube
+        if hp.pca_components is not None:
+            self.pca = fit_pca(cube.reshape(-1, scene.num_bands), hp.pca_components,
+                               hp.pca_whiten, seed=hp.split_seed)
+            cube = self.pca(cube)
+        padded = pad_cube(cube, hp.patch_size)
+        rows, cols = np.nonzero(scene.labels)  # row-major, as the notebook orders its windows
+        coords = np.stack([rows, cols], axis=1)
+        targets = scene.labels[rows, cols] - 1
+        self.split = {k: coords[v] for k, v in stratified_split(
+            targets, hp.test_ratio, hp.val_ratio, hp.split_seed, scene.class_names).items()}
+        for subset, subset_coords in self.split.items():
+            subset_targets = scene.labels[subset_coords[:, 0], subset_coords[:, 1]] - 1
+            self.datasets[subset] = PatchDataset(padded, subset_coords, subset_targets,
+                                                 hp.patch_size)
+        all_rows, all_cols = np.indices(scene.shape).reshape(2, -1)
+        self.datasets["predict"] = PatchDataset(
+            padded, np.stack([all_rows, all_cols], axis=1),
+            scene.labels[all_rows, all_cols] - 1, hp.patch_size)
+
+    # -- what the model needs to know -------------------------------------------------------
+    @property
+    def num_bands(self) -> int:
+        """Bands per window after PCA."""
+        self._require_setup()
+        return self.pca.num_components if self.pca is not None else self.scene.num_bands
+
+    @property
+    def num_classes(self) -> int:
+        self._require_setup()
+        return self.scene.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        self._require_setup()
+        return list(self.scene.class_names)
+
+    def sizes(self) -> dict[str, int]:
+        self._require_setup()
+        return {f"n_{k}": int(len(v)) for k, v in self.split.items()}
+
+    def save_split(self, path: str | Path) -> None:
+        """Pixel coordinates (row, col) of each subset, and the scene's labels, as `.npz`."""
+        from hsi.utils.files import atomic_save_npz
+
+        self._require_setup()
+        atomic_save_npz(path, **self.split, labels=self.scene.labels,
+                        class_names=np.array(self.scene.class_names))
+
+    def _require_setup(self) -> None:
+        if self.scene is None:
+            raise RuntimeError("Call setup() on the datamodule first.")
+
+    # -- loaders ----------------------------------------------------------------------------
+    def _loader(self, subset: str, shuffle: bool, batch_size: int) -> DataLoader:
+        self.setup()
+        hp = self.hparams
+        return DataLoader(self.datasets[subset], batch_size=batch_size, shuffle=shuffle,
+                          num_workers=hp.num_workers, pin_memory=hp.pin_memory,
+                          persistent_workers=hp.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.hparams.batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if len(self.datasets["val"]) == 0:
+            return []
+        return self._loader("val", False, self.hparams.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.hparams.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", False, self.hparams.eval_batch_size)
+
+
+def _absolute(value: Any) -> Any:
+    """Paths on the command line are relative to where the command runs."""
+    return str(Path(value).expanduser().resolve()) if isinstance(value, str) else value

@@ -1,0 +1,50 @@
+"""Shared fixtures: configs composed from the real `conf/` with Hydra's compose API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from hsi.config import CONFIG_DIR, PROJECT_ROOT
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+# A small synthetic scene and a small window keep a training run to seconds.
+FAST_SYNTHETIC = [
+    "data=synthetic", "data.height=24", "data.width=24", "data.bands=30", "data.classes=4",
+    "data.patch_size=9", "data.pca_components=15", "data.eval_batch_size=512",
+    "trainer=cpu", "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """`conf/train.yaml` with `overrides`, its run folder set to `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def synthetic_cfg(tmp_path: Path):
+    """Factory: a fast synthetic-scene training config writing into tmp_path."""
+
+    def make(*extra: str) -> DictConfig:
+        return compose_train([*FAST_SYNTHETIC, *extra], tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip("../shared/data is not beside the repository")
+    return SHARED_DATA

@@ -1,0 +1,58 @@
+"""Every config option composes and resolves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from hsi.config import CONFIG_DIR
+from tests.conftest import compose_train
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+CASES = [f"{group}={option}" for group in ("data", "model", "trainer", "callbacks", "logger",
+                                           "paths", "experiment", "debug")
+         for option in _options(group)]
+
+
+@pytest.mark.parametrize("override", CASES)
+def test_every_option_composes_and_resolves(override: str, tmp_path: Path) -> None:
+    extra = ["data.cube_path=cube.mat"] if override in ("data=custom",) else []
+    cfg = compose_train([override, *extra], tmp_path)
+    container = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
+                 else cfg[k] for k in cfg if k != "hydra"}  # raises on a broken interpolation
+    assert container["paths"]["output_dir"] == str(tmp_path)
+    assert "_target_" in container["data"] and "_target_" in container["model"]
+
+
+def test_defaults_are_the_recipe(tmp_path: Path) -> None:
+    cfg = compose_train([], tmp_path)
+    assert (cfg.data.scene, cfg.data.pca_components, cfg.data.patch_size) == ("indian_pines", 30, 25)
+    assert cfg.data.test_ratio == 0.9 and cfg.data.batch_size == 32
+    assert cfg.model.optimizer.lr == 1e-3 and cfg.trainer.max_epochs == 100
+    assert cfg.callbacks.model_checkpoint.monitor == "val/oa"
+    assert "early_stopping" not in cfg.callbacks
+
+
+def test_seed_recipe_has_no_validation_and_keeps_command_line_scene(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=seed_recipe", "data=custom", "data.cube_path=x.mat"], tmp_path)
+    assert cfg.data.scene == "custom" and cfg.data.val_ratio == 0.0
+    assert cfg.data.split_seed == 345 and cfg.callbacks.model_checkpoint.monitor is None
+
+
+def test_early_stopping_can_be_added(tmp_path: Path) -> None:
+    cfg = compose_train(["callbacks=[default,early_stopping]"], tmp_path)
+    assert cfg.callbacks.early_stopping.monitor == "val/oa"
+    assert "model_checkpoint" in cfg.callbacks
+
+
+def test_data_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HSI_DATA_DIR", str(tmp_path / "scenes"))
+    assert compose_train([], tmp_path).paths.data_dir == str(tmp_path / "scenes")
+    monkeypatch.delenv("HSI_DATA_DIR")
+    assert compose_train([], tmp_path).paths.data_dir.endswith("/data")
