@@ -85,3 +85,33 @@ def write_run_outputs(output_dir: str | Path, report: dict[str, Any], class_name
     atomic_write(out / "confusion_matrix.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return metrics
+
+
+def log_to_tensorboard(loggers: list[Any], hparams: dict[str, Any], report: dict[str, Any],
+                       class_names: list[str], step: int) -> None:
+    """Hyperparameters with the final metrics, and the confusion matrix as a figure."""
+    import matplotlib.pyplot as plt
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        logger.log_hyperparams(hparams, metrics={f"hp/{k}": report[k] for k in ("oa", "aa", "kappa")})
+        fig = confusion_matrix_figure(np.asarray(report["confusion_matrix"]), class_names)
+        logger.experiment.add_figure("test/confusion_matrix", fig, global_step=step)
+        plt.close(fig)
+        logger.experiment.flush()
+
+
+def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], extra: dict[str, Any],
+               loggers: list[Any], step: int, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Write a run's files and TensorBoard summaries; return metrics.json's content."""
+    import logging
+
+    extra = {**datamodule.sizes(), **extra, "scene": datamodule.scene.name, "seed": seed}
+    metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
+    log_to_tensorboard(loggers, hparams, report, datamodule.class_names, step)
+    logging.getLogger("hsi").info(
+        "Test OA %.4f  AA %.4f  kappa %.4f  (%d test pixels); outputs in %s",
+        metrics["oa"], metrics["aa"], metrics["kappa"], extra["n_test"], output_dir)
+    return metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -10,15 +11,19 @@ from typing import Any
 import hydra
 import lightning as L
 import numpy as np
-from hydra.utils import instantiate
+import torch
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.data.datamodule import HSIDataModule
+from hsi.inference import predict_labels, scene_info
 from hsi.models.classifier import HSIClassifier
-from hsi.reporting import confusion_matrix_figure, write_run_outputs
+from hsi.models.metrics import accuracy_report
+from hsi.predict import write_prediction
+from hsi.reporting import finish_run
+from hsi.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +58,66 @@ def checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
+def is_network(model_cfg: DictConfig) -> bool:
+    """Whether `model_cfg` is a LightningModule (trained by a Trainer) or a scikit-learn estimator."""
+    return issubclass(get_class(model_cfg._target_), L.LightningModule)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as `cfg` says; write the run's outputs; return its metrics."""
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
+    run = train_network if is_network(cfg.model) else train_estimator
+    return run(cfg, datamodule, loggers)
+
+
+def start_run(cfg: DictConfig, datamodule: HSIDataModule) -> Path:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    datamodule.save_split(output_dir / "split.npz")
+    datamodule.save_label_mapping(output_dir / "label_mapping.json")
+    log.info("Scene %s: %s, %d bands per window, %d classes; outputs in %s",
+             datamodule.scene.name, datamodule.sizes(), datamodule.num_bands,
+             datamodule.num_classes, output_dir)
+    return output_dir
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The few settings that identify a run in TensorBoard's hparams view."""
+    target = cfg.model.net._target_ if "net" in cfg.model else cfg.model._target_
+    return {"model": target.rsplit(".", 1)[-1],
+            **{f"data.{k}": v for k, v in cfg.data.items()
+               if isinstance(v, (int, float, str, bool)) and not k.startswith("_")},
+            "seed": cfg.seed, "max_epochs": cfg.trainer.get("max_epochs")}
+
+
+def write_map(cfg: DictConfig, net: torch.nn.Module, info: dict[str, Any], datamodule: HSIDataModule,
+              loggers: list[Any], step: int) -> dict[str, Any]:
+    """Classify the whole scene and write prediction.npy / .png and map.png (and to TensorBoard)."""
+    if not cfg.get("map", True):
+        return {}
+    start = time.perf_counter()
+    prediction, path = predict_labels(net, info, datamodule.scene.cube, cfg.get("map_method", "auto"))
+    seconds = time.perf_counter() - start
+    title = f"{type(net).__name__} on {datamodule.scene.name} ({path} inference)"
+    metrics = write_prediction(Path(cfg.paths.output_dir), datamodule.scene.cube, datamodule.scene,
+                               prediction, datamodule.class_names, title, loggers, step)
+    log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
+    return {"map_inference": path, "map_seconds": round(seconds, 2),
+            "map_oa_labelled": metrics.get("oa")}
+
+
+def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
+    """Lightning: fit, then test on the best-validation (or last) weights."""
+    model = build_model(cfg, datamodule)
+    model.scene_info = scene_info(datamodule)
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        datamodule.save_split(output_dir / "split.npz")
-        log.info("Scene %s: %s, %d bands per window, %d classes; outputs in %s",
-                 datamodule.scene.name, datamodule.sizes(), datamodule.num_bands,
-                 datamodule.num_classes, output_dir)
+        start_run(cfg, datamodule)
 
     train_seconds = 0.0
     if cfg.get("train"):
@@ -85,16 +133,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
-    extra = {**datamodule.sizes(), "epochs": trainer.current_epoch,
-             "train_seconds": round(train_seconds, 2), "test_seconds": round(test_seconds, 2),
-             "checkpoint": checkpoint_file, "scene": datamodule.scene.name, "seed": cfg.seed,
+    extra = {"epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
+             "test_seconds": round(test_seconds, 2), "checkpoint": checkpoint_file,
              "params": sum(p.numel() for p in model.net.parameters())}
-    report = model.test_report
-    metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
-    log_to_tensorboard(trainer, cfg, report, datamodule.class_names)
-    log.info("Test OA %.4f  AA %.4f  kappa %.4f  (%d test pixels); outputs in %s",
-             metrics["oa"], metrics["aa"], metrics["kappa"], extra["n_test"], output_dir)
-    return metrics
+    extra |= write_map(cfg, model.net, model.scene_info, datamodule, trainer.loggers, trainer.global_step)
+    return finish_run(cfg.paths.output_dir, datamodule, model.test_report, extra, trainer.loggers,
+                      trainer.global_step, run_hparams(cfg), cfg.seed)
+
+
+def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
+    """scikit-learn: fit on the training pixels' spectra, test on the test pixels' spectra."""
+    output_dir = start_run(cfg, datamodule)
+    estimator = instantiate(cfg.model)
+    train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
+    checkpoint = output_dir / "model.pkl"
+    start = time.perf_counter()
+    if cfg.get("train"):
+        estimator.fit(train_set.centre_spectra(), train_set.targets.numpy())
+        atomic_write(checkpoint, lambda tmp: tmp.write_bytes(pickle.dumps(estimator)))
+    else:
+        estimator = pickle.loads(Path(cfg.ckpt_path).read_bytes())
+        checkpoint = Path(cfg.ckpt_path)
+    train_seconds = time.perf_counter() - start
+    if not cfg.get("test"):
+        return {}
+    start = time.perf_counter()
+    preds = torch.as_tensor(estimator.predict(test_set.centre_spectra()))
+    test_seconds = time.perf_counter() - start
+    report = accuracy_report(preds, test_set.targets, datamodule.num_classes)
+    report.update(preds=preds, targets=test_set.targets)
+    extra = {"epochs": None, "train_seconds": round(train_seconds, 2),
+             "test_seconds": round(test_seconds, 2), "checkpoint": str(checkpoint),
+             "params": None, "estimator": getattr(estimator, "best_params", None)}
+    return finish_run(cfg.paths.output_dir, datamodule, report, extra, loggers, 0, run_hparams(cfg),
+                      cfg.seed)
 
 
 def choose_test_checkpoint(cfg: DictConfig, trainer: L.Trainer,
@@ -113,25 +185,6 @@ def choose_test_checkpoint(cfg: DictConfig, trainer: L.Trainer,
         return "best", callback.best_model_path
     last = callback.last_model_path if callback is not None else ""
     return None, last or None
-
-
-def log_to_tensorboard(trainer: L.Trainer, cfg: DictConfig, report: dict[str, Any],
-                       class_names: list[str]) -> None:
-    """Hyperparameters with the final metrics, and the confusion matrix as a figure."""
-    import matplotlib.pyplot as plt
-
-    for logger in trainer.loggers:
-        if not isinstance(logger, TensorBoardLogger):
-            continue
-        params = {"model": cfg.model.net._target_.rsplit(".", 1)[-1],
-                  **{f"data.{k}": v for k, v in cfg.data.items()
-                     if isinstance(v, (int, float, str, bool)) and not k.startswith("_")},
-                  "seed": cfg.seed, "max_epochs": cfg.trainer.get("max_epochs")}
-        logger.log_hyperparams(params, metrics={f"hp/{k}": report[k] for k in ("oa", "aa", "kappa")})
-        fig = confusion_matrix_figure(np.asarray(report["confusion_matrix"]), class_names)
-        logger.experiment.add_figure("test/confusion_matrix", fig, global_step=trainer.global_step)
-        plt.close(fig)
-        logger.experiment.flush()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

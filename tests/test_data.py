@@ -15,6 +15,7 @@ from hsi.data.patches import PatchDataset, pad_cube
 from hsi.data.preprocessing import fit_pca
 from hsi.data.split import stratified_split
 from hsi.data.synthetic import make_synthetic_scene
+from tests.data.make_fake_scenes import fake_spec
 
 
 def _pair(tmp_path: Path, h: int = 12, w: int = 10, b: int = 20, classes: int = 3):
@@ -203,7 +204,7 @@ def test_missing_files_raise_dataset_not_found(tmp_path: Path) -> None:
         load_scene("custom", cube_path=tmp_path / "nope.mat")
 
 
-def test_fake_catalogue_files_load_with_names(tmp_path: Path) -> None:
+def test_fake_catalogue_files_load_with_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny Salinas-A in the EHU on-disk format: file names, variable names, dtypes."""
     spec = CATALOGUE["salinas_a"]
     folder = tmp_path / "salinas_a"
@@ -214,6 +215,8 @@ def test_fake_catalogue_files_load_with_names(tmp_path: Path) -> None:
     scipy.io.savemat(folder / spec.cube.filename,
                      {spec.cube.key: rng.integers(0, 9000, (9, 8, 204)).astype(np.int16)})
     scipy.io.savemat(folder / spec.gt.filename, {spec.gt.key: gt})
+    # the fakes' own shape and fingerprints, so that verification accepts them
+    monkeypatch.setitem(CATALOGUE, "salinas_a", fake_spec("salinas_a", folder))
     scene = load_scene("salinas_a", tmp_path)
     assert scene.labels.max() == 6 and scene.label_values == [1, 10, 11, 12, 13, 14]
     lookup = dict(zip([0, 1, 10, 11, 12, 13, 14], range(7)))

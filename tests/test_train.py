@@ -81,7 +81,8 @@ def test_resume_continues_the_epoch_count(synthetic_cfg, tmp_path: Path) -> None
 
 
 def test_missing_scene_files_stop_with_a_clear_error(tmp_path: Path) -> None:
-    cfg = compose_train(["data=indian_pines", f"paths.data_dir={tmp_path}"], tmp_path)
+    cfg = compose_train(["data=indian_pines", "data.download=false", f"paths.data_dir={tmp_path}"],
+                        tmp_path)
     with pytest.raises(DatasetNotFoundError, match="Indian_pines_corrected.mat"):
         train(cfg)
 
@@ -108,3 +109,14 @@ def test_real_salinas_a_trains_briefly(shared_data: Path, tmp_path: Path) -> Non
     metrics = train(cfg)
     assert metrics["class_names"][0] == "Brocoli_green_weeds_1"
     assert metrics["oa"] >= 0.9, metrics
+
+
+def test_svm_baseline_writes_the_same_files_as_networks(synthetic_cfg, tmp_path: Path) -> None:
+    metrics = train(synthetic_cfg("model=svm", "model.grid={C:[1,100]}"))
+    for name in RUN_FILES:
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["estimator"]["C"] in (1, 100) and saved["params"] is None
+    assert metrics["oa"] > 0.8  # the synthetic classes differ by spectrum alone
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert Path(saved["checkpoint"]).name == "model.pkl"

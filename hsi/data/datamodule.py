@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.patches import PatchDataset, check_patch_size, pad_cube
 from hsi.data.preprocessing import PCATransform, fit_pca
 from hsi.data.scene import Scene
@@ -31,6 +32,10 @@ class HSIDataModule(L.LightningDataModule):
         check_patch_size(patch_size)
         if pca_components is not None and pca_components < 1:
             raise ValueError(f"data.pca_components={pca_components} must be >= 1 or null.")
+        # Absolute paths and plain values, so the hyperparameters saved in a checkpoint
+        # rebuild the same scene from any folder (hsi.evaluate, hsi.predict).
+        data_dir = _absolute(data_dir)
+        scene_options = _plain_options(scene_options)
         self.save_hyperparameters(ignore=["scene"] if isinstance(scene, Scene) else None,
                                   logger=False)
         self._scene_arg = scene
@@ -41,16 +46,24 @@ class HSIDataModule(L.LightningDataModule):
         self.datasets: dict[str, PatchDataset] = {}
 
     # -- set-up -----------------------------------------------------------------------------
+    def load_scene(self) -> Scene:
+        """The scene alone (no PCA, no split): for prediction and maps."""
+        if isinstance(self._scene_arg, Scene):
+            return self._scene_arg
+        return load_scene(self._scene_arg, self.hparams.data_dir, **self.scene_options)
+
+    def prepare_data(self) -> None:
+        """Download a catalogue scene's missing files (once, on one process) when allowed."""
+        scene = self._scene_arg
+        if (isinstance(scene, str) and scene in CATALOGUE and self.scene_options.get("download")
+                and self.hparams.data_dir is not None):
+            prepare_scene(scene, self.hparams.data_dir, download=True)
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         hp = self.hparams
-        scene = self._scene_arg
-        if not isinstance(scene, Scene):
-            options = {k: _absolute(v) if k.endswith("_path") else v
-                       for k, v in self.scene_options.items()}
-            scene = load_scene(scene, hp.data_dir, **options)
-        self.scene = scene
+        scene = self.scene = self.load_scene()
         cube = scene.cube
         if hp.pca_components is not None:
             self.pca = fit_pca(cube.reshape(-1, scene.num_bands), hp.pca_components,
@@ -100,6 +113,13 @@ class HSIDataModule(L.LightningDataModule):
         atomic_save_npz(path, **self.split, labels=self.scene.labels,
                         class_names=np.array(self.scene.class_names))
 
+    def save_label_mapping(self, path: str | Path) -> None:
+        """JSON: each class's network output index, label, source label value, name and pixels."""
+        from hsi.utils.files import atomic_write_json
+
+        self._require_setup()
+        atomic_write_json(path, self.scene.label_mapping())
+
     def _require_setup(self) -> None:
         if self.scene is None:
             raise RuntimeError("Call setup() on the datamodule first.")
@@ -130,4 +150,15 @@ class HSIDataModule(L.LightningDataModule):
 
 def _absolute(value: Any) -> Any:
     """Paths on the command line are relative to where the command runs."""
-    return str(Path(value).expanduser().resolve()) if isinstance(value, str) else value
+    return str(Path(value).expanduser().resolve()) if isinstance(value, (str, Path)) else value
+
+
+def _plain_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Scene options with absolute `*_path`s and plain lists (Hydra passes ListConfigs)."""
+    from omegaconf import OmegaConf
+
+    plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in options.items()}
+    plain = {k: _absolute(v) if k.endswith("_path") else v for k, v in plain.items()}
+    if plain.get("ignore_labels") is not None:
+        plain["ignore_labels"] = [int(v) for v in plain["ignore_labels"]]
+    return plain

@@ -1,4 +1,7 @@
-"""Reading cubes and ground truths from `.mat` (v5 and v7.3) and `.npy` / `.npz` files."""
+"""Reading cubes and ground truths: `.mat` (v5, v7.3), `.npy` / `.npz`, ENVI and GeoTIFF files.
+
+ENVI (via `spectral`) and GeoTIFF (via `tifffile`) need the optional extra: `pip install -e ".[io]"`.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
+ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
+SUPPORTED = ".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.tif / .tiff)"
+
 
 def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """All numeric arrays in a `.mat`, `.npy` or `.npz` file, keyed by variable name.
+    """All numeric arrays in a file, keyed by variable name (the file's stem for one-array formats).
 
     MATLAB v7.3 files are HDF5 and store arrays column-major, so they are transposed back
-    to the (rows, cols, bands) order that scipy gives for v5 files.
+    to the (rows, cols, bands) order that scipy gives for v5 files. ENVI cubes come as
+    (rows, cols, bands) whatever their interleave; a GeoTIFF comes as stored (bands may be
+    first; see `hsi.data.scene.orient_cube`). Single-band ENVI / GeoTIFF images are 2-D.
     """
     path = Path(path)
     if not path.is_file():
@@ -25,7 +33,53 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
             return {key: npz[key] for key in npz.files}
     if suffix == ".mat":
         return _read_mat(path)
-    raise ValueError(f"Unsupported file type {suffix!r} for {path}: use .mat or .npy/.npz.")
+    if suffix in (".tif", ".tiff"):
+        return {path.stem: _read_tiff(path)}
+    header = _envi_header(path)
+    if header is not None:
+        return {header.stem: _read_envi(header)}
+    raise ValueError(f"Unsupported file type {suffix!r} for {path}: use {SUPPORTED}. For ENVI, give "
+                     f"the .hdr file (or a data file with a .hdr beside it).")
+
+
+def _envi_header(path: Path) -> Path | None:
+    """The ENVI header for `path`: itself if `.hdr`, else `<path>.hdr` or `<stem>.hdr` beside it."""
+    if path.suffix.lower() == ".hdr":
+        return path
+    if path.suffix.lower() not in ENVI_DATA_SUFFIXES:
+        return None
+    for candidate in (path.with_name(path.name + ".hdr"), path.with_suffix(".hdr")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _import_optional(module: str, package: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"Reading {what} files needs the optional package {package!r}: "
+                          f"pip install -e \".[io]\" (or pip install spectral tifffile), or convert "
+                          f"the file to .npy / .mat.") from err
+
+
+def _read_envi(header: Path) -> np.ndarray:
+    envi = _import_optional("spectral.io.envi", "spectral", "ENVI")
+    try:
+        image = envi.open(str(header))
+        array = np.asarray(image.load())
+    except Exception as err:  # spectral raises its own error types for bad headers / missing data
+        raise ValueError(f"Could not read the ENVI image {header} ({type(err).__name__}: {err}); "
+                         f"check the header and that its data file is beside it.") from err
+    return array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    tifffile = _import_optional("tifffile", "tifffile", "GeoTIFF")
+    array = np.asarray(tifffile.imread(path))
+    return np.squeeze(array) if array.ndim > 2 else array
 
 
 def _read_mat(path: Path) -> dict[str, np.ndarray]:
@@ -66,16 +120,22 @@ def read_array(path: str | Path, key: str | None, ndim: int, what: str) -> np.nd
 
     `what` names the array ("cube", "ground truth") in error messages.
     """
-    arrays = read_arrays(path)
+    return pick_array(read_arrays(path), key, ndim, what, path)
+
+
+def pick_array(arrays: dict[str, np.ndarray], key: str | None, ndim: int, what: str,
+               source: str | Path) -> np.ndarray:
+    """`arrays[key]`, or the only `ndim`-dimensional array; errors list what `source` holds."""
     listing = ", ".join(f"{k} {v.shape}" for k, v in arrays.items()) or "none"
     if key is not None:
         if key not in arrays:
-            raise KeyError(f"{path} has no variable {key!r} for the {what}; "
+            raise KeyError(f"{source} has no variable {key!r} for the {what}; "
                            f"variables there: {listing}.")
         return arrays[key]
     candidates = [k for k, v in arrays.items() if v.ndim == ndim]
     if len(candidates) != 1:
-        raise ValueError(f"Cannot tell which variable of {path} is the {what} "
+        raise ValueError(f"Cannot tell which variable of {source} is the {what} "
                          f"({len(candidates)} arrays with {ndim} dimensions; variables there: "
-                         f"{listing}). Name it with the key option (e.g. data.cube_key / data.gt_key).")
+                         f"{listing}). Name it with the key option (data.cube_key / data.gt_key), "
+                         f"or give the file that holds it (data.cube_path / data.gt_path).")
     return arrays[candidates[0]]

@@ -46,3 +46,9 @@ class PatchDataset(Dataset):
         r, c = self.coords[index].tolist()
         p = self.patch_size
         return self.padded[:, r:r + p, c:c + p].unsqueeze(0), self.targets[index]
+
+    def centre_spectra(self) -> np.ndarray:
+        """The spectrum (bands,) of each window's centre pixel, as an (N, bands) array."""
+        m = self.patch_size // 2
+        rows, cols = self.coords[:, 0] + m, self.coords[:, 1] + m
+        return self.padded[:, rows, cols].T.numpy()

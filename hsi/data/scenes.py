@@ -7,45 +7,59 @@ from pathlib import Path
 from typing import Any
 
 from hsi.data.catalogue import CATALOGUE, load_catalogue_scene
-from hsi.data.io import read_array
-from hsi.data.scene import Scene, reindex_labels, validate_pair
+from hsi.data.io import pick_array, read_array, read_arrays
+from hsi.data.scene import Scene, build_scene
 from hsi.data.synthetic import make_synthetic_scene
 
 
 def load_custom_scene(cube_path: str | Path, gt_path: str | Path | None = None,
                       cube_key: str | None = None, gt_key: str | None = None,
-                      class_names: Sequence[str] | None = None, name: str = "custom") -> Scene:
-    """Your own scene: a cube and a ground truth from `.mat` (v5 / v7.3) or `.npy` / `.npz`.
+                      class_names: Sequence[str] | None = None, name: str = "custom",
+                      ignore_labels: Sequence[int] | None = None,
+                      nan_policy: str = "exclude") -> Scene:
+    """Your own scene: a cube and a ground truth from any file type `hsi.data.io` reads.
 
     Without `gt_path` the ground truth is read from the cube's file (`gt_key`, or its only
-    2-D array). Label values are re-indexed to consecutive classes 1..K.
+    2-D array). A band-first cube (bands, H, W) is transposed. Label values are re-indexed
+    to consecutive classes 1..K; `ignore_labels` (source values) become unlabelled.
     """
     if cube_path is None:
         raise ValueError("data=custom needs data.cube_path=<file with the cube>.")
-    cube = read_array(cube_path, cube_key, 3, "cube")
-    gt = read_array(gt_path if gt_path is not None else cube_path, gt_key, 2, "ground truth")
-    validate_pair(cube, gt, name)
-    labels, values = reindex_labels(gt)
-    if class_names is None:
-        class_names = [f"class_{v}" for v in values]
-    elif len(class_names) != len(values):
-        raise ValueError(f"data.class_names has {len(class_names)} names but the ground truth "
-                         f"holds {len(values)} classes (label values {values}).")
-    return Scene(name=name, cube=cube, labels=labels, class_names=list(class_names),
-                 label_values=values)
+    if gt_path is None:  # both in one file: read it once
+        arrays = read_arrays(cube_path)
+        cube = pick_array(arrays, cube_key, 3, "cube", cube_path)
+        gt = pick_array(arrays, gt_key, 2, "ground truth", cube_path)
+    else:
+        cube = read_array(cube_path, cube_key, 3, "cube")
+        gt = read_array(gt_path, gt_key, 2, "ground truth")
+    return build_scene(name, cube, gt, class_names=class_names, ignore_labels=ignore_labels,
+                       nan_policy=nan_policy)
 
 
-def load_scene(scene: str, data_dir: str | Path | None = None, **options: Any) -> Scene:
-    """Load `scene`: a catalogue name, `"synthetic"` or `"custom"`, with that scene's options."""
+def load_scene(scene: str, data_dir: str | Path | None = None, download: bool = False,
+               **options: Any) -> Scene:
+    """Load `scene`: a catalogue name, `"synthetic"` or `"custom"`, with that scene's options.
+
+    `download` fetches a catalogue scene's missing files (ignored by the other scenes);
+    `ignore_labels` and `nan_policy` apply to every scene.
+    """
     if scene == "synthetic":
-        return make_synthetic_scene(**options)
+        ignore_labels = options.pop("ignore_labels", None)
+        options.pop("nan_policy", None)  # a synthetic scene is always finite
+        made = make_synthetic_scene(**options)
+        if not ignore_labels:
+            return made
+        return build_scene(made.name, made.cube, made.labels, class_names=made.class_names,
+                           label_values=made.label_values, ignore_labels=ignore_labels)
     if scene == "custom":
         return load_custom_scene(**options)
     if scene in CATALOGUE:
-        if options:
-            raise TypeError(f"Scene {scene!r} takes no options, got {sorted(options)}.")
+        unknown = sorted(set(options) - {"ignore_labels", "nan_policy", "fetch"})
+        if unknown:
+            raise TypeError(f"Scene {scene!r} takes only download, ignore_labels and nan_policy; "
+                            f"got {unknown}.")
         if data_dir is None:
             raise ValueError(f"Scene {scene!r} needs a data_dir (paths.data_dir or HSI_DATA_DIR).")
-        return load_catalogue_scene(scene, data_dir)
+        return load_catalogue_scene(scene, data_dir, download=download, **options)
     raise ValueError(f"Unknown scene {scene!r}; choose one of: "
                      f"{', '.join([*CATALOGUE, 'synthetic', 'custom'])}.")

@@ -45,6 +45,16 @@ class HSIClassifier(L.LightningModule):
         self._test_preds: list[torch.Tensor] = []
         self._test_targets: list[torch.Tensor] = []
         self.test_report: dict[str, Any] | None = None
+        # What prediction needs besides the weights (PCA, window, classes, split), set by
+        # hsi.train before fitting; it travels in the checkpoint under "hsi".
+        self.scene_info: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.scene_info is not None:
+            checkpoint["hsi"] = self.scene_info
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.scene_info = checkpoint.get("hsi")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

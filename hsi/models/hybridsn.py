@@ -13,6 +13,7 @@ class HybridSN(nn.Module):
     notebook's network does.
     """
 
+    dense_capable = True  # trunk is valid convolutions only: see hsi.inference
     spectral_kernels = (7, 5, 3)
     channels_3d = (8, 16, 32)
 
@@ -47,8 +48,15 @@ class HybridSN(nn.Module):
             nn.Linear(hidden[1], num_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def head(self) -> nn.Sequential:
+        return self.classifier
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolutions: (N, 1, bands, H, W) -> (N, channels_2d, H - 8, W - 8)."""
         x = self.features_3d(x)
         n, c, d, h, w = x.shape
-        x = self.features_2d(x.reshape(n, c * d, h, w))
-        return self.classifier(x)
+        return self.features_2d(x.reshape(n, c * d, h, w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.trunk(x))

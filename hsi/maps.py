@@ -1,0 +1,100 @@
+"""Classification maps: a fixed colour table, label images with a legend, the 4-panel figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hsi.utils.files import atomic_write
+
+# Class k (1-based) gets PALETTE[(k - 1) % len(PALETTE)]; 0 (unlabelled / unknown) is black.
+PALETTE = np.array([
+    [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+    [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+    [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128],
+], dtype=np.uint8)
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """(num_classes + 1, 3) uint8 RGB: row 0 black, row k the colour of class k."""
+    rows = [np.zeros(3, dtype=np.uint8)] + [PALETTE[(k - 1) % len(PALETTE)]
+                                              for k in range(1, num_classes + 1)]
+    return np.stack(rows)
+
+
+def colourise(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(H, W) labels with 0 = none, 1..K = classes -> (H, W, 3) uint8 image."""
+    return class_colours(num_classes)[np.clip(labels, 0, num_classes)]
+
+
+def false_colour(cube: np.ndarray, bands: Sequence[int] | None = None) -> np.ndarray:
+    """(H, W, B) cube -> (H, W, 3) float RGB in [0, 1], each band stretched to its 2-98 percentiles."""
+    b = cube.shape[2]
+    if bands is None:  # spread over the spectrum: roughly NIR, red, green of an AVIRIS-like cube
+        bands = (int(b * 0.25), int(b * 0.12), int(b * 0.06))
+    rgb = np.stack([cube[:, :, i] for i in bands], axis=-1).astype(np.float64)
+    low, high = np.percentile(rgb, 2, axis=(0, 1)), np.percentile(rgb, 98, axis=(0, 1))
+    return np.clip((rgb - low) / np.maximum(high - low, 1e-12), 0, 1)
+
+
+def _legend(ax, class_names: Sequence[str]) -> None:
+    from matplotlib.patches import Patch
+
+    colours = class_colours(len(class_names))[1:] / 255
+    ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours, class_names)],
+              loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+
+
+def save_label_image(path: str | Path, labels: np.ndarray, class_names: Sequence[str],
+                     title: str = "") -> Path:
+    """A label map as PNG with the fixed colour table and a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.imshow(colourise(labels, len(class_names)), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    _legend(ax, class_names)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return Path(path)
+
+
+def map_figure(cube: np.ndarray, truth: np.ndarray | None, prediction: np.ndarray,
+               class_names: Sequence[str], rgb_bands: Sequence[int] | None = None, title: str = ""):
+    """False-colour cube | ground truth | prediction | errors on labelled pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(class_names)
+    panels = [("false colour", false_colour(cube, rgb_bands))]
+    if truth is not None:
+        panels.append(("ground truth", colourise(truth, k)))
+    panels.append(("prediction", colourise(prediction, k)))
+    if truth is not None:
+        labelled = truth > 0
+        errors = np.zeros((*truth.shape, 3))
+        errors[labelled & (prediction == truth)] = (0.85, 0.85, 0.85)
+        errors[labelled & (prediction != truth)] = (0.85, 0.0, 0.0)
+        wrong = int((labelled & (prediction != truth)).sum())
+        panels.append((f"errors ({wrong} of {int(labelled.sum())} labelled, red)", errors))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2, 4.6))
+    for ax, (name, image) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    _legend(np.atleast_1d(axes)[-1], class_names)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
