@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.data.datamodule import HSIDataModule
 from hsi.inference import predict_labels
+from hsi.models.cost import model_cost
 from hsi.predict import load_classifier, write_prediction
 from hsi.reporting import finish_run
 
@@ -50,12 +51,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(model, datamodule=datamodule, verbose=False)
     extra = {"test_seconds": round(time.perf_counter() - start, 2),
              "checkpoint": str(Path(cfg.ckpt_path).resolve()),
-             "params": sum(p.numel() for p in model.net.parameters())}
+             **model_cost(model.net, datamodule.num_bands, info["patch_size"])}
     if cfg.get("map", True):
         prediction, path = predict_labels(model.net, info, datamodule.scene.cube, cfg.method)
         write_prediction(output_dir, datamodule.scene.cube, datamodule.scene, prediction,
                          datamodule.class_names, f"{type(model.net).__name__} ({path} inference)",
-                         loggers)
+                         loggers, rgb_bands=info.get("rgb_bands"))
         extra["map_inference"] = path
     hparams = {"model": type(model.net).__name__, "checkpoint": extra["checkpoint"]}
     return finish_run(output_dir, datamodule, model.test_report, extra, loggers, 0, hparams, cfg.seed)

@@ -156,12 +156,15 @@ def scene_info(datamodule) -> dict:
 
     Only tensors and plain Python values, so `torch.load(weights_only=True)` reads it.
     """
+    from hsi.data.catalogue import CATALOGUE
     from hsi.maps import class_colours
 
     pca = datamodule.pca
     scene = datamodule.scene
+    spec = CATALOGUE.get(scene.name)
     return {
         "scene": scene.name,
+        "rgb_bands": list(spec.rgb_bands) if spec is not None else None,
         "raw_bands": scene.num_bands,
         "patch_size": int(datamodule.hparams.patch_size),
         "pca": None if pca is None else {"mean": torch.as_tensor(pca.mean),

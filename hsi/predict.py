@@ -64,7 +64,7 @@ def scene_from_config(data_cfg: DictConfig | None, info: dict[str, Any],
 
 def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, prediction: np.ndarray,
                      class_names: list[str], title: str, loggers: list[Any] = (),
-                     step: int = 0) -> dict[str, Any]:
+                     step: int = 0, rgb_bands: list[int] | None = None) -> dict[str, Any]:
     """prediction.npy, prediction.png, map.png and, with a ground truth, accuracy over labelled pixels."""
     import matplotlib.pyplot as plt
 
@@ -75,7 +75,7 @@ def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, pr
     atomic_write(output_dir / "prediction.npy", save_npy)
     save_label_image(output_dir / "prediction.png", prediction, class_names, title)
     truth = scene.labels if scene is not None and scene.num_classes == len(class_names) else None
-    fig = map_figure(cube, truth, prediction, class_names, title=title)
+    fig = map_figure(cube, truth, prediction, class_names, rgb_bands, title=title)
     atomic_write(output_dir / "map.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     for logger in loggers:
         experiment = getattr(logger, "experiment", None)
@@ -101,7 +101,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     title = f"{type(model.net).__name__} on {scene.name if scene else 'cube'} ({path} inference)"
-    metrics = write_prediction(output_dir, cube, scene, prediction, info["class_names"], title)
+    same_scene = scene is not None and scene.name == info["scene"]
+    metrics = write_prediction(output_dir, cube, scene, prediction, info["class_names"], title,
+                               rgb_bands=info.get("rgb_bands") if same_scene else None)
     summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "path": path,
                "seconds": round(seconds, 2), "shape": list(prediction.shape),
                "class_names": info["class_names"], **metrics}

@@ -20,6 +20,7 @@ import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.data.datamodule import HSIDataModule
 from hsi.inference import predict_labels, scene_info
 from hsi.models.classifier import HSIClassifier
+from hsi.models.cost import model_cost
 from hsi.models.metrics import accuracy_report
 from hsi.predict import write_prediction
 from hsi.reporting import finish_run
@@ -102,7 +103,8 @@ def write_map(cfg: DictConfig, net: torch.nn.Module, info: dict[str, Any], datam
     seconds = time.perf_counter() - start
     title = f"{type(net).__name__} on {datamodule.scene.name} ({path} inference)"
     metrics = write_prediction(Path(cfg.paths.output_dir), datamodule.scene.cube, datamodule.scene,
-                               prediction, datamodule.class_names, title, loggers, step)
+                               prediction, datamodule.class_names, title, loggers, step,
+                               info.get("rgb_bands"))
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
     return {"map_inference": path, "map_seconds": round(seconds, 2),
             "map_oa_labelled": metrics.get("oa")}
@@ -135,7 +137,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         return {}
     extra = {"epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
              "test_seconds": round(test_seconds, 2), "checkpoint": checkpoint_file,
-             "params": sum(p.numel() for p in model.net.parameters())}
+             **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size)}
     extra |= write_map(cfg, model.net, model.scene_info, datamodule, trainer.loggers, trainer.global_step)
     return finish_run(cfg.paths.output_dir, datamodule, model.test_report, extra, trainer.loggers,
                       trainer.global_step, run_hparams(cfg), cfg.seed)
@@ -164,7 +166,7 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
     report.update(preds=preds, targets=test_set.targets)
     extra = {"epochs": None, "train_seconds": round(train_seconds, 2),
              "test_seconds": round(test_seconds, 2), "checkpoint": str(checkpoint),
-             "params": None, "estimator": getattr(estimator, "best_params", None)}
+             "params": None, "macs": None, "estimator": getattr(estimator, "best_params", None)}
     return finish_run(cfg.paths.output_dir, datamodule, report, extra, loggers, 0, run_hparams(cfg),
                       cfg.seed)
 

@@ -22,15 +22,19 @@ FAST_SYNTHETIC = [
 ]
 
 
-def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
-    """`conf/train.yaml` with `overrides`, its run folder set to `output_dir`."""
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """`conf/<name>.yaml` with `overrides`, its run folder set to `output_dir`."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    return compose_config("train", overrides, output_dir)
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
 """Networks and the LightningModule that trains them."""
 
+from hsi.models.baselines import CNN2D, CNN3D
 from hsi.models.classifier import HSIClassifier
+from hsi.models.cost import model_cost
 from hsi.models.hybridsn import HybridSN
+from hsi.models.variants import HybridSNLite, HybridSNSE
 
-__all__ = ["HSIClassifier", "HybridSN"]
+__all__ = ["CNN2D", "CNN3D", "HSIClassifier", "HybridSN", "HybridSNLite", "HybridSNSE", "model_cost"]

@@ -1,0 +1,192 @@
+"""Building blocks shared by the networks, each in 2-D or 3-D (`dims`): activations,
+conv-BN-activation, squeeze-excitation, depthwise-separable and inverted-residual blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Size = int | Sequence[int]
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def conv_class(dims: int) -> type[nn.Module]:
+    """nn.Conv2d or nn.Conv3d."""
+    if dims not in _CONV:
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    return _CONV[dims]
+
+
+def batch_norm_class(dims: int) -> type[nn.Module]:
+    """nn.BatchNorm2d or nn.BatchNorm3d."""
+    conv_class(dims)
+    return _BATCH_NORM[dims]
+
+
+def as_tuple(value: Size, dims: int) -> tuple[int, ...]:
+    """An int repeated `dims` times, or a sequence of `dims` ints."""
+    values = (value,) * dims if isinstance(value, int) else tuple(value)
+    if len(values) != dims:
+        raise ValueError(f"expected {dims} sizes, got {values}")
+    return values
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of `divisor`, never more than 10% below `value`
+    (the rounding MobileNet applies after its width multiplier)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class HSigmoid(nn.Module):
+    """Hard sigmoid: ReLU6(x + 3) / 6 (torch's fused kernel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardsigmoid(x)
+
+
+class HSwish(nn.Module):
+    """Hard swish: x * ReLU6(x + 3) / 6 (torch's fused kernel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardswish(x)
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "hswish": HSwish, "hsigmoid": HSigmoid, "sigmoid": nn.Sigmoid, "identity": nn.Identity,
+}
+
+
+def activation(name: str | None) -> nn.Module:
+    """An activation by name: relu, hswish, hsigmoid, sigmoid, identity (or None)."""
+    if name is None:
+        return nn.Identity()
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution (no bias), batch norm, activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size = 1, stride: Size = 1,
+                 padding: Size = 0, groups: int = 1, dims: int = 2, act: str | None = "relu") -> None:
+        super().__init__(
+            conv_class(dims)(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                             groups=groups, bias=False),
+            batch_norm_class(dims)(out_channels),
+            activation(act),
+        )
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation (Hu et al., 2018) over (N, C, ...) maps of any dimension: global
+    average pool, FC (C -> C / reduction), ReLU, FC (-> C), gate, channel-wise rescale."""
+
+    def __init__(self, channels: int, reduction: int = 4, gate: str = "sigmoid", min_hidden: int = 4) -> None:
+        super().__init__()
+        hidden = max(min_hidden, channels // reduction)
+        self.squeeze = nn.Linear(channels, hidden)
+        self.excite = nn.Linear(hidden, channels)
+        self.gate = activation(gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(2).mean(-1)
+        w = self.gate(self.excite(F.relu(self.squeeze(s))))
+        return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
+
+
+POOLS = ("flatten", "gdc", "avg")
+
+
+def pool_window(kind: str, channels: int, size: int, flatten_channels: int = 8,
+                act: str = "hswish") -> tuple[nn.Module, int]:
+    """(module, features per window) turning a (N, channels, size, size) map into a dense head's input:
+
+    - `flatten`: a 1x1 convolution to `flatten_channels` (BN, `act`) whose map the head flattens,
+      keeping where in the window each feature is, as HybridSN's 18,496-wide flatten does;
+    - `gdc`: global depthwise convolution (MobileFaceNet): a learned size x size weighting per
+      channel, then batch norm;
+    - `avg`: global average pooling.
+    """
+    if kind == "flatten":
+        return ConvBNAct(channels, flatten_channels, 1, act=act), flatten_channels * size * size
+    if kind == "gdc":
+        return ConvBNAct(channels, channels, size, groups=channels, act=None), channels
+    if kind == "avg":
+        return nn.AdaptiveAvgPool2d(1), channels
+    raise ValueError(f"unknown pool {kind!r}; choose one of {POOLS}")
+
+
+class DepthwiseSeparable(nn.Sequential):
+    """Depthwise k x k (x k) convolution per channel, then a pointwise 1 x 1 convolution, each
+    followed by batch norm and the activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size = 3, stride: Size = 1,
+                 padding: Size = 0, dims: int = 2, act: str = "relu") -> None:
+        super().__init__(
+            ConvBNAct(in_channels, in_channels, kernel_size, stride, padding, groups=in_channels,
+                      dims=dims, act=act),
+            ConvBNAct(in_channels, out_channels, 1, dims=dims, act=act),
+        )
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2/V3 block: pointwise expansion by `expansion`, depthwise convolution, optional
+    squeeze-excitation, linear pointwise projection; adds its input when the shapes match
+    (stride 1, size-preserving padding, as many output channels as input channels)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size = 3, stride: Size = 1,
+                 padding: Size | None = None, expansion: float = 2.0, se_reduction: int | None = 4,
+                 dims: int = 2, act: str = "hswish", divisor: int = 4) -> None:
+        super().__init__()
+        kernel = as_tuple(kernel_size, dims)
+        padding = tuple(k // 2 for k in kernel) if padding is None else as_tuple(padding, dims)
+        stride = as_tuple(stride, dims)
+        hidden = make_divisible(in_channels * expansion, divisor) if expansion != 1 else in_channels
+        self.expand = (ConvBNAct(in_channels, hidden, 1, dims=dims, act=act)
+                       if hidden != in_channels else nn.Identity())
+        self.depthwise = ConvBNAct(hidden, hidden, kernel, stride, padding, groups=hidden, dims=dims, act=act)
+        self.se = SqueezeExcite(hidden, se_reduction, gate="hsigmoid") if se_reduction else nn.Identity()
+        self.project = ConvBNAct(hidden, out_channels, 1, dims=dims, act=None)
+        self.residual = (in_channels == out_channels and all(s == 1 for s in stride)
+                         and all(2 * p == k - 1 for p, k in zip(padding, kernel)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + out if self.residual else out
+
+
+def dense_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float = 0.0,
+               act: str = "relu") -> nn.Sequential:
+    """Flatten, then (Linear, Dropout, activation) per hidden width, then Linear to the classes."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), nn.Dropout(dropout), activation(act)]
+        in_features = width
+    return nn.Sequential(*layers, nn.Linear(in_features, num_classes))
+
+
+def require_input(model: str, in_bands: int, patch_size: int, min_bands: int, min_patch: int,
+                  why: str) -> None:
+    """Raise a ValueError naming the minimum and the config key to change when the window is too small."""
+    if in_bands < min_bands:
+        raise ValueError(f"{model} needs at least {min_bands} bands per window ({why}); got {in_bands}. "
+                         f"Raise data.pca_components.")
+    if patch_size < min_patch:
+        raise ValueError(f"{model} needs windows of at least {min_patch}x{min_patch} pixels ({why}); "
+                         f"got {patch_size}. Raise data.patch_size.")
+
+
+def min_input_size(kernels: Sequence[int], strides: Sequence[int] | None = None) -> int:
+    """Smallest input length that leaves at least one output through unpadded convolutions."""
+    size = 1
+    for k, s in reversed(list(zip(kernels, strides or [1] * len(kernels)))):
+        size = (size - 1) * s + k
+    return size
