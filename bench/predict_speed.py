@@ -6,7 +6,7 @@ One run, one process, the same network (HybridSN, 30 PCA components, 25x25 windo
 16 classes, eval mode) on the same 145x145x200 cube (the 8-bit Indian Pines cube when
 ../shared/data has it, else a synthetic one of that size):
 - dense: the trunk once over the padded scene, the classifier as convolutions (hsi.inference);
-- windows: every pixel's window cut from the padded cube, batches of 256 (hsi.inference);
+- windows: every pixel's window cut from the padded cube, batches of 64 (hsi.inference);
 - notebook: every window materialised as float64 first (21,025 x 25 x 25 x 30), then
   predicted in batches of 32, as the notebook's map code does.
 All three must give the same labels; the script checks and prints the ratios.
@@ -82,13 +82,13 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
 
     dense, t_dense = timed(dense_logits, net, padded, PATCH)
-    windows, t_windows = timed(window_logits, net, padded, coords, PATCH, 256)
+    windows, t_windows = timed(window_logits, net, padded, coords, PATCH, 64)
     dense_labels = dense.argmax(0).reshape(-1)
     assert torch.equal(dense_labels, windows.argmax(1)), "dense and window labels differ"
     gap = (dense.reshape(CLASSES, -1).T - windows).abs().max()
     print(f"max |dense - window| logit difference: {gap:.2e}")
     rows = [("dense (hsi.inference.dense_logits)", t_dense),
-            ("windows, batch 256 (hsi.inference.window_logits)", t_windows)]
+            ("windows, batch 64 (hsi.inference.window_logits)", t_windows)]
     if not args.skip_notebook:
         notebook, t_notebook = timed(notebook_logits, net, reduced)
         assert torch.equal(dense_labels, notebook.argmax(1)), "dense and notebook labels differ"

@@ -87,7 +87,7 @@ def _tiles(height: int, tile_rows: int) -> Iterator[tuple[int, int]]:
 
 
 @torch.inference_mode()
-def dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_rows: int = 32,
+def dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_rows: int = 128,
                  progress: bool = False) -> torch.Tensor:
     """Logits (K, H, W) for every pixel of a scene padded by `pad_cube` ((B, H+p-1, W+p-1)).
 
@@ -116,7 +116,7 @@ def dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_row
 
 @torch.inference_mode()
 def window_logits(net: nn.Module, padded: torch.Tensor, coords: np.ndarray, patch_size: int,
-                  batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+                  batch_size: int = 64, progress: bool = False) -> torch.Tensor:
     """Logits (N, K) for the windows around `coords` (row, col), cut batch by batch."""
     from tqdm.auto import tqdm
 
@@ -135,7 +135,7 @@ def window_logits(net: nn.Module, padded: torch.Tensor, coords: np.ndarray, patc
 
 
 def scene_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, method: str = "auto",
-                 batch_size: int = 256, tile_rows: int = 32,
+                 batch_size: int = 64, tile_rows: int = 128,
                  progress: bool = False) -> tuple[torch.Tensor, str]:
     """(K, H, W) logits for every pixel and the path that ran ("dense" or "window")."""
     if method not in ("auto", "dense", "window"):
@@ -195,7 +195,7 @@ def reduce_cube(info: dict, cube: np.ndarray) -> np.ndarray:
 
 
 def predict_labels(net: nn.Module, info: dict, cube: np.ndarray, method: str = "auto",
-                   batch_size: int = 256, tile_rows: int = 32,
+                   batch_size: int = 64, tile_rows: int = 128,
                    progress: bool = False) -> tuple[np.ndarray, str]:
     """(H, W) predicted classes 1..K for every pixel of `cube`, and the path that ran."""
     from hsi.data.patches import pad_cube

@@ -26,7 +26,7 @@ class HSIDataModule(L.LightningDataModule):
     def __init__(self, scene: str | Scene = "indian_pines", data_dir: str | None = None,
                  pca_components: int | None = 30, pca_whiten: bool = True, patch_size: int = 25,
                  test_ratio: float = 0.9, val_ratio: float = 0.05, split_seed: int = 345,
-                 batch_size: int = 32, eval_batch_size: int = 256, num_workers: int = 0,
+                 batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
                  pin_memory: bool = False, **scene_options: Any) -> None:
         super().__init__()
         check_patch_size(patch_size)
