@@ -137,7 +137,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         return {}
     extra = {"epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
              "test_seconds": round(test_seconds, 2), "checkpoint": checkpoint_file,
-             **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size)}
+             **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size),
+             "leakage": datamodule.leakage()}
     extra |= write_map(cfg, model.net, model.scene_info, datamodule, trainer.loggers, trainer.global_step)
     return finish_run(cfg.paths.output_dir, datamodule, model.test_report, extra, trainer.loggers,
                       trainer.global_step, run_hparams(cfg), cfg.seed)
@@ -166,7 +167,8 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
     report.update(preds=preds, targets=test_set.targets)
     extra = {"epochs": None, "train_seconds": round(train_seconds, 2),
              "test_seconds": round(test_seconds, 2), "checkpoint": str(checkpoint),
-             "params": None, "macs": None, "estimator": getattr(estimator, "best_params", None)}
+             "params": None, "macs": None, "estimator": getattr(estimator, "best_params", None),
+             "leakage": datamodule.leakage()}
     return finish_run(cfg.paths.output_dir, datamodule, report, extra, loggers, 0, run_hparams(cfg),
                       cfg.seed)
 

@@ -52,3 +52,9 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip("../shared/data is not beside the repository")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fingerprint and PCA caches go to a temporary folder, never the user's ~/.cache/hsi."""
+    monkeypatch.setenv("HSI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hsi_cache"))

@@ -1,7 +1,8 @@
-"""LightningDataModule: scene -> PCA -> padded cube -> stratified split -> window loaders."""
+"""LightningDataModule: scene -> split -> PCA -> padded cube -> window loaders."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,28 +11,50 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from hsi.data.catalogue import CATALOGUE, prepare_scene
+from hsi.data.io import read_array
+from hsi.data.leakage import leakage
 from hsi.data.patches import PatchDataset, check_patch_size, pad_cube
-from hsi.data.preprocessing import PCATransform, fit_pca
+from hsi.data.preprocessing import PCA_FITS, PCATransform, cached_fit_pca
 from hsi.data.scene import Scene
 from hsi.data.scenes import load_scene
-from hsi.data.split import stratified_split
+from hsi.data.split import SPLITS, disjoint_split, mask_split, per_class_split, stratified_split
+
+log = logging.getLogger(__name__)
 
 
 class HSIDataModule(L.LightningDataModule):
     """Windows around labelled pixels of one scene, split into train / val / test.
 
     Scene options not named here (`cube_path`, `height`, ...) go to `load_scene`.
+    `split`: random (stratified, the recipe) | per_class (`train_per_class` pixels per class)
+    | disjoint (whole `block_size` blocks, evaluation pixels near training dropped) | mask
+    (`train_mask_path`, `test_mask_path`, optional `val_mask_path`). `pca_fit`: scene (all
+    pixels, the recipe) | train (training pixels only). `pca_cache`: keep fitted PCAs in
+    `pca_cache_dir` (default: the user cache, `hsi.data.download.user_cache_dir() / "pca"`).
     """
 
     def __init__(self, scene: str | Scene = "indian_pines", data_dir: str | None = None,
                  pca_components: int | None = 30, pca_whiten: bool = True, patch_size: int = 25,
                  test_ratio: float = 0.9, val_ratio: float = 0.05, split_seed: int = 345,
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
-                 pin_memory: bool = False, **scene_options: Any) -> None:
+                 pin_memory: bool = False, split: str = "random", train_per_class: int = 20,
+                 block_size: int = 16, train_mask_path: str | None = None,
+                 test_mask_path: str | None = None, val_mask_path: str | None = None,
+                 pca_fit: str = "scene", pca_cache: bool = False, pca_cache_dir: str | None = None,
+                 **scene_options: Any) -> None:
         super().__init__()
         check_patch_size(patch_size)
         if pca_components is not None and pca_components < 1:
             raise ValueError(f"data.pca_components={pca_components} must be >= 1 or null.")
+        if split not in SPLITS:
+            raise ValueError(f"data.split={split!r} is not one of {', '.join(SPLITS)}.")
+        if pca_fit not in PCA_FITS:
+            raise ValueError(f"data.pca_fit={pca_fit!r} is not one of {', '.join(PCA_FITS)}.")
+        if split == "mask" and train_mask_path is None:
+            raise ValueError("data.split=mask needs data.train_mask_path (and data.test_mask_path; "
+                             "optional data.val_mask_path).")
+        train_mask_path, test_mask_path, val_mask_path, pca_cache_dir = (
+            _absolute(v) for v in (train_mask_path, test_mask_path, val_mask_path, pca_cache_dir))
         # Absolute paths and plain values, so the hyperparameters saved in a checkpoint
         # rebuild the same scene from any folder (hsi.evaluate, hsi.predict).
         data_dir = _absolute(data_dir)
@@ -43,6 +66,7 @@ class HSIDataModule(L.LightningDataModule):
         self.scene: Scene | None = None
         self.pca: PCATransform | None = None
         self.split: dict[str, np.ndarray] = {}
+        self.split_report: dict[str, Any] = {}
         self.datasets: dict[str, PatchDataset] = {}
 
     # -- set-up -----------------------------------------------------------------------------
@@ -64,17 +88,15 @@ class HSIDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         scene = self.scene = self.load_scene()
-        cube = scene.cube
-        if hp.pca_components is not None:
-            self.pca = fit_pca(cube.reshape(-1, scene.num_bands), hp.pca_components,
-                               hp.pca_whiten, seed=hp.split_seed)
-            cube = self.pca(cube)
-        padded = pad_cube(cube, hp.patch_size)
         rows, cols = np.nonzero(scene.labels)  # row-major, as the notebook orders its windows
         coords = np.stack([rows, cols], axis=1)
-        targets = scene.labels[rows, cols] - 1
-        self.split = {k: coords[v] for k, v in stratified_split(
-            targets, hp.test_ratio, hp.val_ratio, hp.split_seed, scene.class_names).items()}
+        indices, self.split_report = self._split_indices(scene, coords)
+        self.split = {k: coords[v] for k, v in indices.items()}
+        cube = scene.cube
+        if hp.pca_components is not None:
+            self.pca = self._fit_pca(scene)
+            cube = self.pca(cube)
+        padded = pad_cube(cube, hp.patch_size)
         for subset, subset_coords in self.split.items():
             subset_targets = scene.labels[subset_coords[:, 0], subset_coords[:, 1]] - 1
             self.datasets[subset] = PatchDataset(padded, subset_coords, subset_targets,
@@ -83,6 +105,39 @@ class HSIDataModule(L.LightningDataModule):
         self.datasets["predict"] = PatchDataset(
             padded, np.stack([all_rows, all_cols], axis=1),
             scene.labels[all_rows, all_cols] - 1, hp.patch_size)
+
+    def _split_indices(self, scene: Scene,
+                       coords: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Indices into `coords` (the labelled pixels) of each subset, and the split's report."""
+        hp = self.hparams
+        targets = scene.labels[coords[:, 0], coords[:, 1]] - 1
+        method = hp.get("split", "random")
+        if method == "random":
+            indices = stratified_split(targets, hp.test_ratio, hp.val_ratio, hp.split_seed, scene.class_names)
+            return indices, {"method": "random"}
+        if method == "per_class":
+            return per_class_split(targets, hp.train_per_class, hp.val_ratio, hp.split_seed,
+                                   scene.class_names)
+        if method == "disjoint":
+            return disjoint_split(scene.labels, coords, hp.test_ratio, hp.val_ratio, hp.block_size,
+                                  hp.patch_size, hp.split_seed, scene.class_names)
+        masks = {k: None if hp.get(f"{k}_mask_path") is None
+                 else read_array(hp[f"{k}_mask_path"], None, 2, f"{k} mask")
+                 for k in ("train", "test", "val")}
+        return mask_split(scene.labels, coords, masks["train"], masks["test"], masks["val"],
+                          scene.class_names)
+
+    def _fit_pca(self, scene: Scene) -> PCATransform:
+        """PCA fitted on the whole scene or on the training pixels only (`data.pca_fit`), cached."""
+        from hsi.data.download import user_cache_dir
+
+        hp = self.hparams
+        coords = self.split["train"] if hp.get("pca_fit", "scene") == "train" else None
+        cache_dir = None
+        if hp.get("pca_cache"):
+            cache_dir = hp.get("pca_cache_dir") or user_cache_dir() / "pca"
+        return cached_fit_pca(scene.cube, coords, hp.pca_components, hp.pca_whiten, hp.split_seed,
+                              scene.name, cache_dir)
 
     # -- what the model needs to know -------------------------------------------------------
     @property
@@ -104,6 +159,11 @@ class HSIDataModule(L.LightningDataModule):
     def sizes(self) -> dict[str, int]:
         self._require_setup()
         return {f"n_{k}": int(len(v)) for k, v in self.split.items()}
+
+    def leakage(self) -> float:
+        """Fraction of test pixels inside some training window (within patch_size // 2, Chebyshev)."""
+        self._require_setup()
+        return leakage(self.scene.shape, self.split["train"], self.split["test"], self.hparams.patch_size)
 
     def save_split(self, path: str | Path) -> None:
         """Pixel coordinates (row, col) of each subset, and the scene's labels, as `.npz`."""

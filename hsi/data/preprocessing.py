@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from hsi.utils.files import atomic_save_npz
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,3 +63,65 @@ def fit_pca(pixels: np.ndarray, n_components: int, whiten: bool = True,
     return PCATransform(mean=pca.mean_.astype(np.float64),
                         components=pca.components_.astype(np.float64),
                         scale=np.asarray(scale, dtype=np.float64))
+
+
+# -- fitting on a chosen pixel set, with an on-disk cache ----------------------------------
+PCA_FITS = ("scene", "train")
+
+
+def fit_pca_on(cube: np.ndarray, coords: np.ndarray | None, n_components: int, whiten: bool = True,
+               seed: int = 0) -> PCATransform:
+    """Fit PCA on the spectra of `coords` (N, 2) (row, col) of a (H, W, B) cube, or on all pixels.
+
+    Only the selected pixels' spectra are read, so other pixels (test pixels) cannot leak in.
+    """
+    if coords is None:
+        pixels = cube.reshape(-1, cube.shape[-1])
+    else:
+        coords = np.asarray(coords).reshape(-1, 2)
+        pixels = cube[coords[:, 0], coords[:, 1]]
+    return fit_pca(pixels, n_components, whiten, seed=seed)
+
+
+def cube_fingerprint(cube: np.ndarray) -> str:
+    """SHA-1 of a cube's shape, dtype and bytes."""
+    digest = hashlib.sha1(f"{cube.shape}{cube.dtype.str}".encode())
+    digest.update(memoryview(np.ascontiguousarray(cube)).cast("B"))
+    return digest.hexdigest()
+
+
+def pca_cache_key(scene_name: str, cube: np.ndarray, coords: np.ndarray | None, n_components: int,
+                  whiten: bool, seed: int) -> str:
+    """What identifies a fitted PCA: scene, cube bytes, settings and the pixels it was fitted on."""
+    fit_set = "scene" if coords is None else hashlib.sha1(
+        np.ascontiguousarray(np.asarray(coords, dtype=np.int64)).tobytes()).hexdigest()
+    return (f"scene={scene_name};cube={cube_fingerprint(cube)};components={int(n_components)};"
+            f"whiten={bool(whiten)};seed={int(seed)};fit={fit_set}")
+
+
+def cached_fit_pca(cube: np.ndarray, coords: np.ndarray | None, n_components: int, whiten: bool,
+                   seed: int, scene_name: str, cache_dir: str | Path | None) -> PCATransform:
+    """`fit_pca_on`, loaded from / saved to `cache_dir` (.npz named by the key's SHA-1) when given.
+
+    A cache file that cannot be read, or holds another key, is ignored and rewritten; a
+    folder that cannot be written only costs the cache (a warning).
+    """
+    if cache_dir is None:
+        return fit_pca_on(cube, coords, n_components, whiten, seed)
+    key = pca_cache_key(scene_name, cube, coords, n_components, whiten, seed)
+    path = Path(cache_dir) / f"pca-{hashlib.sha1(key.encode()).hexdigest()}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                if str(npz["key"]) == key:
+                    return PCATransform(mean=npz["mean"], components=npz["components"], scale=npz["scale"])
+            log.warning("PCA cache %s holds another key; refitting.", path)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is just a cache miss
+            log.warning("Ignoring unreadable PCA cache %s (%s); refitting.", path, error)
+    pca = fit_pca_on(cube, coords, n_components, whiten, seed)
+    try:
+        atomic_save_npz(path, key=np.array(key), mean=pca.mean, components=pca.components, scale=pca.scale)
+    except OSError as error:
+        log.warning("Could not write the PCA cache %s (%s); set data.pca_cache_dir to a writable "
+                    "folder or data.pca_cache=false.", path, error)
+    return pca

@@ -1,10 +1,14 @@
-"""Stratified train / validation / test split of the labelled pixels."""
+"""Train / validation / test splits of the labelled pixels: random, per class, spatially disjoint, masks."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def stratified_split(targets: np.ndarray, test_ratio: float, val_ratio: float = 0.0,
@@ -47,3 +51,188 @@ def stratified_split(targets: np.ndarray, test_ratio: float, val_ratio: float = 
                          f"{', '.join(names[c] for c in missing)} (too few pixels); lower "
                          f"data.test_ratio or leave those classes out.")
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+# -- other strategies ----------------------------------------------------------------------
+SPLITS = ("random", "per_class", "disjoint", "mask")
+
+
+def _names(class_names: Sequence[str] | None, n_classes: int) -> list[str]:
+    return list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
+
+
+def per_class_split(targets: np.ndarray, train_per_class: int, val_ratio: float = 0.0, seed: int = 0,
+                    class_names: Sequence[str] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """`train_per_class` training pixels per class; `val_ratio` of all pixels for validation.
+
+    A class with fewer than 2 * `train_per_class` pixels gets half of them (rounded down) for
+    training, so it keeps test pixels; such caps are logged and listed in the report. The
+    validation pixels are drawn per class (`val_ratio` of each class, rounded) from the
+    non-training pixels, always leaving at least one test pixel per class.
+    """
+    targets = np.asarray(targets)
+    if train_per_class < 1:
+        raise ValueError(f"data.train_per_class={train_per_class} must be >= 1.")
+    if not 0 <= val_ratio < 1:
+        raise ValueError(f"data.val_ratio={val_ratio} must lie in [0, 1).")
+    n_classes = int(targets.max()) + 1 if len(targets) else 0
+    names = _names(class_names, n_classes)
+    counts = np.bincount(targets, minlength=n_classes)
+    small = [f"{names[c]} ({k} pixels)" for c, k in enumerate(counts) if 0 < k < 2]
+    if small:
+        raise ValueError(f"Too few labelled pixels to split: {', '.join(small)}; each class needs at "
+                         f"least 2 (one to train, one to test). Leave such classes out "
+                         f"(data.ignore_labels) or merge them.")
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    capped: dict[str, int] = {}
+    for c in range(n_classes):
+        members = rng.permutation(np.flatnonzero(targets == c))
+        k = len(members)
+        if k == 0:
+            continue
+        n_train = min(train_per_class, k // 2)
+        if n_train < train_per_class:
+            capped[names[c]] = n_train
+        n_val = min(int(round(val_ratio * k)), k - n_train - 1)
+        parts["train"].append(members[:n_train])
+        parts["val"].append(members[n_train:n_train + n_val])
+        parts["test"].append(members[n_train + n_val:])
+    if capped:
+        log.warning("data.split=per_class: %d training pixels per class requested, but these classes "
+                    "have fewer than twice that and were capped at half their pixels: %s",
+                    train_per_class, ", ".join(f"{k} -> {v}" for k, v in capped.items()))
+    split = {k: np.sort(np.concatenate(v)) if v else np.zeros(0, dtype=np.int64) for k, v in parts.items()}
+    report = {"method": "per_class", "train_per_class": int(train_per_class), "capped": capped,
+              "classes": _class_report(targets, split, names)}
+    return split, report
+
+
+def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, val_ratio: float = 0.0,
+                   block_size: int = 16, patch_size: int = 1, seed: int = 0,
+                   class_names: Sequence[str] | None = None
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Spatially disjoint split: whole `block_size` x `block_size` blocks go to one subset.
+
+    `labels` is the (H, W) ground truth (0 = unlabelled, k = class k - 1), `coords` the
+    (N, 2) labelled pixels the returned indices refer to. Blocks are visited in a seeded
+    random order and each goes to the subset (train, val, test) that most needs its pixels:
+    the block's per-class pixel counts weighted by the fraction of that subset's per-class
+    target (1 - test_ratio, val_ratio, test_ratio - val_ratio of each class) still missing.
+    Then every val / test pixel within `patch_size // 2` (Chebyshev) of a training pixel is
+    dropped, so no evaluation pixel lies in a training window. The report gives
+    each class's achieved shares and dropped pixels.
+    """
+    from hsi.data.leakage import window_mask
+
+    if not 0 < test_ratio < 1:
+        raise ValueError(f"data.test_ratio={test_ratio} must lie strictly between 0 and 1.")
+    if not 0 <= val_ratio < test_ratio:
+        raise ValueError(f"data.val_ratio={val_ratio} must be >= 0 and below data.test_ratio="
+                         f"{test_ratio}.")
+    if block_size < 1:
+        raise ValueError(f"data.block_size={block_size} must be >= 1.")
+    coords = np.asarray(coords)
+    targets = labels[coords[:, 0], coords[:, 1]] - 1
+    n_classes = int(targets.max()) + 1
+    names = _names(class_names, n_classes)
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    blocks_per_row = -(-labels.shape[1] // block_size)
+    block = (coords[:, 0] // block_size) * blocks_per_row + coords[:, 1] // block_size
+    block_ids, block_of = np.unique(block, return_inverse=True)
+    block_counts = np.zeros((len(block_ids), n_classes))
+    np.add.at(block_counts, (block_of, targets), 1)
+    shares = np.array([1 - test_ratio, val_ratio, test_ratio - val_ratio])
+    goal = shares[:, None] * counts[None, :]  # (3 subsets, classes)
+    have = np.zeros_like(goal)
+    subset_of_block = np.empty(len(block_ids), dtype=np.int64)
+    for b in np.random.default_rng(seed).permutation(len(block_ids)):
+        # need: the block's pixels weighted by how much of each class's target is still missing
+        need = (block_counts[b] * (goal - have) / np.maximum(goal, 1e-12)).sum(axis=1)
+        if val_ratio == 0:
+            need[1] = -np.inf
+        s = int(np.argmax(need))  # ties go to train, then val
+        subset_of_block[b] = s
+        have[s] += block_counts[b]
+    subset = subset_of_block[block_of]
+    train = np.flatnonzero(subset == 0)
+    missing = sorted(set(range(n_classes)) - set(targets[train].tolist()))
+    if missing:
+        lacking = ", ".join(names[c] for c in missing)
+        raise ValueError(f"data.split=disjoint left no training block for {lacking}; "
+                         f"use a smaller data.block_size, a lower data.test_ratio, or another "
+                         f"data.split_seed.")
+    near = window_mask(labels.shape, coords[train], patch_size)
+    keep = ~near[coords[:, 0], coords[:, 1]]
+    val = np.flatnonzero((subset == 1) & keep)
+    test = np.flatnonzero((subset == 2) & keep)
+    dropped = np.flatnonzero((subset > 0) & ~keep)
+    split = {"train": train, "val": val, "test": test}
+    report = {"method": "disjoint", "block_size": int(block_size), "margin": int(patch_size // 2),
+              "blocks": {k: int((subset_of_block == i).sum()) for i, k in enumerate(split)},
+              "dropped": int(len(dropped)),
+              "classes": _class_report(targets, split, names, dropped=dropped)}
+    log.info("data.split=disjoint: %d blocks of %d px; %d val/test pixels within %d px of training "
+             "dropped; shares per class (train/val/test): %s", len(block_ids), block_size, len(dropped),
+             patch_size // 2, "; ".join(f"{r['name']} {r['train_share']:.2f}/{r['val_share']:.2f}/"
+                                       f"{r['test_share']:.2f}" for r in report["classes"]))
+    return split, report
+
+
+def mask_split(labels: np.ndarray, coords: np.ndarray, train_mask: np.ndarray, test_mask: np.ndarray | None,
+               val_mask: np.ndarray | None = None, class_names: Sequence[str] | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Split given as (H, W) masks (nonzero = in the set) over the labelled pixels `coords`.
+
+    Masks must match the scene's shape and must not overlap. Masked pixels without a label
+    are ignored (with a warning, counted in the report). Without a test mask, the test set is
+    every labelled pixel outside the train and val masks.
+    """
+    masks = {"train": train_mask, "val": val_mask, "test": test_mask}
+    masks = {k: np.asarray(v) != 0 for k, v in masks.items() if v is not None}
+    for k, m in masks.items():
+        if m.shape != labels.shape:
+            raise ValueError(f"The {k} mask has shape {m.shape} but the scene is {labels.shape}; "
+                             f"give a 2-D mask of the scene's size (data.{k}_mask_path).")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        if a in masks and b in masks and (overlap := int((masks[a] & masks[b]).sum())):
+            raise ValueError(f"The {a} and {b} masks overlap in {overlap} pixels; each pixel may be "
+                             f"in one set only. Fix data.{a}_mask_path / data.{b}_mask_path.")
+    coords = np.asarray(coords)
+    targets = labels[coords[:, 0], coords[:, 1]] - 1
+    names = _names(class_names, int(targets.max()) + 1)
+    if "test" not in masks:
+        masks["test"] = ~masks["train"] & ~masks.get("val", np.zeros_like(masks["train"]))
+        masks["test"] &= labels > 0
+    unlabelled = {k: int((m & (labels == 0)).sum()) for k, m in masks.items()}
+    if any(unlabelled.values()):
+        log.warning("data.split=mask: masked pixels without a label are ignored: %s",
+                    ", ".join(f"{k} {v}" for k, v in unlabelled.items() if v))
+    split = {k: np.flatnonzero(masks[k][coords[:, 0], coords[:, 1]]) if k in masks
+             else np.zeros(0, dtype=np.int64) for k in ("train", "val", "test")}
+    if len(split["train"]) == 0 or len(split["test"]) == 0:
+        raise ValueError("The train and test masks must each select at least one labelled pixel.")
+    missing = sorted(set(range(len(names))) - set(targets[split["train"]].tolist()))
+    if missing:
+        log.warning("data.split=mask: no training pixel for %s", ", ".join(names[c] for c in missing))
+    report = {"method": "mask", "ignored_unlabelled": unlabelled,
+              "classes": _class_report(targets, split, names)}
+    return split, report
+
+
+def _class_report(targets: np.ndarray, split: dict[str, np.ndarray], names: list[str],
+                  dropped: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Pixels and shares of each class in each subset (shares of the class's labelled pixels)."""
+    rows = []
+    for c, name in enumerate(names):
+        total = int((targets == c).sum())
+        row: dict[str, Any] = {"name": name, "pixels": total}
+        for k, idx in split.items():
+            n = int((targets[idx] == c).sum())
+            row[k] = n
+            row[f"{k}_share"] = n / total if total else 0.0
+        if dropped is not None:
+            row["dropped"] = int((targets[dropped] == c).sum())
+        rows.append(row)
+    return rows

@@ -95,12 +95,34 @@ class HSIClassifier(L.LightningModule):
         self.test_report.update(preds=preds, targets=targets)
 
     def all_gather_cat(self, chunks: list[torch.Tensor]) -> torch.Tensor:
-        """Concatenate per-step tensors, and across processes when running distributed."""
+        """Concatenate per-step tensors, and across processes when running distributed.
+
+        Distributed, the test set's order is restored and the DistributedSampler's padding dropped,
+        so every test sample counts exactly once, as in a single-process test.
+        """
         local = torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.long)
         if self.trainer.world_size == 1:
             return local
-        gathered = self.all_gather(local.to(self.device))  # equal shard sizes under DDP sampler
-        return gathered.reshape(-1).cpu()
+        gathered = self.all_gather(local.to(self.device))  # (world, n_local): equal shards
+        return gathered.transpose(0, 1).reshape(-1)[: self._distributed_test_size()].cpu()
+
+    def _distributed_test_size(self) -> int:
+        """The test set's size, checking its sampler deals sample i to rank i % world_size in order.
+
+        DistributedSampler(shuffle=False) gives rank r the samples r, r + W, r + 2W, ... of the
+        dataset padded with its first samples to a multiple of W, so interleaving the gathered
+        shards and keeping the first len(dataset) is the dataset in order.
+        """
+        from torch.utils.data import DistributedSampler
+
+        loaders = self.trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.shuffle or sampler.drop_last:
+            raise RuntimeError(f"Distributed test needs an unshuffled DistributedSampler without "
+                               f"drop_last to gather exact metrics, got {sampler!r}; keep the "
+                               f"Trainer's use_distributed_sampler=True")
+        return len(loader.dataset)
 
     def configure_optimizers(self) -> Any:
         optimizer_cfg = self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3}
