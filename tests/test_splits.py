@@ -214,3 +214,15 @@ def test_pca_cache_is_hit_and_survives_corruption(tmp_path: Path, monkeypatch: p
     np.testing.assert_allclose(third.pca.components, first.pca.components)
     _dm(**options)
     assert len(calls) == 4  # ... and rewritten
+
+
+def test_disjoint_gives_a_class_confined_to_one_block_its_training_pixels() -> None:
+    from hsi.data.split import disjoint_split
+
+    labels = np.ones((48, 48), dtype=np.int64)
+    labels[2:6, 2:6] = 2  # a small class inside a single 16x16 block
+    coords = np.argwhere(labels > 0)
+    split, _ = disjoint_split(labels, coords, test_ratio=0.9, block_size=16, patch_size=5, seed=0)
+    targets = labels[coords[:, 0], coords[:, 1]] - 1
+    assert set(targets[split["train"]].tolist()) == {0, 1}
+    assert not set(split["train"]) & set(split["test"])

@@ -146,8 +146,19 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     shares = np.array([1 - test_ratio, val_ratio, test_ratio - val_ratio])
     goal = shares[:, None] * counts[None, :]  # (3 subsets, classes)
     have = np.zeros_like(goal)
-    subset_of_block = np.empty(len(block_ids), dtype=np.int64)
+    subset_of_block = np.full(len(block_ids), -1, dtype=np.int64)
+    # First every class gets one training block (rarest class first; its smallest block holding
+    # the class), so a class confined to a few blocks still reaches training.
+    for c in np.argsort(counts, kind="stable"):
+        if have[0, c] == 0:
+            candidates = np.flatnonzero((block_counts[:, c] > 0) & (subset_of_block < 0))
+            if len(candidates):
+                b = candidates[np.argmin(block_counts[candidates].sum(axis=1))]
+                subset_of_block[b] = 0
+                have[0] += block_counts[b]
     for b in np.random.default_rng(seed).permutation(len(block_ids)):
+        if subset_of_block[b] >= 0:
+            continue
         # need: the block's pixels weighted by how much of each class's target is still missing
         need = (block_counts[b] * (goal - have) / np.maximum(goal, 1e-12)).sum(axis=1)
         if val_ratio == 0:
@@ -167,6 +178,11 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     keep = ~near[coords[:, 0], coords[:, 1]]
     val = np.flatnonzero((subset == 1) & keep)
     test = np.flatnonzero((subset == 2) & keep)
+    untested = sorted(set(range(n_classes)) - set(targets[test].tolist()))
+    if untested:
+        log.warning("data.split=disjoint: no test pixel left for %s (all their blocks went to "
+                    "training or lie within the window margin); AA covers the other classes.",
+                    ", ".join(names[c] for c in untested))
     dropped = np.flatnonzero((subset > 0) & ~keep)
     split = {"train": train, "val": val, "test": test}
     report = {"method": "disjoint", "block_size": int(block_size), "margin": int(patch_size // 2),
