@@ -14,9 +14,8 @@ from omegaconf import DictConfig
 
 import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.data.datamodule import HSIDataModule
-from hsi.inference import predict_labels
 from hsi.models.cost import model_cost
-from hsi.predict import load_classifier, write_prediction
+from hsi.predict import checkpoint_datamodule, load_classifier, write_scene_map
 from hsi.reporting import finish_run
 
 log = logging.getLogger(__name__)
@@ -24,10 +23,7 @@ log = logging.getLogger(__name__)
 
 def rebuild_datamodule(info: dict[str, Any], data_dir: str | None = None) -> HSIDataModule:
     """The checkpoint's datamodule, with its split checked against the one it recorded."""
-    options = dict(info["data"])
-    if data_dir is not None:
-        options["data_dir"] = data_dir
-    datamodule = HSIDataModule(**options)
+    datamodule = checkpoint_datamodule(info, data_dir)
     datamodule.setup()
     for subset, coords in info["split"].items():
         if not np.array_equal(datamodule.split[subset], coords.numpy()):
@@ -53,11 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
              "checkpoint": str(Path(cfg.ckpt_path).resolve()),
              **model_cost(model.net, datamodule.num_bands, info["patch_size"])}
     if cfg.get("map", True):
-        prediction, path = predict_labels(model.net, info, datamodule.scene.cube, cfg.method)
-        write_prediction(output_dir, datamodule.scene.cube, datamodule.scene, prediction,
-                         datamodule.class_names, f"{type(model.net).__name__} ({path} inference)",
-                         loggers, rgb_bands=info.get("rgb_bands"))
-        extra["map_inference"] = path
+        extra |= write_scene_map(output_dir, model.net, info, datamodule.scene, cfg.method, loggers)
     hparams = {"model": type(model.net).__name__, "checkpoint": extra["checkpoint"]}
     return finish_run(output_dir, datamodule, model.test_report, extra, loggers, 0, hparams, cfg.seed)
 

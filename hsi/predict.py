@@ -38,17 +38,23 @@ def load_classifier(ckpt_path: str | Path, device: str = "auto") -> HSIClassifie
     return model.eval()
 
 
+def checkpoint_datamodule(info: dict[str, Any], data_dir: str | None = None):
+    """The datamodule a checkpoint was trained with (not set up), optionally with moved data."""
+    from hsi.data.datamodule import HSIDataModule
+
+    options = dict(info["data"])
+    if data_dir is not None:
+        options["data_dir"] = data_dir
+    return HSIDataModule(**options)
+
+
 def scene_from_config(data_cfg: DictConfig | None, info: dict[str, Any],
                       data_dir: str | None = None) -> tuple[np.ndarray, Scene | None]:
     """(cube, scene with ground truth or None) from `data=...`, or the checkpoint's own scene."""
-    from hsi.data.datamodule import HSIDataModule
     from hsi.data.io import read_array
 
     if data_cfg is None:
-        options = dict(info["data"])
-        if data_dir is not None:
-            options["data_dir"] = data_dir
-        datamodule = HSIDataModule(**options)
+        datamodule = checkpoint_datamodule(info, data_dir)
     else:
         datamodule = instantiate(data_cfg)
         options = dict(datamodule.scene_options)
@@ -88,6 +94,19 @@ def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, pr
     report = accuracy_report(torch.as_tensor(prediction[labelled] - 1),
                              torch.as_tensor(truth[labelled] - 1), len(class_names))
     return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
+
+
+def write_scene_map(output_dir: Path, net: torch.nn.Module, info: dict[str, Any], scene: Scene,
+                    method: str = "auto", loggers: list[Any] = (), step: int = 0) -> dict[str, Any]:
+    """Classify every pixel of the scene a model was trained on; write the map files and say how."""
+    start = time.perf_counter()
+    prediction, path = predict_labels(net, info, scene.cube, method)
+    seconds = time.perf_counter() - start
+    title = f"{type(net).__name__} on {scene.name} ({path} inference)"
+    metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
+                               loggers, step, info.get("rgb_bands"))
+    log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
+    return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.data.datamodule import HSIDataModule
-from hsi.inference import predict_labels, scene_info
+from hsi.inference import scene_info
 from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import model_cost
 from hsi.models.metrics import accuracy_report
-from hsi.predict import write_prediction
+from hsi.predict import write_scene_map
 from hsi.reporting import finish_run
 from hsi.utils.files import atomic_write
 
@@ -93,23 +93,6 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
             "seed": cfg.seed, "max_epochs": cfg.trainer.get("max_epochs")}
 
 
-def write_map(cfg: DictConfig, net: torch.nn.Module, info: dict[str, Any], datamodule: HSIDataModule,
-              loggers: list[Any], step: int) -> dict[str, Any]:
-    """Classify the whole scene and write prediction.npy / .png and map.png (and to TensorBoard)."""
-    if not cfg.get("map", True):
-        return {}
-    start = time.perf_counter()
-    prediction, path = predict_labels(net, info, datamodule.scene.cube, cfg.get("map_method", "auto"))
-    seconds = time.perf_counter() - start
-    title = f"{type(net).__name__} on {datamodule.scene.name} ({path} inference)"
-    metrics = write_prediction(Path(cfg.paths.output_dir), datamodule.scene.cube, datamodule.scene,
-                               prediction, datamodule.class_names, title, loggers, step,
-                               info.get("rgb_bands"))
-    log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
-    return {"map_inference": path, "map_seconds": round(seconds, 2),
-            "map_oa_labelled": metrics.get("oa")}
-
-
 def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
     """Lightning: fit, then test on the best-validation (or last) weights."""
     model = build_model(cfg, datamodule)
@@ -139,7 +122,9 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
              "test_seconds": round(test_seconds, 2), "checkpoint": checkpoint_file,
              **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size),
              "leakage": datamodule.leakage()}
-    extra |= write_map(cfg, model.net, model.scene_info, datamodule, trainer.loggers, trainer.global_step)
+    if cfg.get("map", True):
+        extra |= write_scene_map(Path(cfg.paths.output_dir), model.net, model.scene_info, datamodule.scene,
+                                 cfg.get("map_method", "auto"), trainer.loggers, trainer.global_step)
     return finish_run(cfg.paths.output_dir, datamodule, model.test_report, extra, trainer.loggers,
                       trainer.global_step, run_hparams(cfg), cfg.seed)
 
