@@ -10,6 +10,7 @@ from torch import nn
 
 from hsi.config import CONFIG_DIR
 from hsi.models import CNN2D, CNN3D, HybridSN, HybridSNLite, HybridSNSE
+from hsi.models.blocks import pool_window
 from hsi.models.cost import model_cost
 
 NETWORKS = ["hybridsn", "hybridsn_se", "hybridsn_lite", "cnn2d", "cnn3d"]
@@ -57,12 +58,25 @@ def test_too_small_windows_name_the_minimum_and_the_key(cls: type, bands: int, p
     assert key in str(error.value)
 
 
-@pytest.mark.parametrize("pool", ["flatten", "gdc", "avg"])
+@pytest.mark.parametrize("pool", ["pooled", "flatten", "gdc", "avg"])
 def test_lite_pools(pool: str) -> None:
     net = HybridSNLite(13, 9, 3, pool=pool)
     assert net(torch.randn(2, 1, 13, 9, 9)).shape == (2, 3)
     with pytest.raises(ValueError, match="unknown pool"):
         HybridSNLite(13, 9, 3, pool="max")
+
+
+def test_pooled_head_averages_3x3_neighbourhoods_at_half_resolution() -> None:
+    pool, features = pool_window("pooled", 5, 17, flatten_channels=6)
+    assert features == 6 * 9 * 9
+    pool.eval()
+    x = torch.randn(2, 5, 17, 17)
+    reduced = pool[0](x)  # the 1x1 convolution, batch norm and activation
+    out = pool(x)
+    assert out.shape == (2, 6, 9, 9)
+    torch.testing.assert_close(out[:, :, 4, 4], reduced[:, :, 7:10, 7:10].mean(dim=(2, 3)))
+    # at the border the padding is not counted
+    torch.testing.assert_close(out[:, :, 0, 0], reduced[:, :, :2, :2].mean(dim=(2, 3)))
 
 
 def test_se_variant_is_hybridsn_plus_its_excitations() -> None:

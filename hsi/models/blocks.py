@@ -102,7 +102,7 @@ class SqueezeExcite(nn.Module):
         return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
 
 
-POOLS = ("flatten", "gdc", "avg")
+POOLS = ("flatten", "pooled", "gdc", "avg")
 
 
 def pool_window(kind: str, channels: int, size: int, flatten_channels: int = 8,
@@ -111,12 +111,19 @@ def pool_window(kind: str, channels: int, size: int, flatten_channels: int = 8,
 
     - `flatten`: a 1x1 convolution to `flatten_channels` (BN, `act`) whose map the head flattens,
       keeping where in the window each feature is, as HybridSN's 18,496-wide flatten does;
+    - `pooled`: the same 1x1 convolution, then a 3x3 average pool with stride 2 before the
+      flatten: position kept at half resolution, and a window shifted by a pixel or two looks
+      alike to the head (the neighbours of training pixels are what a random split tests);
     - `gdc`: global depthwise convolution (MobileFaceNet): a learned size x size weighting per
       channel, then batch norm;
     - `avg`: global average pooling.
     """
     if kind == "flatten":
         return ConvBNAct(channels, flatten_channels, 1, act=act), flatten_channels * size * size
+    if kind == "pooled":
+        return (nn.Sequential(ConvBNAct(channels, flatten_channels, 1, act=act),
+                              nn.AvgPool2d(3, 2, padding=1, count_include_pad=False)),
+                flatten_channels * ((size + 1) // 2) ** 2)
     if kind == "gdc":
         return ConvBNAct(channels, channels, size, groups=channels, act=None), channels
     if kind == "avg":

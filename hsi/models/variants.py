@@ -62,14 +62,15 @@ class HybridSNLite(nn.Module):
     """MobileNetV3-style HybridSN: a full 3-D convolution over (bands, rows, columns), 3-D
     inverted residuals (depthwise convolutions, squeeze-excitation, h-swish), bands folded into
     channels, a depthwise-separable 2-D convolution, 2-D inverted residuals and a small dense
-    head on a narrow flatten (or a global pool).
+    head on a narrow, pooled flatten (or a global pool).
 
     Like HybridSN it keeps the window's full resolution: no strides; spectral kernels and the
     first 3x3 of every stage are unpadded (bands shrink by k - 1, the window by 2 per 3-D stage
     and the 2-D fold); later 2-D blocks are padded and residual. `width` multiplies every channel
-    count (rounded to `divisor`). `pool` (see `pool_window`): `flatten` (a 1x1 reduction to
-    `flatten_channels`, flattened: the head knows where in the window each feature is, as
-    HybridSN's does), `gdc` (global depthwise convolution) or `avg` (global average pooling).
+    count (rounded to `divisor`). `pool` (see `pool_window`): `pooled` (a 1x1 reduction to
+    `flatten_channels`, a 3x3 stride-2 average pool, flattened: the head knows roughly where in
+    the window each feature is, as HybridSN's does, and tolerates small shifts), `flatten` (the
+    same without the pool), `gdc` (global depthwise convolution) or `avg` (global average pooling).
     """
 
     dense_capable = False  # squeeze-excitation pools over the window inside the trunk
@@ -77,8 +78,8 @@ class HybridSNLite(nn.Module):
     def __init__(self, in_bands: int, patch_size: int, num_classes: int, width: float = 1.0,
                  channels_3d: Sequence[int] = (8, 16, 16), spectral_kernels: Sequence[int] = (7, 5, 3),
                  channels_2d: Sequence[int] = (64, 64), expansion_3d: float = 1.0,
-                 expansion_2d: float = 1.0, se_reduction: int = 4, pool: str = "flatten",
-                 flatten_channels: int = 8, hidden: int = 128, dropout: float = 0.4, act: str = "hswish",
+                 expansion_2d: float = 1.0, se_reduction: int = 4, pool: str = "pooled",
+                 flatten_channels: int = 24, hidden: int = 128, dropout: float = 0.4, act: str = "hswish",
                  divisor: int = 4) -> None:
         super().__init__()
         if len(channels_3d) != len(spectral_kernels):
