@@ -6,7 +6,8 @@ into the multirun folder:
 - `results.csv`: one row per job (its overrides, OA / AA / kappa, leakage if recorded, train time,
   status `ok` or `failed`);
 - `results.md`: mean ± sample std (ddof=1; 0 for a single run) of each setting over seeds, i.e.
-  grouped by every override except `seed`, with the number of runs and a list of failed jobs;
+  grouped by every override except `seed`, with the number of runs, the mean leakage and training
+  time, and a list of failed jobs;
 - `oa_heatmap.png`: mean OA over data.patch_size x data.pca_components when both vary, or
   `oa_plot.png`: mean OA ± std against whichever one of them varies alone.
 
@@ -171,12 +172,17 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str
              + (f" (seeds {', '.join(seeds)})" if seeds else "") + ".", ""]
     if fixed:
         lines += ["Common overrides: " + " ".join(fixed), ""]
+    extras = [(key, title) for key, title in (("leakage", "leakage"), ("train_seconds", "train s"))
+              if any(j.ok and isinstance(j.metrics.get(key), (int, float)) for j in jobs)]
     lines += ["| " + " | ".join([*keys, "n", *(m.upper() if m != "kappa" else m for m in METRICS),
-                                 "failed"]) + " |",
-              "|" + "---|" * (len(keys) + len(METRICS) + 2)]
+                                 *(title for _, title in extras), "failed"]) + " |",
+              "|" + "---|" * (len(keys) + len(METRICS) + len(extras) + 2)]
     for values, group in group_settings(jobs, keys).items():
         done = [j for j in group if j.ok]
         cells = [format_mean_std([j.metrics[m] for j in done]) if done else "–" for m in METRICS]
+        for key, _ in extras:  # plain means
+            recorded = [j.metrics[key] for j in done if isinstance(j.metrics.get(key), (int, float))]
+            cells.append(f"{np.mean(recorded):{'.3f' if key == 'leakage' else '.0f'}}" if recorded else "–")
         lines.append("| " + " | ".join([*(str(v) for v in values), str(len(done)), *cells,
                                         str(len(group) - len(done))]) + " |")
     failed = [j for j in jobs if not j.ok]

@@ -76,6 +76,9 @@ def test_report_summarises_every_job(multirun: Path) -> None:
         expected = f"{np.mean(oa):.4f} ± {np.std(oa, ddof=1):.4f}"
         assert format_mean_std(oa) == expected
         assert f"| {patch} | 2 | {expected} |" in markdown
+        leakage = np.mean([_metrics(j)["leakage"] for j in jobs])
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {patch} | 2 |"))
+        assert row.split(" | ")[-3] == f"{leakage:.3f}"  # ... | leakage | train s | failed |
     assert "failed job" not in markdown
     # only the patch size varies: a 1-D plot of mean OA ± std instead of a heatmap
     assert (multirun / "oa_plot.png").stat().st_size > 0
