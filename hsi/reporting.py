@@ -108,7 +108,10 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
     """Write a run's files and TensorBoard summaries; return metrics.json's content."""
     import logging
 
-    extra = {**datamodule.sizes(), **extra, "scene": datamodule.scene.name, "seed": seed}
+    # leakage: test pixels inside a training window; split: the method and, for disjoint and
+    # per_class splits, the achieved per-class shares
+    extra = {**datamodule.sizes(), **extra, "leakage": datamodule.leakage(),
+             "split": datamodule.split_report, "scene": datamodule.scene.name, "seed": seed}
     metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
     log_to_tensorboard(loggers, hparams, report, datamodule.class_names, step)
     logging.getLogger("hsi").info(

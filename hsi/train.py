@@ -120,8 +120,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         return {}
     extra = {"epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
              "test_seconds": round(test_seconds, 2), "checkpoint": checkpoint_file,
-             **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size),
-             "leakage": datamodule.leakage()}
+             **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size)}
     if cfg.get("map", True):
         extra |= write_scene_map(Path(cfg.paths.output_dir), model.net, model.scene_info, datamodule.scene,
                                  cfg.get("map_method", "auto"), trainer.loggers, trainer.global_step)
@@ -152,8 +151,7 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
     report.update(preds=preds, targets=test_set.targets)
     extra = {"epochs": None, "train_seconds": round(train_seconds, 2),
              "test_seconds": round(test_seconds, 2), "checkpoint": str(checkpoint),
-             "params": None, "macs": None, "estimator": getattr(estimator, "best_params", None),
-             "leakage": datamodule.leakage()}
+             "params": None, "macs": None, "estimator": getattr(estimator, "best_params", None)}
     return finish_run(cfg.paths.output_dir, datamodule, report, extra, loggers, 0, run_hparams(cfg),
                       cfg.seed)
 

@@ -25,6 +25,16 @@ def test_fast_dev_run(synthetic_cfg) -> None:
     assert 0.0 <= metrics["oa"] <= 1.0
 
 
+def test_metrics_json_records_leakage_and_the_split(synthetic_cfg, tmp_path: Path) -> None:
+    train(synthetic_cfg("model=svm", "data.split=disjoint", "data.block_size=6", "data.test_ratio=0.7",
+                        "map=false"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["leakage"] == 0.0
+    split = saved["split"]
+    assert split["method"] == "disjoint" and split["margin"] == 4
+    assert [c["train"] > 0 for c in split["classes"]] == [True] * len(saved["class_names"])
+
+
 def test_training_run_writes_every_output(synthetic_cfg, tmp_path: Path) -> None:
     cfg = synthetic_cfg("trainer.max_epochs=2")
     metrics = train(cfg)
