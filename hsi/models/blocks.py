@@ -87,18 +87,25 @@ class ConvBNAct(nn.Sequential):
 
 class SqueezeExcite(nn.Module):
     """Squeeze-excitation (Hu et al., 2018) over (N, C, ...) maps of any dimension: global
-    average pool, FC (C -> C / reduction), ReLU, FC (-> C), gate, channel-wise rescale."""
+    average pool, FC (C -> C / reduction), ReLU, FC (-> C), gate, channel-wise rescale.
 
-    def __init__(self, channels: int, reduction: int = 4, gate: str = "sigmoid", min_hidden: int = 4) -> None:
+    `gate_scale` multiplies the gate: 2 makes a sigmoid gate start near 1 instead of 0.5, so the
+    block preserves the signal at initialisation, as NFNets (Brock et al., 2021) do in networks
+    without batch norm.
+    """
+
+    def __init__(self, channels: int, reduction: int = 4, gate: str = "sigmoid", min_hidden: int = 4,
+                 gate_scale: float = 1.0) -> None:
         super().__init__()
         hidden = max(min_hidden, channels // reduction)
         self.squeeze = nn.Linear(channels, hidden)
         self.excite = nn.Linear(hidden, channels)
         self.gate = activation(gate)
+        self.gate_scale = gate_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.flatten(2).mean(-1)
-        w = self.gate(self.excite(F.relu(self.squeeze(s))))
+        w = self.gate(self.excite(F.relu(self.squeeze(s)))) * self.gate_scale
         return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
 
 

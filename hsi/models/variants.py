@@ -23,7 +23,7 @@ from hsi.models.hybridsn import HybridSN
 
 
 def _with_se(stages: nn.Sequential, names: Sequence[str], chosen: set[str], reduction: int,
-             gate: str) -> nn.Sequential:
+             gate: str, gate_scale: float) -> nn.Sequential:
     """`stages` (conv, BN, ReLU per stage) with a squeeze-excitation after the ReLU of each chosen stage."""
     layers: list[nn.Module] = []
     names, channels = iter(names), 0
@@ -32,7 +32,7 @@ def _with_se(stages: nn.Sequential, names: Sequence[str], chosen: set[str], redu
         if isinstance(layer, nn.modules.conv._ConvNd):
             channels = layer.out_channels
         if isinstance(layer, nn.ReLU) and next(names) in chosen:
-            layers.append(SqueezeExcite(channels, reduction, gate=gate))
+            layers.append(SqueezeExcite(channels, reduction, gate=gate, gate_scale=gate_scale))
     return nn.Sequential(*layers)
 
 
@@ -48,14 +48,17 @@ class HybridSNSE(HybridSN):
     stages = (*stages_3d, "2d")
 
     def __init__(self, in_bands: int, patch_size: int, num_classes: int, se_reduction: int = 4,
-                 se_after: Sequence[str] = stages, se_gate: str = "sigmoid", **hybridsn: object) -> None:
+                 se_after: Sequence[str] = stages, se_gate: str = "sigmoid", se_gate_scale: float = 1.0,
+                 **hybridsn: object) -> None:
         super().__init__(in_bands, patch_size, num_classes, **hybridsn)
         chosen = set(se_after)
         if unknown := chosen - set(self.stages):
             raise ValueError(f"model.net.se_after: unknown stages {sorted(unknown)}; "
                              f"choose from {self.stages}")
-        self.features_3d = _with_se(self.features_3d, self.stages_3d, chosen, se_reduction, se_gate)
-        self.features_2d = _with_se(self.features_2d, ("2d",), chosen, se_reduction, se_gate)
+        self.features_3d = _with_se(self.features_3d, self.stages_3d, chosen, se_reduction, se_gate,
+                                    se_gate_scale)
+        self.features_2d = _with_se(self.features_2d, ("2d",), chosen, se_reduction, se_gate,
+                                    se_gate_scale)
 
 
 class HybridSNLite(nn.Module):
