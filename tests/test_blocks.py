@@ -46,6 +46,16 @@ def test_squeeze_excite_rescales_channels(shape: tuple[int, ...], gate: str) -> 
     torch.testing.assert_close(se(x), expected)
 
 
+def test_squeeze_excite_gate_scale_two_starts_as_identity() -> None:
+    se = SqueezeExcite(6, gate_scale=2.0)
+    with torch.no_grad():  # excitation logits 0: sigmoid 0.5, scaled to exactly 1
+        se.excite.weight.zero_()
+        se.excite.bias.zero_()
+    x = torch.randn(2, 6, 4, 5, 5)
+    torch.testing.assert_close(se(x), x)
+    assert SqueezeExcite(6)(x).abs().sum() < x.abs().sum()  # a plain sigmoid gate only shrinks
+
+
 def test_squeeze_excite_depends_on_the_whole_map() -> None:
     torch.manual_seed(0)
     se = SqueezeExcite(4, reduction=2)
