@@ -172,17 +172,18 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str
              + (f" (seeds {', '.join(seeds)})" if seeds else "") + ".", ""]
     if fixed:
         lines += ["Common overrides: " + " ".join(fixed), ""]
-    extras = [(key, title) for key, title in (("leakage", "leakage"), ("train_seconds", "train s"))
+    extras = [(key, title, fmt) for key, title, fmt in (("leakage", "leakage", ".3f"),
+                                                        ("train_seconds", "train s", ".0f"))
               if any(j.ok and isinstance(j.metrics.get(key), (int, float)) for j in jobs)]
     lines += ["| " + " | ".join([*keys, "n", *(m.upper() if m != "kappa" else m for m in METRICS),
-                                 *(title for _, title in extras), "failed"]) + " |",
+                                 *(title for _, title, _ in extras), "failed"]) + " |",
               "|" + "---|" * (len(keys) + len(METRICS) + len(extras) + 2)]
     for values, group in group_settings(jobs, keys).items():
         done = [j for j in group if j.ok]
         cells = [format_mean_std([j.metrics[m] for j in done]) if done else "–" for m in METRICS]
-        for key, _ in extras:  # plain means
+        for key, _, fmt in extras:  # plain means
             recorded = [j.metrics[key] for j in done if isinstance(j.metrics.get(key), (int, float))]
-            cells.append(f"{np.mean(recorded):{'.3f' if key == 'leakage' else '.0f'}}" if recorded else "–")
+            cells.append(format(np.mean(recorded), fmt) if recorded else "–")
         lines.append("| " + " | ".join([*(str(v) for v in values), str(len(done)), *cells,
                                         str(len(group) - len(done))]) + " |")
     failed = [j for j in jobs if not j.ok]
