@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hsi.config import CONFIG_DIR
@@ -56,3 +58,21 @@ def test_data_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     assert compose_train([], tmp_path).paths.data_dir == str(tmp_path / "scenes")
     monkeypatch.delenv("HSI_DATA_DIR")
     assert compose_train([], tmp_path).paths.data_dir.endswith("/data")
+
+
+def test_seed_recipe_cosine_anneals_over_the_run_for_any_model(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=seed_recipe_cosine", "model=hybridsn_lite",
+                         "trainer.max_epochs=7"], tmp_path)
+    assert cfg.data.split_seed == 345 and cfg.data.val_ratio == 0.0
+    assert cfg.model.net._target_ == "hsi.models.HybridSNLite"
+    assert cfg.model.scheduler.T_max == 7
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.model.optimizer.lr)
+    scheduler = instantiate(cfg.model.scheduler, optimizer=optimizer)
+    rates = []
+    for _ in range(7):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
