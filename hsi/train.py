@@ -100,7 +100,6 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    datamodule.setup()
     # without a validation set (the notebook recipe) skip the loop, rather than feed it nothing
     no_validation = {"limit_val_batches": 0} if len(datamodule.datasets["val"]) == 0 else {}
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
