@@ -172,9 +172,12 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str
              + (f" (seeds {', '.join(seeds)})" if seeds else "") + ".", ""]
     if fixed:
         lines += ["Common overrides: " + " ".join(fixed), ""]
+    def recorded(group: list[Job], key: str) -> list[float]:
+        return [j.metrics[key] for j in group if j.ok and isinstance(j.metrics.get(key), (int, float))]
+
     extras = [(key, title, fmt) for key, title, fmt in (("leakage", "leakage", ".3f"),
                                                         ("train_seconds", "train s", ".0f"))
-              if any(j.ok and isinstance(j.metrics.get(key), (int, float)) for j in jobs)]
+              if recorded(jobs, key)]
     lines += ["| " + " | ".join([*keys, "n", *(m.upper() if m != "kappa" else m for m in METRICS),
                                  *(title for _, title, _ in extras), "failed"]) + " |",
               "|" + "---|" * (len(keys) + len(METRICS) + len(extras) + 2)]
@@ -182,8 +185,8 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str
         done = [j for j in group if j.ok]
         cells = [format_mean_std([j.metrics[m] for j in done]) if done else "–" for m in METRICS]
         for key, _, fmt in extras:  # plain means
-            recorded = [j.metrics[key] for j in done if isinstance(j.metrics.get(key), (int, float))]
-            cells.append(format(np.mean(recorded), fmt) if recorded else "–")
+            numbers = recorded(done, key)
+            cells.append(format(np.mean(numbers), fmt) if numbers else "–")
         lines.append("| " + " | ".join([*(str(v) for v in values), str(len(done)), *cells,
                                         str(len(group) - len(done))]) + " |")
     failed = [j for j in jobs if not j.ok]

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -22,9 +23,9 @@ from hsi.models.blocks import (
 from hsi.models.hybridsn import HybridSN
 
 
-def _with_se(stages: nn.Sequential, names: Sequence[str], chosen: set[str], reduction: int,
-             gate: str, gate_scale: float) -> nn.Sequential:
-    """`stages` (conv, BN, ReLU per stage) with a squeeze-excitation after the ReLU of each chosen stage."""
+def _with_se(stages: nn.Sequential, names: Sequence[str], chosen: set[str],
+             make_se: Callable[[int], nn.Module]) -> nn.Sequential:
+    """`stages` (conv, BN, ReLU per stage) with `make_se(channels)` after the ReLU of each chosen stage."""
     layers: list[nn.Module] = []
     names, channels = iter(names), 0
     for layer in stages:
@@ -32,7 +33,7 @@ def _with_se(stages: nn.Sequential, names: Sequence[str], chosen: set[str], redu
         if isinstance(layer, nn.modules.conv._ConvNd):
             channels = layer.out_channels
         if isinstance(layer, nn.ReLU) and next(names) in chosen:
-            layers.append(SqueezeExcite(channels, reduction, gate=gate, gate_scale=gate_scale))
+            layers.append(make_se(channels))
     return nn.Sequential(*layers)
 
 
@@ -55,10 +56,9 @@ class HybridSNSE(HybridSN):
         if unknown := chosen - set(self.stages):
             raise ValueError(f"model.net.se_after: unknown stages {sorted(unknown)}; "
                              f"choose from {self.stages}")
-        self.features_3d = _with_se(self.features_3d, self.stages_3d, chosen, se_reduction, se_gate,
-                                    se_gate_scale)
-        self.features_2d = _with_se(self.features_2d, ("2d",), chosen, se_reduction, se_gate,
-                                    se_gate_scale)
+        make_se = partial(SqueezeExcite, reduction=se_reduction, gate=se_gate, gate_scale=se_gate_scale)
+        self.features_3d = _with_se(self.features_3d, self.stages_3d, chosen, make_se)
+        self.features_2d = _with_se(self.features_2d, ("2d",), chosen, make_se)
 
 
 class HybridSNLite(nn.Module):
