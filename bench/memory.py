@@ -33,9 +33,10 @@ def ours(cube: str, gt: str) -> None:
     notebook's test windows are already in its materialised array.
     """
     from hsi.data import HSIDataModule
+    from hsi.data.split import RandomSplit
 
-    dm = HSIDataModule("custom", cube_path=cube, gt_path=gt, pca_components=COMPONENTS,
-                       patch_size=PATCH, test_ratio=TEST_RATIO, val_ratio=0.0,
+    dm = HSIDataModule("custom", cube_path=cube, gt_path=gt, pca={"components": COMPONENTS},
+                       patch_size=PATCH, split=RandomSplit(test_ratio=TEST_RATIO, val_ratio=0.0),
                        split_seed=SEED, batch_size=BATCH)
     dm.setup()
     windows = sum(x.shape[0] for x, _ in dm.train_dataloader())

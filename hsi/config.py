@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hsi.errors import HsiError, traceback_wanted
+from hsi.utils.files import claim_run_folder, release_run_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -14,6 +21,44 @@ def register_resolvers() -> None:
     """`${hsi_root:}` is the project folder (the one that holds `conf/` and `hsi/`)."""
     if not OmegaConf.has_resolver("hsi_root"):
         OmegaConf.register_new_resolver("hsi_root", lambda: str(PROJECT_ROOT))
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Every entry of a config group (callbacks, loggers) that has a `_target_`."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+class ClaimRunFolder(Callback):
+    """Hydra callback: a run (or multirun) folder is claimed before Hydra writes into it.
+
+    A folder that already holds a run or any file is refused, and a lock file keeps two runs
+    started at once out of the same folder (`hsi.utils.files.claim_run_folder`); the lock is
+    removed when the run ends.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _claim(config.hydra.run.dir)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_folder(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _claim(config.hydra.sweep.dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_folder(config.hydra.sweep.dir)
+
+
+def _claim(folder: str) -> None:
+    try:
+        claim_run_folder(folder)
+    except HsiError as error:
+        if traceback_wanted():
+            raise
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 register_resolvers()

@@ -17,6 +17,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+from hsi.data.patches import pad_cube
+from hsi.models.cost import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +28,20 @@ POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hards
              nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout)
 
 
+METHODS = ("auto", "dense", "window")
+
+
 def supports_dense(net: nn.Module) -> bool:
     return bool(getattr(net, "dense_capable", False)) and hasattr(net, "trunk") and hasattr(net, "head")
+
+
+def check_method(net: nn.Module, method: str, key: str = "method") -> None:
+    """Refuse an unknown inference path, or `dense` for a network that cannot run densely."""
+    if method not in METHODS:
+        raise ValueError(f"{key}={method!r}: choose one of {', '.join(METHODS)}.")
+    if method == "dense" and not supports_dense(net):
+        raise ValueError(f"{key}=dense: {type(net).__name__} has window-global steps inside its trunk; "
+                         f"use {key}=window (or auto)")
 
 
 def _fold(x: torch.Tensor) -> torch.Tensor:
@@ -86,17 +102,20 @@ def _tiles(height: int, tile_rows: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + tile_rows, height)
 
 
-@torch.inference_mode()
 def dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_rows: int = 128,
                  progress: bool = False) -> torch.Tensor:
     """Logits (K, H, W) for every pixel of a scene padded by `pad_cube` ((B, H+p-1, W+p-1)).
 
     The scene is cut into bands of `tile_rows` output rows (each with its p-1 rows of halo), so
-    memory stays bounded on large scenes.
+    memory stays bounded on large scenes. The network runs in eval mode and is left in the mode
+    it was in.
     """
-    from tqdm.auto import tqdm
+    with evaluating(net):
+        return _dense_logits(net, padded, patch_size, tile_rows, progress)
 
-    net.eval()
+
+def _dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_rows: int,
+                  progress: bool) -> torch.Tensor:
     device = next(net.parameters()).device
     bands = padded.shape[0]
     window = _fold(net.trunk(torch.zeros(1, 1, bands, patch_size, patch_size, device=device)))
@@ -114,13 +133,16 @@ def dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_row
     return out
 
 
-@torch.inference_mode()
 def window_logits(net: nn.Module, padded: torch.Tensor, coords: np.ndarray, patch_size: int,
                   batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-    """Logits (N, K) for the windows around `coords` (row, col), cut batch by batch."""
-    from tqdm.auto import tqdm
+    """Logits (N, K) for the windows around `coords` (row, col), cut batch by batch, in eval mode
+    (the network is left in the mode it was in)."""
+    with evaluating(net):
+        return _window_logits(net, padded, coords, patch_size, batch_size, progress)
 
-    net.eval()
+
+def _window_logits(net: nn.Module, padded: torch.Tensor, coords: np.ndarray, patch_size: int,
+                   batch_size: int, progress: bool) -> torch.Tensor:
     device = next(net.parameters()).device
     coords = torch.as_tensor(np.asarray(coords, dtype=np.int64))
     offsets = torch.arange(patch_size)
@@ -138,11 +160,7 @@ def scene_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, method: 
                  batch_size: int = 64, tile_rows: int = 128,
                  progress: bool = False) -> tuple[torch.Tensor, str]:
     """(K, H, W) logits for every pixel and the path that ran ("dense" or "window")."""
-    if method not in ("auto", "dense", "window"):
-        raise ValueError(f"method={method!r}: choose auto, dense or window")
-    if method == "dense" and not supports_dense(net):
-        raise ValueError(f"{type(net).__name__} has window-global steps inside its trunk; "
-                         f"use method=window (or auto)")
+    check_method(net, method)
     if method != "window" and supports_dense(net):
         return dense_logits(net, padded, patch_size, tile_rows, progress), "dense"
     height, width = padded.shape[1] - patch_size + 1, padded.shape[2] - patch_size + 1
@@ -151,55 +169,11 @@ def scene_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, method: 
     return logits.T.reshape(-1, height, width), "window"
 
 
-def scene_info(datamodule) -> dict:
-    """What a checkpoint must carry to classify a cube on its own: PCA, window, classes, split.
-
-    Only tensors and plain Python values, so `torch.load(weights_only=True)` reads it.
-    """
-    from hsi.data.catalogue import CATALOGUE
-    from hsi.maps import class_colours
-
-    pca = datamodule.pca
-    scene = datamodule.scene
-    spec = CATALOGUE.get(scene.name)
-    return {
-        "scene": scene.name,
-        "rgb_bands": list(spec.rgb_bands) if spec is not None else None,
-        "raw_bands": scene.num_bands,
-        "patch_size": int(datamodule.hparams.patch_size),
-        "pca": None if pca is None else {"mean": torch.as_tensor(pca.mean),
-                                         "components": torch.as_tensor(pca.components),
-                                         "scale": torch.as_tensor(pca.scale)},
-        "class_names": list(scene.class_names),
-        "label_values": [int(v) for v in scene.label_values],
-        "colours": class_colours(scene.num_classes)[1:].tolist(),
-        "data": {k: v for k, v in dict(datamodule.hparams).items()},
-        "split": {k: torch.as_tensor(v) for k, v in datamodule.split.items()},
-    }
-
-
-def reduce_cube(info: dict, cube: np.ndarray) -> np.ndarray:
-    """Apply the checkpoint's spectral reduction to a (H, W, bands) cube, checking the bands."""
-    from hsi.data.preprocessing import PCATransform
-
-    if cube.ndim != 3:
-        raise ValueError(f"expected a (height, width, bands) cube, got shape {cube.shape}")
-    if cube.shape[2] != info["raw_bands"]:
-        raise ValueError(f"The checkpoint was trained on cubes with {info['raw_bands']} bands "
-                         f"(scene {info['scene']!r}) but this cube has {cube.shape[2]}; predict on "
-                         f"a cube from the same sensor and band set.")
-    if info["pca"] is None:
-        return cube.astype(np.float32)
-    pca = PCATransform(**{k: v.double().numpy() for k, v in info["pca"].items()})
-    return pca(cube)
-
-
-def predict_labels(net: nn.Module, info: dict, cube: np.ndarray, method: str = "auto",
+def predict_labels(net: nn.Module, cube: np.ndarray, patch_size: int, method: str = "auto",
                    batch_size: int = 64, tile_rows: int = 128,
                    progress: bool = False) -> tuple[np.ndarray, str]:
-    """(H, W) predicted classes 1..K for every pixel of `cube`, and the path that ran."""
-    from hsi.data.patches import pad_cube
-
-    padded = pad_cube(reduce_cube(info, cube), info["patch_size"])
-    logits, path = scene_logits(net, padded, info["patch_size"], method, batch_size, tile_rows, progress)
+    """(H, W) predicted classes 1..K for every pixel of a (H, W, bands) cube already reduced as
+    the network expects (see `hsi.checkpoint.reduce_cube`), and the path that ran."""
+    padded = pad_cube(cube, patch_size)
+    logits, path = scene_logits(net, padded, patch_size, method, batch_size, tile_rows, progress)
     return logits.argmax(0).numpy() + 1, path

@@ -1,13 +1,14 @@
-"""Classification maps: a fixed colour table, label images with a legend, the 4-panel figure."""
+"""Figures: a fixed colour table for classes, label images with a legend, the 4-panel map figure,
+the confusion matrix.
+
+Only builds matplotlib figures; `hsi.run_files` writes them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-
-from hsi.utils.files import atomic_write
 
 # Class k (1-based) gets PALETTE[(k - 1) % len(PALETTE)]; 0 (unlabelled / unknown) is black.
 PALETTE = np.array([
@@ -16,6 +17,16 @@ PALETTE = np.array([
     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128],
 ], dtype=np.uint8)
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (the one place that chooses the backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def class_colours(num_classes: int) -> np.ndarray:
@@ -48,34 +59,21 @@ def _legend(ax, class_names: Sequence[str]) -> None:
               loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
 
 
-def save_label_image(path: str | Path, labels: np.ndarray, class_names: Sequence[str],
-                     title: str = "") -> Path:
-    """A label map as PNG with the fixed colour table and a legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
+def label_figure(labels: np.ndarray, class_names: Sequence[str], title: str = ""):
+    """A label map with the fixed colour table and a legend."""
+    fig, ax = pyplot().subplots(figsize=(7, 5))
     ax.imshow(colourise(labels, len(class_names)), interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title)
     _legend(ax, class_names)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png", bbox_inches="tight"))
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def map_figure(cube: np.ndarray, truth: np.ndarray | None, prediction: np.ndarray,
                class_names: Sequence[str], rgb_bands: Sequence[int] | None = None, title: str = ""):
     """False-colour cube | ground truth | prediction | errors on labelled pixels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = len(class_names)
     panels = [("false colour", false_colour(cube, rgb_bands))]
     if truth is not None:
@@ -88,7 +86,7 @@ def map_figure(cube: np.ndarray, truth: np.ndarray | None, prediction: np.ndarra
         errors[labelled & (prediction != truth)] = (0.85, 0.0, 0.0)
         wrong = int((labelled & (prediction != truth)).sum())
         panels.append((f"errors ({wrong} of {int(labelled.sum())} labelled, red)", errors))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2, 4.6))
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels) + 2, 4.6))
     for ax, (name, image) in zip(np.atleast_1d(axes), panels):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(name, fontsize=9)
@@ -96,5 +94,30 @@ def map_figure(cube: np.ndarray, truth: np.ndarray | None, prediction: np.ndarra
     _legend(np.atleast_1d(axes)[-1], class_names)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix_figure(confusion: np.ndarray, class_names: list[str], title: str = ""):
+    """Row-normalised confusion matrix with counts, as a matplotlib figure."""
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(class_names)
+    size = max(5.0, 0.45 * k + 2)
+    fig, ax = pyplot().subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    if k <= 25:
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.tight_layout()
     return fig

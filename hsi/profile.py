@@ -1,121 +1,18 @@
-"""Cost table of networks: `python -m hsi.profile [model=<name>] [all=true]`, a Hydra app over `conf/`.
+"""Cost table of networks: `python -m hsi.profile [model=<name>] [all=true] [data=<scene>]`, a Hydra
+app over `conf/` (the work is `hsi.profiling.profile`).
 
 Per network: parameters, multiply-accumulates per window, weight size, CPU latency per window at
-the first batch size and throughput at the others; written as `profile.md` and `profile.csv` in
-the run folder.
+the first batch size and throughput at the others, for a scene's window (`data=<scene>`) or the
+`bands` x `patch_size` window typed in; written as `profile.md` and `profile.csv` in the run folder.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import logging
-from pathlib import Path
-from typing import Any
-
 import hydra
-import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import DictConfig
 
 import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
-from hsi.config import CONFIG_DIR
-from hsi.models.cost import count_macs, count_parameters, measure_latency, weights_mb, window_shape
-from hsi.utils.files import atomic_write_text
-
-log = logging.getLogger(__name__)
-
-
-def build_net(net_cfg: DictConfig | dict, bands: int, patch_size: int, num_classes: int) -> nn.Module:
-    """The network of a `model.net` config for windows of `bands` x `patch_size` x `patch_size`."""
-    return instantiate(net_cfg, in_bands=bands, patch_size=patch_size, num_classes=num_classes)
-
-
-def profile_net(net: nn.Module, bands: int, patch_size: int, batch_sizes: list[int], repeats: int,
-                batch_repeats: int, warmup: int = 1) -> dict[str, Any]:
-    """One table row (without the name): size, MACs per window, latency and throughput."""
-    shape = window_shape(bands, patch_size)
-    row: dict[str, Any] = {"params": count_parameters(net), "macs": count_macs(net, shape),
-                           "weights_mb": round(weights_mb(net), 3)}
-    for i, batch in enumerate(batch_sizes):
-        seconds = measure_latency(net, shape, batch, repeats if i == 0 else batch_repeats, warmup)
-        if i == 0:
-            row[f"latency_ms_b{batch}"] = round(seconds / batch * 1e3, 3)
-        else:
-            row[f"windows_per_s_b{batch}"] = round(batch / seconds, 1)
-    return row
-
-
-def model_configs(cfg: DictConfig) -> dict[str, Any]:
-    """{model name: net config}: every network in `conf/model/` with `all=true` (models without a
-    `net`, such as the SVM, are skipped), else the composed `model`."""
-    if cfg.get("all"):
-        configs = {p.stem: OmegaConf.load(p) for p in sorted((CONFIG_DIR / "model").glob("*.yaml"))
-                   if not p.stem.startswith("_")}
-        return {name: c.net for name, c in configs.items() if "net" in c}
-    choice = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
-    name = choice or cfg.model._target_.rsplit(".", 1)[-1]
-    if "net" not in cfg.model:
-        raise ValueError(f"model {name} has no network (model.net) to profile")
-    return {name: cfg.model.net}
-
-
-_HEADERS = {"model": "model", "params": "params", "macs": "MACs / window", "weights_mb": "weights (MB)"}
-
-
-def _header(key: str) -> str:
-    if key.startswith("latency_ms_b"):
-        return f"CPU ms / window (batch {key.removeprefix('latency_ms_b')})"
-    if key.startswith("windows_per_s_b"):
-        return f"windows / s (batch {key.removeprefix('windows_per_s_b')})"
-    return _HEADERS.get(key, key)
-
-
-def _cell(key: str, value: Any) -> str:
-    if key == "macs":
-        return f"{value / 1e6:,.1f} M"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Rows as a Markdown table, headers from the first row's keys."""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(_header(k) for k in keys) + " |",
-             "|" + "|".join("---" if k == "model" else "---:" for k in keys) + "|"]
-    lines += ["| " + " | ".join(_cell(k, row[k]) for k in keys) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def profile(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Profile the configured network(s); write profile.md and profile.csv; return the rows."""
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg.threads)
-    rows = []
-    for name, net_cfg in model_configs(cfg).items():
-        net = build_net(net_cfg, cfg.bands, cfg.patch_size, cfg.num_classes)
-        row = profile_net(net, cfg.bands, cfg.patch_size, list(cfg.batch_sizes), cfg.repeats,
-                          cfg.batch_repeats, cfg.warmup)
-        rows.append({"model": name, **row})
-        log.info("%s: %s", name, row)
-    output_dir = Path(cfg.paths.output_dir)
-    table = markdown_table(rows)
-    threads = torch.get_num_threads()
-    caption = (f"Windows of {cfg.bands} bands x {cfg.patch_size}x{cfg.patch_size} pixels, {cfg.num_classes} "
-               f"classes; CPU, {threads} thread{'s' * (threads != 1)}, torch {torch.__version__}.\n\n")
-    atomic_write_text(output_dir / "profile.md", caption + table)
-    atomic_write_text(output_dir / "profile.csv", csv_text(rows))
-    print(caption + table)
-    return rows
+from hsi.profiling import profile
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="profile")

@@ -17,7 +17,7 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 # A small synthetic scene and a small window keep a training run to seconds.
 FAST_SYNTHETIC = [
     "data=synthetic", "data.height=24", "data.width=24", "data.bands=30", "data.classes=4",
-    "data.patch_size=9", "data.pca_components=15", "data.eval_batch_size=512",
+    "data.patch_size=9", "data.pca.components=15", "data.eval_batch_size=512",
     "trainer=cpu", "callbacks.progress_bar.refresh_rate=0",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,11 @@ def test_every_option_composes_and_resolves(override: str, tmp_path: Path) -> No
 
 def test_defaults_are_the_recipe(tmp_path: Path) -> None:
     cfg = compose_train([], tmp_path)
-    assert (cfg.data.scene, cfg.data.pca_components, cfg.data.patch_size) == ("indian_pines", 30, 25)
-    assert cfg.data.test_ratio == 0.9 and cfg.data.batch_size == 32
+    assert (cfg.data.scene, cfg.data.pca.components, cfg.data.patch_size) == ("indian_pines", 30, 25)
+    assert cfg.data.pca.fit == "scene" and cfg.data.pca.whiten and cfg.data.pca.cache
+    assert cfg.data.split._target_ == "hsi.data.split.RandomSplit"
+    assert cfg.data.split.test_ratio == 0.9 and cfg.data.split.val_ratio == 0.05
+    assert cfg.data.batch_size == 32
     assert cfg.model.optimizer.lr == 1e-3 and cfg.trainer.max_epochs == 100
     assert cfg.callbacks.model_checkpoint.monitor == "val/oa"
     assert "early_stopping" not in cfg.callbacks
@@ -43,7 +47,9 @@ def test_defaults_are_the_recipe(tmp_path: Path) -> None:
 
 def test_seed_recipe_has_no_validation_and_keeps_command_line_scene(tmp_path: Path) -> None:
     cfg = compose_train(["experiment=seed_recipe", "data=custom", "data.cube_path=x.mat"], tmp_path)
-    assert cfg.data.scene == "custom" and cfg.data.val_ratio == 0.0
+    assert cfg.data.scene == "custom" and cfg.data.split.val_ratio == 0.0
+    assert cfg.data.split._target_ == "hsi.data.split.RandomSplit" and cfg.data.split.test_ratio == 0.9
+    assert cfg.data.pca.components == 30
     assert cfg.data.split_seed == 345 and cfg.callbacks.model_checkpoint.monitor is None
 
 
@@ -63,7 +69,7 @@ def test_data_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_seed_recipe_cosine_anneals_over_the_run_for_any_model(tmp_path: Path) -> None:
     cfg = compose_train(["experiment=seed_recipe_cosine", "model=hybridsn_lite",
                          "trainer.max_epochs=7"], tmp_path)
-    assert cfg.data.split_seed == 345 and cfg.data.val_ratio == 0.0
+    assert cfg.data.split_seed == 345 and cfg.data.split.val_ratio == 0.0
     assert cfg.model.net._target_ == "hsi.models.HybridSNLite"
     assert cfg.model.scheduler.T_max == 7
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.model.optimizer.lr)
@@ -76,3 +82,46 @@ def test_seed_recipe_cosine_anneals_over_the_run_for_any_model(tmp_path: Path) -
     assert rates[0] == pytest.approx(1e-3)
     assert all(a > b for a, b in zip(rates, rates[1:]))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("option", _options("data/split"))
+def test_every_split_composes_and_instantiates(option: str, tmp_path: Path) -> None:
+    from hsi.data import split as splits
+
+    extra = [f"data.split.train_mask_path={tmp_path / 'train.npy'}"] if option == "mask" else []
+    cfg = compose_train(["data=synthetic", f"data/split={option}", *extra], tmp_path)
+    assert cfg.hydra.runtime.choices["data/split"] == option
+    strategy = instantiate(cfg.data.split)
+    assert isinstance(strategy, splits.SPLIT_STRATEGIES[option]) and strategy.method == option
+    assert strategy.config() == OmegaConf.to_container(cfg.data.split)
+    assert not any(k in cfg.data for k in ("test_ratio", "val_ratio", "block_size", "pca_components"))
+
+
+def test_split_keys_override_on_the_command_line(tmp_path: Path) -> None:
+    cfg = compose_train(["data=synthetic", "data/split=disjoint", "data.split.block_size=8",
+                         "data.pca.components=12", "data.pca.fit=train"], tmp_path)
+    assert cfg.data.split == {"_target_": "hsi.data.split.DisjointSplit", "test_ratio": 0.9,
+                              "val_ratio": 0.05, "block_size": 8}
+    dm = instantiate(cfg.data)
+    assert dm.split_strategy.block_size == 8 and dm.hparams["split"]["block_size"] == 8
+    assert dm.pca_settings.components == 12 and dm.hparams["pca"]["fit"] == "train"
+    buffer = io.BytesIO()  # plain values only: a checkpoint's hyperparameters load with weights_only
+    torch.save(dict(dm.hparams), buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == dict(dm.hparams)
+    cfg = compose_train(["experiment=seed_recipe", "data/split=disjoint"], tmp_path)
+    assert cfg.data.split.block_size == 16 and cfg.data.split.val_ratio == 0.0
+
+
+def test_sweep_grid_uses_the_pca_node() -> None:
+    import yaml
+
+    sweep = yaml.safe_load((CONFIG_DIR / "sweep" / "patch_pca.yaml").read_text())
+    assert sweep["hydra"]["sweeper"]["params"]["data.pca.components"] == "15,20,30,40"
+
+
+def test_no_config_refers_to_issue_numbers() -> None:
+    import re
+
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        assert not re.search(r"issue\s*#?\d", path.read_text(), re.IGNORECASE), path

@@ -15,12 +15,14 @@ from hydra.utils import instantiate
 
 from hsi.data import CATALOGUE, HSIDataModule, Scene, load_scene
 from hsi.data.scene import build_scene
+from hsi.data.split import RandomSplit
 from tests.conftest import compose_train
 
 spectral_envi = pytest.importorskip("spectral.io.envi")
 tifffile = pytest.importorskip("tifffile")
 
-SMALL = {"pca_components": 10, "patch_size": 5, "test_ratio": 0.9, "val_ratio": 0.05,
+SMALL = {"pca": {"components": 10}, "patch_size": 5,
+         "split": {"_target_": "hsi.data.split.RandomSplit", "test_ratio": 0.9, "val_ratio": 0.05},
          "split_seed": 345, "batch_size": 16}
 
 
@@ -158,11 +160,14 @@ def test_label_mapping_is_written_by_the_datamodule(tmp_path: Path) -> None:
     cube, gt = _pair(values=(5, 9, 12))
     np.save(tmp_path / "c.npy", cube)
     np.save(tmp_path / "g.npy", gt)
-    dm = HSIDataModule("custom", pca_components=3, patch_size=3, test_ratio=0.5, val_ratio=0.0,
+    from hsi.run_files import write_label_mapping
+
+    dm = HSIDataModule("custom", pca={"components": 3}, patch_size=3,
+                       split=RandomSplit(test_ratio=0.5, val_ratio=0.0),
                        cube_path=str(tmp_path / "c.npy"), gt_path=str(tmp_path / "g.npy"),
                        class_names=["a", "b", "c"], ignore_labels=[9])
     dm.setup()
-    dm.save_label_mapping(tmp_path / "run" / "label_mapping.json")
+    write_label_mapping(tmp_path / "run" / "label_mapping.json", dm)
     mapping = json.loads((tmp_path / "run" / "label_mapping.json").read_text())
     assert mapping["classes"] == [
         {"index": 0, "label": 1, "source_value": 5, "name": "a", "pixels": int((gt == 5).sum())},
@@ -216,8 +221,8 @@ def test_hydra_config_plumbs_the_new_options(tmp_path: Path) -> None:
     np.save(tmp_path / "g.npy", gt)
     cfg = compose_train(["data=custom", f"data.cube_path={tmp_path / 'c.npy'}",
                          f"data.gt_path={tmp_path / 'g.npy'}", "data.ignore_labels=[12]",
-                         "data.nan_policy=exclude", "data.pca_components=3", "data.patch_size=3",
-                         "data.val_ratio=0.0", "data.test_ratio=0.5"], tmp_path)
+                         "data.nan_policy=exclude", "data.pca.components=3", "data.patch_size=3",
+                         "data.split.val_ratio=0.0", "data.split.test_ratio=0.5"], tmp_path)
     assert cfg.data.download is True
     dm: HSIDataModule = instantiate(cfg.data)
     dm.setup()

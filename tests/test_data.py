@@ -57,7 +57,7 @@ def test_window_equals_padded_slice_including_borders(patch: int) -> None:
 
 
 def test_windows_share_one_padded_cube() -> None:
-    dm = HSIDataModule("synthetic", pca_components=10, patch_size=7, height=20, width=20, bands=20)
+    dm = HSIDataModule("synthetic", pca={"components": 10}, patch_size=7, height=20, width=20, bands=20)
     dm.setup()
     tensors = {id(ds.padded) for ds in dm.datasets.values()}
     assert len(tensors) == 1
@@ -95,9 +95,11 @@ def test_class_too_small_to_split_is_named() -> None:
 
 
 def test_saved_split_matches_datamodule(tmp_path: Path) -> None:
-    dm = HSIDataModule("synthetic", pca_components=10, patch_size=5, height=20, width=20, bands=20)
+    from hsi.run_files import write_split
+
+    dm = HSIDataModule("synthetic", pca={"components": 10}, patch_size=5, height=20, width=20, bands=20)
     dm.setup()
-    dm.save_split(tmp_path / "split.npz")
+    write_split(tmp_path / "split.npz", dm)
     saved = np.load(tmp_path / "split.npz")
     for subset in ("train", "val", "test"):
         np.testing.assert_array_equal(saved[subset], dm.split[subset])
@@ -119,8 +121,8 @@ def test_pca_whitens_and_matches_sklearn() -> None:
 
 
 def test_more_components_than_bands_is_refused() -> None:
-    dm = HSIDataModule("synthetic", pca_components=40, patch_size=5, bands=20)
-    with pytest.raises(ValueError, match=r"pca_components=40 but the cube has 20 bands"):
+    dm = HSIDataModule("synthetic", pca={"components": 40}, patch_size=5, bands=20)
+    with pytest.raises(ValueError, match=r"data\.pca\.components=40 but the cube has 20 bands"):
         dm.setup()
 
 
@@ -237,3 +239,151 @@ def test_real_indian_pines_8bit_pairs_with_gt(shared_data: Path) -> None:
     spec = CATALOGUE["indian_pines"]
     assert scene.cube.shape == spec.cube_shape
     np.testing.assert_array_equal(scene.class_counts(), spec.class_counts)
+
+
+# -- the datamodule's checkpoint state ------------------------------------------------------
+STATE_SCENE = {"height": 24, "width": 24, "bands": 20, "classes": 3}
+
+
+def _state_dm(components: int | None = 6, **options) -> HSIDataModule:
+    return HSIDataModule("synthetic", pca={"components": components, "cache": False}, patch_size=5,
+                         split_seed=3, **{**STATE_SCENE, **options})
+
+
+def test_state_dict_is_plain_and_complete(tmp_path: Path) -> None:
+    from hsi.data.datamodule import STATE_FORMAT
+    from hsi.maps import class_colours
+
+    dm = _state_dm()
+    assert dm.state_dict() == {}
+    dm.setup()
+    state = dm.state_dict()
+    torch.save(state, tmp_path / "state.pt")
+    loaded = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert loaded["format_version"] == STATE_FORMAT == 2
+    assert (loaded["scene"], loaded["raw_bands"], loaded["shape"], loaded["patch_size"]) == (
+        "synthetic", 20, [24, 24], 5)
+    assert loaded["class_names"] == dm.class_names and loaded["label_values"] == [1, 2, 3]
+    assert loaded["rgb_bands"] is None
+    assert loaded["colours"] == class_colours(3)[1:].tolist()
+    for k in ("mean", "components", "scale"):
+        assert loaded["pca"][k].dtype == torch.float64
+        np.testing.assert_array_equal(loaded["pca"][k].numpy(), getattr(dm.pca, k))
+    for k in ("train", "val", "test"):
+        assert loaded["split"][k].dtype == torch.int64 and loaded["split"][k].shape[1] == 2
+        np.testing.assert_array_equal(loaded["split"][k].numpy(), dm.split[k])
+    none = _state_dm(components=None)
+    none.setup()
+    assert none.state_dict()["pca"] is None
+
+
+def test_loaded_state_gives_the_recorded_pca_and_split(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import hsi.data.preprocessing as preprocessing
+
+    dm = _state_dm()
+    dm.setup()
+    torch.save(dm.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    monkeypatch.setattr(preprocessing, "fit_pca", None)  # neither fitted ...
+    monkeypatch.setattr(preprocessing, "cached_fit_pca", None)  # ... nor read from the cache
+    fresh = HSIDataModule(**dm.hparams)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict()["format_version"] == 2  # held until setup
+    fresh.setup()
+    for k in ("mean", "components", "scale"):
+        np.testing.assert_array_equal(getattr(fresh.pca, k), getattr(dm.pca, k))
+    for k in ("train", "val", "test"):
+        np.testing.assert_array_equal(fresh.split[k], dm.split[k])
+    assert torch.equal(fresh.datasets["train"].padded, dm.datasets["train"].padded)
+    fresh.load_state_dict(state)  # after setup (Lightning's resume): checked, nothing changes
+    assert fresh.state_dict()["pca"]["components"].equal(state["pca"]["components"])
+
+
+def test_changed_scene_is_refused(tmp_path: Path) -> None:
+    dm = _state_dm()
+    dm.setup()
+    state = dm.state_dict()
+    other = _state_dm(seed=1)  # another synthetic scene of the same size and classes
+    other.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"The train split rebuilt from scene 'synthetic' differs "
+                                         r"from the one recorded in the checkpoint.*data_dir"):
+        other.setup()
+    other = _state_dm(seed=1)
+    other.setup()
+    with pytest.raises(ValueError, match="split rebuilt from scene 'synthetic' differs"):
+        other.load_state_dict(state)
+
+
+def test_other_settings_than_recorded_are_named() -> None:
+    dm = _state_dm()
+    dm.setup()
+    state = dm.state_dict()
+    other = _state_dm(components=4)
+    other.setup()
+    with pytest.raises(ValueError, match=r"pca_components \(checkpoint 6, here 4\)"):
+        other.load_state_dict(state)
+    renamed = {**state, "class_names": ["a", "b", "c"], "patch_size": 7}
+    with pytest.raises(ValueError, match=r"patch_size \(checkpoint 7, here 5\); class_names"):
+        dm.load_state_dict(renamed)
+    with pytest.raises(ValueError, match="format 1"):
+        dm.load_state_dict({**state, "format_version": 1})
+    fresh = _state_dm()  # a state without the scene's shape (format 1 did not record it) still loads
+    fresh.load_state_dict({**state, "shape": None})
+    fresh.setup()
+    np.testing.assert_array_equal(fresh.pca.components, dm.pca.components)
+
+
+def test_lightning_checkpoint_restores_the_datamodule(tmp_path: Path) -> None:
+    import lightning as L
+
+    from hsi.data.datamodule import STATE_FORMAT
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0].mean(dim=(1, 2, 3, 4), keepdim=False)[:, None]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def trainer(steps: int) -> L.Trainer:
+        return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         limit_val_batches=0)
+
+    dm = _state_dm()
+    first = trainer(1)
+    first.fit(Tiny(), datamodule=dm)
+    first.save_checkpoint(tmp_path / "last.ckpt")
+    trainer(2).fit(Tiny(), datamodule=_state_dm(), ckpt_path=tmp_path / "last.ckpt")  # resumes
+    with pytest.raises(ValueError, match="split rebuilt from scene 'synthetic' differs"):
+        trainer(2).fit(Tiny(), datamodule=_state_dm(seed=1), ckpt_path=tmp_path / "last.ckpt")
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert checkpoint["HSIDataModule"]["format_version"] == STATE_FORMAT
+    restored = HSIDataModule.load_from_checkpoint(tmp_path / "last.ckpt")
+    restored.setup()
+    np.testing.assert_array_equal(restored.pca.components, dm.pca.components)
+    for k in ("train", "val", "test"):
+        np.testing.assert_array_equal(restored.split[k], dm.split[k])
+
+
+def test_state_dict_holds_exactly_the_documented_keys() -> None:
+    dm = _state_dm()
+    dm.setup()
+    assert sorted(dm.state_dict()) == sorted([
+        "format_version", "scene", "raw_bands", "shape", "patch_size", "pca", "split",
+        "class_names", "label_values", "rgb_bands", "colours"])
+
+
+def test_state_of_a_catalogue_scene_has_its_display_bands(shared_data: Path) -> None:
+    dm = HSIDataModule("salinas_a", str(shared_data), pca={"components": None}, patch_size=3,
+                       download=False)
+    dm.setup()
+    state = dm.state_dict()
+    spec = CATALOGUE["salinas_a"]
+    assert state["rgb_bands"] == list(spec.rgb_bands) and state["pca"] is None
+    assert state["label_values"] == list(spec.label_values) and state["raw_bands"] == spec.cube_shape[2]

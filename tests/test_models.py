@@ -31,10 +31,24 @@ def test_shapes_follow_the_data(patch: int, bands: int, classes: int) -> None:
 
 
 def test_too_small_input_is_refused() -> None:
-    with pytest.raises(ValueError, match="at least 13 bands"):
+    with pytest.raises(ValueError, match="at least 13 bands") as error:
         HybridSN(in_bands=12, patch_size=25, num_classes=3)
-    with pytest.raises(ValueError, match="at least 9x9"):
+    assert "data.pca.components" in str(error.value)
+    with pytest.raises(ValueError, match="at least 9x9") as error:
         HybridSN(in_bands=30, patch_size=7, num_classes=3)
+    assert "data.patch_size" in str(error.value)
+
+
+def test_state_dict_keys_are_the_notebook_layout() -> None:
+    """Checkpoints written before HybridSN moved onto TrunkHead keep loading: same keys, same shapes."""
+    keys = list(HybridSN(in_bands=30, patch_size=25, num_classes=16).state_dict())
+    assert keys[:3] == ["features_3d.0.weight", "features_3d.0.bias", "features_3d.1.weight"]
+    assert {k.split(".")[0] for k in keys} == {"features_3d", "features_2d", "classifier"}
+    assert [k for k in keys if k.startswith("classifier")] == [
+        f"classifier.{i}.{p}" for i in (1, 4, 7) for p in ("weight", "bias")]
+    assert [k for k in keys if k.startswith("features_2d")] == [
+        "features_2d.0.weight", "features_2d.0.bias", "features_2d.1.weight", "features_2d.1.bias",
+        "features_2d.1.running_mean", "features_2d.1.running_var", "features_2d.1.num_batches_tracked"]
 
 
 def test_accuracy_measures_on_a_hand_made_confusion() -> None:

@@ -1,4 +1,5 @@
-"""Cost measures (parameters, MACs, weight size, latency) and the `hsi.profile` entry point."""
+"""Cost measures (parameters, MACs, weight size, latency) and the `hsi.profile` entry point
+(`hsi.profiling`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from hsi.models import HybridSN, model_cost
 from hsi.models.cost import count_macs, count_parameters, measure_latency, weights_mb
-from hsi.profile import profile
+from hsi.profiling import profile
 from tests.conftest import compose_config
 
 FAST = ["repeats=1", "batch_repeats=1", "warmup=0", "batch_sizes=[1,2]"]
@@ -84,3 +85,26 @@ def test_profile_all_puts_every_network_in_one_table(tmp_path: Path) -> None:
     assert int(rows["hybridsn"]["params"]) == sum(p.numel() for p in HybridSN(15, 9, 4).parameters())
     lite = compose_profile(["model=hybridsn_lite", "model.net.width=0.5", *small], tmp_path / "lite")
     assert profile(lite)[0]["params"] < int(rows["hybridsn_lite"]["params"])
+
+
+def test_profile_takes_the_window_from_a_scene(tmp_path: Path) -> None:
+    """`data=synthetic data.patch_size=9`: the synthetic scene's bands after PCA (30 of its 60),
+    patch 9 and its 6 classes; the hand-typed window keys are ignored when a scene is given."""
+    cfg = compose_profile(["data=synthetic", "data.patch_size=9", "bands=7", "patch_size=11",
+                           "num_classes=2", *FAST], tmp_path)
+    assert cfg.data.scene == "synthetic" and cfg.seed == 345
+    [row] = profile(cfg)
+    assert row["model"] == "hybridsn"
+    assert row["params"] == sum(p.numel() for p in HybridSN(30, 9, 6).parameters())
+    text = (tmp_path / "profile.md").read_text()
+    assert text.startswith("Windows of 30 bands x 9x9 pixels, 6 classes (scene synthetic); CPU, ")
+    assert _csv(tmp_path / "profile.csv")[0]["params"] == str(row["params"])
+
+
+def test_profile_without_data_needs_no_scene(tmp_path: Path) -> None:
+    cfg = compose_profile(["model=cnn2d", "bands=12", "patch_size=7", "num_classes=3", *FAST], tmp_path)
+    assert cfg.get("data") is None
+    [row] = profile(cfg)
+    assert row["model"] == "cnn2d"
+    text = (tmp_path / "profile.md").read_text()
+    assert text.startswith("Windows of 12 bands x 7x7 pixels, 3 classes; CPU, ")

@@ -12,14 +12,23 @@ import hsi.data.preprocessing as preprocessing
 from hsi.data import HSIDataModule
 from hsi.data.leakage import leakage, window_mask
 from hsi.data.preprocessing import fit_pca_on
-from hsi.data.split import mask_split, per_class_split, stratified_split
+from hsi.data.split import (
+    DisjointSplit,
+    MaskSplit,
+    PerClassSplit,
+    RandomSplit,
+    mask_split,
+    per_class_split,
+    stratified_split,
+)
 
 SYNTH = {"height": 40, "width": 40, "bands": 20, "classes": 4}
 
 
-def _dm(**options) -> HSIDataModule:
-    options = {"pca_components": 8, "patch_size": 7, **SYNTH, **options}
-    dm = HSIDataModule("synthetic", **options)
+def _dm(pca: dict | None = None, **options) -> HSIDataModule:
+    """A set-up synthetic datamodule; PCA 8 components, not cached unless `pca` says so."""
+    options = {"patch_size": 7, **SYNTH, **options}
+    dm = HSIDataModule("synthetic", pca={"components": 8, "cache": False, **(pca or {})}, **options)
     dm.setup()
     return dm
 
@@ -54,13 +63,13 @@ def test_leakage_matches_brute_force() -> None:
 
 
 def test_random_split_leaks_almost_everything() -> None:
-    dm = _dm(height=48, width=48, patch_size=25, test_ratio=0.9, val_ratio=0.0)
+    dm = _dm(height=48, width=48, patch_size=25, split=RandomSplit(test_ratio=0.9, val_ratio=0.0))
     assert dm.leakage() > 0.9
 
 
 def test_random_split_leaks_on_salinas_a(shared_data: Path) -> None:
-    dm = HSIDataModule("salinas_a", str(shared_data), pca_components=None, patch_size=25,
-                       test_ratio=0.9, val_ratio=0.05)
+    dm = HSIDataModule("salinas_a", str(shared_data), pca={"components": None}, patch_size=25,
+                       split=RandomSplit(test_ratio=0.9, val_ratio=0.05))
     dm.setup()
     assert dm.leakage() > 0.9
 
@@ -82,7 +91,7 @@ def test_per_class_counts_and_cap(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_per_class_through_datamodule() -> None:
-    dm = _dm(split="per_class", train_per_class=10)
+    dm = _dm(split=PerClassSplit(train_per_class=10))
     train = dm.split["train"]
     counts = np.bincount(dm.scene.labels[train[:, 0], train[:, 1]] - 1, minlength=dm.num_classes)
     assert counts.tolist() == [10] * dm.num_classes
@@ -107,7 +116,7 @@ def _check_disjoint(dm: HSIDataModule) -> None:
 
 
 def test_disjoint_has_no_leakage_on_synthetic() -> None:
-    dm = _dm(height=64, width=64, split="disjoint", block_size=8, test_ratio=0.7, val_ratio=0.1)
+    dm = _dm(height=64, width=64, split=DisjointSplit(block_size=8, test_ratio=0.7, val_ratio=0.1))
     _check_disjoint(dm)
     # whole blocks: no 8x8 block holds pixels of two subsets
     block_subsets: dict[tuple[int, int], str] = {}
@@ -117,8 +126,8 @@ def test_disjoint_has_no_leakage_on_synthetic() -> None:
 
 
 def test_disjoint_has_no_leakage_on_salinas_a(shared_data: Path) -> None:
-    dm = HSIDataModule("salinas_a", str(shared_data), pca_components=None, patch_size=25,
-                       split="disjoint", block_size=8, test_ratio=0.9, val_ratio=0.05)
+    dm = HSIDataModule("salinas_a", str(shared_data), pca={"components": None}, patch_size=25,
+                       split=DisjointSplit(block_size=8, test_ratio=0.9, val_ratio=0.05))
     dm.setup()
     _check_disjoint(dm)
     assert len(dm.split["test"]) > 100
@@ -136,14 +145,15 @@ def test_mask_split_reads_masks(tmp_path: Path, caplog: pytest.LogCaptureFixture
     for name, mask in (("train", train), ("test", test), ("val", val)):
         np.save(tmp_path / f"{name}.npy", mask)
     with caplog.at_level(logging.WARNING):
-        dm = _dm(split="mask", train_mask_path=str(tmp_path / "train.npy"),
-                 test_mask_path=str(tmp_path / "test.npy"), val_mask_path=str(tmp_path / "val.npy"))
+        dm = _dm(split=MaskSplit(train_mask_path=str(tmp_path / "train.npy"),
+                                 test_mask_path=str(tmp_path / "test.npy"),
+                                 val_mask_path=str(tmp_path / "val.npy")))
     for name, mask in (("train", train), ("test", test), ("val", val)):
         np.testing.assert_array_equal(dm.split[name], np.argwhere((mask != 0) & (labels > 0)))
     assert "without a label are ignored" in caplog.text  # the synthetic scene has unlabelled pixels
     assert dm.split_report["ignored_unlabelled"]["train"] == int(((train > 0) & (labels == 0)).sum())
     # no test mask: every labelled pixel outside train and val
-    dm = _dm(split="mask", train_mask_path=str(tmp_path / "train.npy"))
+    dm = _dm(split={"_target_": "hsi.data.split.MaskSplit", "train_mask_path": str(tmp_path / "train.npy")})
     assert len(dm.split["test"]) == int((labels > 0).sum()) - len(dm.split["train"])
 
 
@@ -156,8 +166,8 @@ def test_mask_split_rejects_overlap_and_wrong_shape() -> None:
         mask_split(labels, coords, train, train.copy())
     with pytest.raises(ValueError, match=r"shape \(5, 6\)"):
         mask_split(labels, coords, train, ~train.T)
-    with pytest.raises(ValueError, match="train_mask_path"):
-        HSIDataModule("synthetic", split="mask")
+    with pytest.raises(ValueError, match=r"data/split=mask needs data\.split\.train_mask_path"):
+        HSIDataModule("synthetic", split={"_target_": "hsi.data.split.MaskSplit"})
 
 
 # -- PCA fitted on training pixels ------------------------------------------------------------
@@ -182,7 +192,7 @@ def test_pca_fit_train_passes_only_training_spectra(monkeypatch: pytest.MonkeyPa
         return real(pixels, *args, **kwargs)
 
     monkeypatch.setattr(preprocessing, "fit_pca", spy)
-    dm = _dm(pca_fit="train")
+    dm = _dm(pca={"fit": "train"})
     train = dm.split["train"]
     assert len(seen) == 1
     np.testing.assert_array_equal(seen[0], dm.scene.cube[train[:, 0], train[:, 1]])
@@ -196,23 +206,23 @@ def test_pca_cache_is_hit_and_survives_corruption(tmp_path: Path, monkeypatch: p
     calls = []
     real = preprocessing.fit_pca
     monkeypatch.setattr(preprocessing, "fit_pca", lambda *a, **k: calls.append(1) or real(*a, **k))
-    options = {"pca_cache": True, "pca_cache_dir": str(tmp_path)}
-    first = _dm(**options)
+    options = {"cache": True, "cache_dir": str(tmp_path)}
+    first = _dm(options)
     assert len(calls) == 1 and len(list(tmp_path.glob("pca-*.npz"))) == 1
-    second = _dm(**options)
+    second = _dm(options)
     assert len(calls) == 1  # loaded, not refitted
     np.testing.assert_array_equal(first.pca.components, second.pca.components)
     np.testing.assert_array_equal(first.datasets["train"].padded, second.datasets["train"].padded)
-    _dm(**options, pca_fit="train")  # another fit set: another entry
-    _dm(**options, pca_whiten=False)  # other settings: another entry
+    _dm({**options, "fit": "train"})  # another fit set: another entry
+    _dm({**options, "whiten": False})  # other settings: another entry
     assert len(calls) == 3 and len(list(tmp_path.glob("pca-*.npz"))) == 3
     path = next(p for p in tmp_path.glob("pca-*.npz") if np.allclose(np.load(p)["components"],
                                                                        first.pca.components))
     path.write_bytes(b"not an npz")
-    third = _dm(**options)
+    third = _dm(options)
     assert len(calls) == 4  # corrupt file ignored, refitted ...
     np.testing.assert_allclose(third.pca.components, first.pca.components)
-    _dm(**options)
+    _dm(options)
     assert len(calls) == 4  # ... and rewritten
 
 
@@ -226,3 +236,97 @@ def test_disjoint_gives_a_class_confined_to_one_block_its_training_pixels() -> N
     targets = labels[coords[:, 0], coords[:, 1]] - 1
     assert set(targets[split["train"]].tolist()) == {0, 1}
     assert not set(split["train"]) & set(split["test"])
+
+
+# -- strategies as config objects -------------------------------------------------------------
+def test_strategies_round_trip_through_their_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra.utils import instantiate
+
+    monkeypatch.chdir(tmp_path)
+    strategies = [RandomSplit(0.8, 0.1), PerClassSplit(7, 0.0), DisjointSplit(0.7, 0.1, 4),
+                  MaskSplit("train.npy", val_mask_path="masks/val.npy")]
+    for strategy in strategies:
+        config = strategy.config()
+        assert config["_target_"] == f"hsi.data.split.{type(strategy).__name__}"
+        assert all(v is None or isinstance(v, (int, float, str)) for v in config.values())
+        assert instantiate(config) == strategy
+    assert strategies[-1].config() == {"_target_": "hsi.data.split.MaskSplit",
+                                       "train_mask_path": str(tmp_path / "train.npy"),
+                                       "test_mask_path": None,
+                                       "val_mask_path": str(tmp_path / "masks" / "val.npy")}
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: RandomSplit(test_ratio=1.0), r"data\.split\.test_ratio=1\.0 must lie strictly between"),
+    (lambda: RandomSplit(0.5, 0.6), r"data\.split\.val_ratio=0\.6 .* below data\.split\.test_ratio=0\.5"),
+    (lambda: DisjointSplit(val_ratio=-0.1), r"data\.split\.val_ratio=-0\.1"),
+    (lambda: DisjointSplit(block_size=0), r"data\.split\.block_size=0 must be an integer >= 1"),
+    (lambda: PerClassSplit(train_per_class=0), r"data\.split\.train_per_class=0"),
+    (lambda: PerClassSplit(val_ratio=1.0), r"data\.split\.val_ratio=1\.0 must lie in \[0, 1\)"),
+    (lambda: MaskSplit(), r"data/split=mask needs data\.split\.train_mask_path"),
+])
+def test_strategy_settings_are_checked_with_their_keys(make, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_old_spellings_are_refused_with_the_new_ones() -> None:
+    with pytest.raises(ValueError, match=r"data/split=disjoint .* data\.split\.test_ratio=0\.8"):
+        HSIDataModule("synthetic", split="disjoint")
+    with pytest.raises(TypeError, match=r"data\.block_size is now data\.split\.block_size"):
+        HSIDataModule("synthetic", block_size=8)
+    with pytest.raises(TypeError, match=r"data\.pca_components is now data\.pca\.components"):
+        HSIDataModule("synthetic", pca_components=8)
+    with pytest.raises(ValueError, match=r"data\.split\.test_ratio is not a setting of PerClassSplit "
+                                         r"\(data/split=per_class\); it takes train_per_class, val_ratio"):
+        HSIDataModule("synthetic", split={"_target_": "hsi.data.split.PerClassSplit", "test_ratio": 0.9})
+    with pytest.raises(ValueError, match=r"not a hsi\.data\.split\.SplitStrategy"):
+        HSIDataModule("synthetic", split={"_target_": "pathlib.Path"})
+    with pytest.raises(ValueError, match=r"data\.pca\.component is not a PCA setting"):
+        HSIDataModule("synthetic", pca={"component": 8})
+    with pytest.raises(ValueError, match=r"data\.pca\.fit='test' is not one of scene, train"):
+        HSIDataModule("synthetic", pca={"fit": "test"})
+    with pytest.raises(ValueError, match=r"data\.pca\.components=0 must be"):
+        HSIDataModule("synthetic", pca={"components": 0})
+
+
+def test_disjoint_warns_when_a_class_has_no_test_pixel(caplog: pytest.LogCaptureFixture) -> None:
+    labels = np.ones((8, 8), dtype=np.int64)
+    labels[0, 0] = 2
+    coords = np.argwhere(labels > 0)
+    with caplog.at_level(logging.WARNING):  # one block: it must go to training
+        split, report = DisjointSplit(test_ratio=0.5, val_ratio=0.0, block_size=8)(
+            labels, coords, patch_size=3, seed=0, class_names=["a", "b"])
+    assert report["blocks"] == {"train": 1, "val": 0, "test": 0} and len(split["test"]) == 0
+    assert "data/split=disjoint: no test pixel left for a, b" in caplog.text
+
+
+@pytest.mark.parametrize("split", [
+    RandomSplit(0.8, 0.1), PerClassSplit(5, 0.1), DisjointSplit(0.7, 0.1, 8)], ids=lambda s: s.method)
+def test_saved_hyperparameters_rebuild_the_same_split(split) -> None:
+    dm = _dm(split=split, split_seed=5)
+    assert dm.hparams["split"] == split.config()
+    assert dm.hparams["pca"] == {"components": 8, "whiten": True, "fit": "scene", "cache": False,
+                                 "cache_dir": None}
+    again = HSIDataModule(**dm.hparams)
+    again.setup()
+    assert again.split_strategy == split and again.split_report == dm.split_report
+    for k in ("train", "val", "test"):
+        np.testing.assert_array_equal(again.split[k], dm.split[k])
+    np.testing.assert_array_equal(again.pca.components, dm.pca.components)
+
+
+def test_saved_hyperparameters_rebuild_a_mask_split_from_another_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = _dm().scene.labels
+    train = np.zeros(labels.shape, bool)
+    train[:, :15] = True
+    (tmp_path / "masks").mkdir()
+    np.save(tmp_path / "masks" / "train.npy", train)
+    monkeypatch.chdir(tmp_path)
+    dm = _dm(split={"_target_": "hsi.data.split.MaskSplit", "train_mask_path": "masks/train.npy"})
+    monkeypatch.chdir(tmp_path / "masks")
+    again = HSIDataModule(**dm.hparams)
+    again.setup()
+    np.testing.assert_array_equal(again.split["train"], dm.split["train"])
+    np.testing.assert_array_equal(again.split["test"], dm.split["test"])

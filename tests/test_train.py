@@ -26,7 +26,8 @@ def test_fast_dev_run(synthetic_cfg) -> None:
 
 
 def test_metrics_json_records_leakage_and_the_split(synthetic_cfg, tmp_path: Path) -> None:
-    train(synthetic_cfg("model=svm", "data.split=disjoint", "data.block_size=6", "data.test_ratio=0.7",
+    train(synthetic_cfg("model=svm", "data/split=disjoint", "data.split.block_size=6",
+                        "data.split.test_ratio=0.7",
                         "map=false"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["leakage"] == 0.0
@@ -76,7 +77,7 @@ def test_training_run_writes_every_output(synthetic_cfg, tmp_path: Path) -> None
 
 def test_no_validation_tests_last_epoch_weights(synthetic_cfg, tmp_path: Path,
                                                recwarn: pytest.WarningsRecorder) -> None:
-    metrics = train(synthetic_cfg("trainer.max_epochs=1", "data.val_ratio=0",
+    metrics = train(synthetic_cfg("trainer.max_epochs=1", "data.split.val_ratio=0",
                                   "callbacks.model_checkpoint.monitor=null"))
     assert metrics["n_val"] == 0 and Path(metrics["checkpoint"]).name == "last.ckpt"
     # the validation loop is skipped, not fed an empty list (which Lightning warns about)
@@ -116,7 +117,7 @@ def test_multirun_writes_one_folder_per_job(tmp_path: Path) -> None:
 
 def test_real_salinas_a_trains_briefly(shared_data: Path, tmp_path: Path) -> None:
     cfg = compose_train(["data=salinas_a", f"paths.data_dir={shared_data}", "data.patch_size=11",
-                         "data.pca_components=15", "data.eval_batch_size=512",
+                         "data.pca.components=15", "data.eval_batch_size=512",
                          "trainer=cpu", "trainer.max_epochs=3", "logger=none",
                          "callbacks.progress_bar.refresh_rate=0"], tmp_path)
     metrics = train(cfg)

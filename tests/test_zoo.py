@@ -10,7 +10,7 @@ from torch import nn
 
 from hsi.config import CONFIG_DIR
 from hsi.models import CNN2D, CNN3D, HybridSN, HybridSNLite, HybridSNSE
-from hsi.models.blocks import pool_window
+from hsi.models.blocks import TrunkHead, pool_window
 from hsi.models.cost import model_cost
 
 NETWORKS = ["hybridsn", "hybridsn_se", "hybridsn_lite", "cnn2d", "cnn3d"]
@@ -43,12 +43,14 @@ def test_logits_and_gradients_reach_every_parameter(name: str, bands: int, patch
 
 
 @pytest.mark.parametrize(("cls", "bands", "patch", "key", "minimum"), [
-    (HybridSNSE, 12, 25, "data.pca_components", "at least 13 bands"),
+    (HybridSN, 12, 25, "data.pca.components", "at least 13 bands"),
+    (HybridSN, 30, 7, "data.patch_size", "at least 9x9"),
+    (HybridSNSE, 12, 25, "data.pca.components", "at least 13 bands"),
     (HybridSNSE, 30, 7, "data.patch_size", "at least 9x9"),
-    (HybridSNLite, 12, 25, "data.pca_components", "at least 13 bands"),
+    (HybridSNLite, 12, 25, "data.pca.components", "at least 13 bands"),
     (HybridSNLite, 30, 8, "data.patch_size", "at least 9x9"),
     (CNN2D, 30, 6, "data.patch_size", "at least 7x7"),
-    (CNN3D, 14, 25, "data.pca_components", "at least 15 bands"),
+    (CNN3D, 14, 25, "data.pca.components", "at least 15 bands"),
     (CNN3D, 30, 6, "data.patch_size", "at least 7x7"),
 ])
 def test_too_small_windows_name_the_minimum_and_the_key(cls: type, bands: int, patch: int, key: str,
@@ -128,18 +130,18 @@ def test_lite_is_a_tenth_of_hybridsn() -> None:
     assert lite["macs"] <= 0.1 * base["macs"]
 
 
-@pytest.mark.parametrize("name", ["cnn2d", "cnn3d"])
-def test_baseline_trunks_slide_over_a_larger_scene(name: str) -> None:
+@pytest.mark.parametrize(("name", "side"), [("hybridsn", 1), ("cnn2d", 3), ("cnn3d", 3)])
+def test_trunks_slide_over_a_larger_scene(name: str, side: int) -> None:
     """Every window's trunk output is a crop of the trunk over the whole scene, and the head on
     that crop gives the window's logits: what dense whole-scene inference relies on."""
     torch.manual_seed(0)
     net = build(name, 15, 9, 4).eval()
-    assert net.dense_capable
+    assert isinstance(net, TrunkHead) and net.dense_capable and net.head is net.classifier
     scene = torch.randn(1, 1, 15, 14, 13)
     with torch.no_grad():
         dense = net.trunk(scene)
         for row, col in [(0, 0), (3, 2), (5, 4)]:
             window = scene[..., row:row + 9, col:col + 9]
-            crop = dense[..., row:row + 3, col:col + 3]
+            crop = dense[..., row:row + side, col:col + side]
             torch.testing.assert_close(net.trunk(window), crop)
             torch.testing.assert_close(net.head(crop), net(window))

@@ -1,73 +1,84 @@
-"""LightningDataModule: scene -> split -> PCA -> padded cube -> window loaders."""
+"""LightningDataModule: scene -> split -> PCA -> padded cube -> window loaders.
+
+The datamodule carries its own checkpoint state: Lightning saves `state_dict()` (scene, window,
+fitted PCA, split, classes) into every checkpoint under "HSIDataModule" and gives it back to
+`load_state_dict` on resume and in `HSIDataModule.load_from_checkpoint`. A datamodule that
+loaded a state before `setup()` rebuilds the scene and the split, checks the split against the
+recorded one and applies the recorded PCA instead of fitting one.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from hsi.data.catalogue import CATALOGUE, prepare_scene
-from hsi.data.io import read_array
 from hsi.data.leakage import leakage
 from hsi.data.patches import PatchDataset, check_patch_size, pad_cube
-from hsi.data.preprocessing import PCA_FITS, PCATransform, cached_fit_pca
+from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
 from hsi.data.scene import Scene
 from hsi.data.scenes import load_scene
-from hsi.data.split import SPLITS, disjoint_split, mask_split, per_class_split, stratified_split
+from hsi.data.split import RandomSplit, SplitStrategy
 
 log = logging.getLogger(__name__)
+
+STATE_FORMAT = 2  # version of `HSIDataModule.state_dict()`
+SUBSETS = ("train", "val", "test")
+
+# Datamodule arguments of format 1 (flat keys) and where they live now (hsi.checkpoint
+# upgrades a format-1 checkpoint's settings; these names are refused with their new spelling).
+_RENAMED = {"pca_components": "pca.components", "pca_whiten": "pca.whiten", "pca_fit": "pca.fit",
+            "pca_cache": "pca.cache", "pca_cache_dir": "pca.cache_dir",
+            "test_ratio": "split.test_ratio", "val_ratio": "split.val_ratio",
+            "train_per_class": "split.train_per_class", "block_size": "split.block_size",
+            "train_mask_path": "split.train_mask_path", "test_mask_path": "split.test_mask_path",
+            "val_mask_path": "split.val_mask_path"}
 
 
 class HSIDataModule(L.LightningDataModule):
     """Windows around labelled pixels of one scene, split into train / val / test.
 
-    Scene options not named here (`cube_path`, `height`, ...) go to `load_scene`.
-    `split`: random (stratified, the recipe) | per_class (`train_per_class` pixels per class)
-    | disjoint (whole `block_size` blocks, evaluation pixels near training dropped) | mask
-    (`train_mask_path`, `test_mask_path`, optional `val_mask_path`). `pca_fit`: scene (all
-    pixels, the recipe) | train (training pixels only). `pca_cache`: keep fitted PCAs in
-    `pca_cache_dir` (default: the user cache, `hsi.data.download.user_cache_dir() / "pca"`).
+    `pca`: `PCASettings` or a mapping of its fields (`data.pca.*`; None: the defaults).
+    `split`: a `hsi.data.split` strategy, or a mapping with its `_target_` (`data/split=...`;
+    None: `RandomSplit()`, the recipe). `split_seed` seeds the split and the PCA fit. Scene
+    options not named here (`cube_path`, `height`, ...) go to `load_scene`. The saved
+    hyperparameters are plain values, so `HSIDataModule(**datamodule.hparams)` rebuilds it.
     """
 
     def __init__(self, scene: str | Scene = "indian_pines", data_dir: str | None = None,
-                 pca_components: int | None = 30, pca_whiten: bool = True, patch_size: int = 25,
-                 test_ratio: float = 0.9, val_ratio: float = 0.05, split_seed: int = 345,
+                 pca: PCASettings | Mapping[str, Any] | None = None, patch_size: int = 25,
+                 split: SplitStrategy | Mapping[str, Any] | None = None, split_seed: int = 345,
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
-                 pin_memory: bool = False, split: str = "random", train_per_class: int = 20,
-                 block_size: int = 16, train_mask_path: str | None = None,
-                 test_mask_path: str | None = None, val_mask_path: str | None = None,
-                 pca_fit: str = "scene", pca_cache: bool = False, pca_cache_dir: str | None = None,
-                 **scene_options: Any) -> None:
+                 pin_memory: bool = False, **scene_options: Any) -> None:
         super().__init__()
+        _refuse_old_keys(scene_options)
         check_patch_size(patch_size)
-        if pca_components is not None and pca_components < 1:
-            raise ValueError(f"data.pca_components={pca_components} must be >= 1 or null.")
-        if split not in SPLITS:
-            raise ValueError(f"data.split={split!r} is not one of {', '.join(SPLITS)}.")
-        if pca_fit not in PCA_FITS:
-            raise ValueError(f"data.pca_fit={pca_fit!r} is not one of {', '.join(PCA_FITS)}.")
-        if split == "mask" and train_mask_path is None:
-            raise ValueError("data.split=mask needs data.train_mask_path (and data.test_mask_path; "
-                             "optional data.val_mask_path).")
-        train_mask_path, test_mask_path, val_mask_path, pca_cache_dir = (
-            _absolute(v) for v in (train_mask_path, test_mask_path, val_mask_path, pca_cache_dir))
+        self.pca_settings = PCASettings.from_any(_plain(pca))
+        self.split_strategy = split_strategy(split)
+        self.save_hyperparameters(ignore=["scene", "pca", "split"] if isinstance(scene, Scene)
+                                  else ["pca", "split"], logger=False)
         # Absolute paths and plain values, so the hyperparameters saved in a checkpoint
         # rebuild the same scene from any folder (hsi.evaluate, hsi.predict).
-        data_dir = _absolute(data_dir)
-        scene_options = _plain_options(scene_options)
-        self.save_hyperparameters(ignore=["scene"] if isinstance(scene, Scene) else None,
-                                  logger=False)
+        self.scene_options = _plain_options(scene_options)
+        self.hparams.update(data_dir=_absolute(data_dir), pca=self.pca_settings.config(),
+                            split=self.split_strategy.config(), **self.scene_options)
+        self._hparams_initial = copy.deepcopy(self._hparams)
         self._scene_arg = scene
-        self.scene_options = scene_options
         self.scene: Scene | None = None
         self.pca: PCATransform | None = None
         self.split: dict[str, np.ndarray] = {}
         self.split_report: dict[str, Any] = {}
         self.datasets: dict[str, PatchDataset] = {}
+        self._recorded: dict[str, Any] | None = None  # a loaded state waiting for setup()
 
     # -- set-up -----------------------------------------------------------------------------
     def load_scene(self) -> Scene:
@@ -87,57 +98,87 @@ class HSIDataModule(L.LightningDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        scene = self.scene = self.load_scene()
+        scene = self.load_scene()
         rows, cols = np.nonzero(scene.labels)  # row-major, as the notebook orders its windows
         coords = np.stack([rows, cols], axis=1)
-        indices, self.split_report = self._split_indices(scene, coords)
-        self.split = {k: coords[v] for k, v in indices.items()}
-        cube = scene.cube
-        if hp.pca_components is not None:
-            self.pca = self._fit_pca(scene)
-            cube = self.pca(cube)
+        indices, report = self.split_strategy(scene.labels, coords, hp.patch_size, hp.split_seed,
+                                              scene.class_names)
+        split = {k: coords[indices[k]] for k in SUBSETS}
+        recorded = self._recorded
+        if recorded is not None:
+            _check_settings(recorded, self._settings(scene))
+            _check_split(recorded, split, scene.name)
+            pca = PCATransform.from_tensors(recorded.get("pca"))
+        else:
+            pca = None if self.pca_settings.components is None else self._fit_pca(scene, split["train"])
+        cube = scene.cube if pca is None else pca(scene.cube)
         padded = pad_cube(cube, hp.patch_size)
-        for subset, subset_coords in self.split.items():
+        self.scene, self.pca, self.split, self.split_report = scene, pca, split, report
+        self._recorded = None
+        for subset, subset_coords in split.items():
             subset_targets = scene.labels[subset_coords[:, 0], subset_coords[:, 1]] - 1
             self.datasets[subset] = PatchDataset(padded, subset_coords, subset_targets,
                                                  hp.patch_size)
-        all_rows, all_cols = np.indices(scene.shape).reshape(2, -1)
-        self.datasets["predict"] = PatchDataset(
-            padded, np.stack([all_rows, all_cols], axis=1),
-            scene.labels[all_rows, all_cols] - 1, hp.patch_size)
 
-    def _split_indices(self, scene: Scene,
-                       coords: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Indices into `coords` (the labelled pixels) of each subset, and the split's report."""
-        hp = self.hparams
-        targets = scene.labels[coords[:, 0], coords[:, 1]] - 1
-        method = hp.get("split", "random")
-        if method == "random":
-            indices = stratified_split(targets, hp.test_ratio, hp.val_ratio, hp.split_seed, scene.class_names)
-            return indices, {"method": "random"}
-        if method == "per_class":
-            return per_class_split(targets, hp.train_per_class, hp.val_ratio, hp.split_seed,
-                                   scene.class_names)
-        if method == "disjoint":
-            return disjoint_split(scene.labels, coords, hp.test_ratio, hp.val_ratio, hp.block_size,
-                                  hp.patch_size, hp.split_seed, scene.class_names)
-        masks = {k: None if hp.get(f"{k}_mask_path") is None
-                 else read_array(hp[f"{k}_mask_path"], None, 2, f"{k} mask")
-                 for k in ("train", "test", "val")}
-        return mask_split(scene.labels, coords, masks["train"], masks["test"], masks["val"],
-                          scene.class_names)
-
-    def _fit_pca(self, scene: Scene) -> PCATransform:
-        """PCA fitted on the whole scene or on the training pixels only (`data.pca_fit`), cached."""
+    def _fit_pca(self, scene: Scene, train: np.ndarray) -> PCATransform:
+        """PCA fitted on the whole scene or on the training pixels only (`data.pca.fit`), cached."""
         from hsi.data.download import user_cache_dir
 
-        hp = self.hparams
-        coords = self.split["train"] if hp.get("pca_fit", "scene") == "train" else None
+        settings = self.pca_settings
+        coords = train if settings.fit == "train" else None
         cache_dir = None
-        if hp.get("pca_cache"):
-            cache_dir = hp.get("pca_cache_dir") or user_cache_dir() / "pca"
-        return cached_fit_pca(scene.cube, coords, hp.pca_components, hp.pca_whiten, hp.split_seed,
-                              scene.name, cache_dir)
+        if settings.cache:
+            cache_dir = settings.cache_dir or user_cache_dir() / "pca"
+        return cached_fit_pca(scene.cube, coords, settings.components, settings.whiten,
+                              self.hparams.split_seed, scene.name, cache_dir)
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Scene, window, fitted PCA, split and classes: tensors and plain values only.
+
+        Empty before `setup()` (unless a loaded state is waiting for it).
+        """
+        from hsi.maps import class_colours
+
+        if self.scene is None:
+            return dict(self._recorded) if self._recorded is not None else {}
+        scene, pca = self.scene, self.pca
+        spec = CATALOGUE.get(scene.name)
+        return {
+            "format_version": STATE_FORMAT,
+            "scene": scene.name,
+            "raw_bands": int(scene.num_bands),
+            "shape": [int(n) for n in scene.shape],
+            "patch_size": int(self.hparams.patch_size),
+            "pca": None if pca is None else pca.to_tensors(),
+            "split": {k: torch.as_tensor(np.asarray(v, dtype=np.int64).reshape(-1, 2))
+                      for k, v in self.split.items()},
+            "class_names": list(scene.class_names),
+            "label_values": [int(v) for v in scene.label_values],
+            "rgb_bands": [int(b) for b in spec.rgb_bands] if spec is not None else None,
+            "colours": class_colours(scene.num_classes)[1:].tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A checkpoint's state: kept for `setup()` if not set up yet, else checked against this one."""
+        if not state:
+            return
+        version = state.get("format_version")
+        if version != STATE_FORMAT:
+            raise ValueError(f"The checkpoint's datamodule state has format {version!r}; this "
+                             f"version of hsi reads format {STATE_FORMAT}.")
+        if self.scene is None:
+            self._recorded = dict(state)
+            return
+        _check_settings(state, self._settings(self.scene))
+        _check_split(state, self.split, self.scene.name)
+
+    def _settings(self, scene: Scene) -> dict[str, Any]:
+        """What a recorded state must agree on (besides the split), as the state records it."""
+        return {"scene": scene.name, "raw_bands": int(scene.num_bands),
+                "shape": [int(n) for n in scene.shape], "patch_size": int(self.hparams.patch_size),
+                "pca_components": self.pca_settings.components,
+                "class_names": list(scene.class_names)}
 
     # -- what the model needs to know -------------------------------------------------------
     @property
@@ -165,21 +206,6 @@ class HSIDataModule(L.LightningDataModule):
         self._require_setup()
         return leakage(self.scene.shape, self.split["train"], self.split["test"], self.hparams.patch_size)
 
-    def save_split(self, path: str | Path) -> None:
-        """Pixel coordinates (row, col) of each subset, and the scene's labels, as `.npz`."""
-        from hsi.utils.files import atomic_save_npz
-
-        self._require_setup()
-        atomic_save_npz(path, **self.split, labels=self.scene.labels,
-                        class_names=np.array(self.scene.class_names))
-
-    def save_label_mapping(self, path: str | Path) -> None:
-        """JSON: each class's network output index, label, source label value, name and pixels."""
-        from hsi.utils.files import atomic_write_json
-
-        self._require_setup()
-        atomic_write_json(path, self.scene.label_mapping())
-
     def _require_setup(self) -> None:
         if self.scene is None:
             raise RuntimeError("Call setup() on the datamodule first.")
@@ -204,8 +230,87 @@ class HSIDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False, self.hparams.eval_batch_size)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", False, self.hparams.eval_batch_size)
+
+# -- building from configs ----------------------------------------------------------------------
+def split_strategy(split: SplitStrategy | Mapping[str, Any] | None) -> SplitStrategy:
+    """A split strategy from itself, a mapping with its `_target_` (`data.split`), or None (random).
+
+    The `_target_` must name a `hsi.data.split.SplitStrategy` subclass: hyperparameters read
+    from a checkpoint never call anything else. Hydra's recursive instantiation of `data`
+    passes the strategy already built.
+    """
+    from hydra.utils import get_class
+
+    if split is None:
+        return RandomSplit()
+    if isinstance(split, SplitStrategy):
+        return split
+    if isinstance(split, str):
+        raise ValueError(f"data.split={split!r}: choose the split with data/split={split} and set "
+                         f"its keys as data.split.<key> (e.g. data.split.test_ratio=0.8).")
+    split = _plain(split)
+    if not isinstance(split, Mapping) or "_target_" not in split:
+        raise ValueError(f"data.split must be a split config with a _target_ (data/split=random, "
+                         f"per_class, disjoint or mask); got {split!r}.")
+    target = split["_target_"]
+    try:
+        cls = get_class(target)
+    except Exception as error:  # noqa: BLE001 - Hydra raises several kinds
+        raise ValueError(f"data.split._target_={target!r} does not name a class ({error}).") from None
+    if not (isinstance(cls, type) and issubclass(cls, SplitStrategy)):
+        raise ValueError(f"data.split._target_={target!r} is not a hsi.data.split.SplitStrategy.")
+    settings = {k: v for k, v in split.items() if not (k.startswith("_") and k.endswith("_"))}
+    known = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
+    unknown = [] if known is None else sorted(set(settings) - set(known))
+    if unknown:
+        raise ValueError(f"data.split.{unknown[0]} is not a setting of {cls.__name__} "
+                         f"(data/split={getattr(cls, 'method', '?')}); it takes "
+                         f"{', '.join(known or []) or 'none'}.")
+    return cls(**settings)  # what hydra.utils.instantiate does, without wrapping its errors
+
+
+def _refuse_old_keys(options: Mapping[str, Any]) -> None:
+    old = [k for k in options if k in _RENAMED]
+    if old:
+        raise TypeError(", ".join(f"data.{k} is now data.{_RENAMED[k]}" for k in old)
+                        + " (the split itself: data/split=random|per_class|disjoint|mask).")
+
+
+# -- checking a recorded state --------------------------------------------------------------------
+def _check_split(state: Mapping[str, Any], split: Mapping[str, np.ndarray], scene_name: str) -> None:
+    for subset, coords in state["split"].items():
+        ours = split.get(subset)
+        if ours is None or not np.array_equal(ours, torch.as_tensor(coords).cpu().numpy()):
+            raise ValueError(f"The {subset} split rebuilt from scene {scene_name!r} differs from the "
+                             f"one recorded in the checkpoint: the scene's files changed. Point "
+                             f"data_dir (or the scene's paths) at the files it was trained on.")
+
+
+def _check_settings(state: Mapping[str, Any], ours: Mapping[str, Any]) -> None:
+    """Raise naming every key in which `ours` differs from `state` (keys it left unset: unchecked)."""
+    recorded = {k: state.get(k) for k in ours}
+    pca = state.get("pca")
+    recorded["pca_components"] = None if pca is None else int(pca["components"].shape[0])
+    if recorded["shape"] is not None:
+        recorded["shape"] = [int(n) for n in recorded["shape"]]
+    if recorded["class_names"] is not None:
+        recorded["class_names"] = list(recorded["class_names"])
+    differing = [k for k in ours if recorded[k] != ours[k]
+                 and (recorded[k] is not None or k == "pca_components")]
+    if differing:
+        raise ValueError("The datamodule differs from the one recorded in the checkpoint in "
+                         + "; ".join(f"{k} (checkpoint {recorded[k]!r}, here {ours[k]!r})"
+                                     for k in differing)
+                         + ". Build it from the checkpoint's hyperparameters "
+                           "(HSIDataModule.load_from_checkpoint).")
+
+
+# -- plain values -------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """OmegaConf containers as plain dicts / lists (Hydra passes DictConfigs)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _absolute(value: Any) -> Any:
@@ -215,9 +320,7 @@ def _absolute(value: Any) -> Any:
 
 def _plain_options(options: dict[str, Any]) -> dict[str, Any]:
     """Scene options with absolute `*_path`s and plain lists (Hydra passes ListConfigs)."""
-    from omegaconf import OmegaConf
-
-    plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in options.items()}
+    plain = {k: _plain(v) for k, v in options.items()}
     plain = {k: _absolute(v) if k.endswith("_path") else v for k, v in plain.items()}
     if plain.get("ignore_labels") is not None:
         plain["ignore_labels"] = [int(v) for v in plain["ignore_labels"]]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from hsi.utils.files import atomic_save_npz
 
@@ -21,6 +24,19 @@ class PCATransform:
     mean: np.ndarray  # (bands,)
     components: np.ndarray  # (n_components, bands)
     scale: np.ndarray  # (n_components,); 1 / sqrt(explained variance) when whitened
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """{"mean", "components", "scale"} as float64 tensors, as a checkpoint stores them."""
+        return {k: torch.tensor(np.asarray(getattr(self, k)), dtype=torch.float64)
+                for k in ("mean", "components", "scale")}
+
+    @classmethod
+    def from_tensors(cls, arrays: Mapping[str, Any] | None) -> PCATransform | None:
+        """The transform a checkpoint stored with `to_tensors` (None stays None: no PCA)."""
+        if arrays is None:
+            return None
+        return cls(**{k: torch.as_tensor(arrays[k]).cpu().double().numpy()
+                      for k in ("mean", "components", "scale")})
 
     @property
     def num_components(self) -> int:
@@ -51,11 +67,11 @@ def fit_pca(pixels: np.ndarray, n_components: int, whiten: bool = True,
 
     n_pixels, bands = pixels.shape
     if not 1 <= n_components <= bands:
-        raise ValueError(f"data.pca_components={n_components} but the cube has {bands} bands; "
-                         f"choose a value from 1 to {bands}, or data.pca_components=null to "
+        raise ValueError(f"data.pca.components={n_components} but the cube has {bands} bands; "
+                         f"choose a value from 1 to {bands}, or data.pca.components=null to "
                          f"keep all bands.")
     if n_components > n_pixels:
-        raise ValueError(f"data.pca_components={n_components} exceeds the {n_pixels} pixels "
+        raise ValueError(f"data.pca.components={n_components} exceeds the {n_pixels} pixels "
                          f"PCA is fitted on.")
     pca = PCA(n_components=n_components, whiten=whiten, random_state=seed)
     pca.fit(np.asarray(pixels, dtype=np.float32))
@@ -67,6 +83,57 @@ def fit_pca(pixels: np.ndarray, n_components: int, whiten: bool = True,
 
 # -- fitting on a chosen pixel set, with an on-disk cache ----------------------------------
 PCA_FITS = ("scene", "train")
+
+
+@dataclass
+class PCASettings:
+    """How the datamodule reduces the bands (`data.pca.*`).
+
+    `components`: principal components kept (None: no PCA, all bands). `whiten`: scale each
+    component to unit variance. `fit`: "scene" (all pixels, the recipe) or "train" (training
+    pixels only). `cache`: keep fitted PCAs on disk in `cache_dir` (None: the user cache,
+    `hsi.data.download.user_cache_dir() / "pca"`) and reuse them.
+    """
+
+    components: int | None = 30
+    whiten: bool = True
+    fit: str = "scene"
+    cache: bool = True
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.components is not None:
+            if self.components != int(self.components) or self.components < 1:
+                raise ValueError(f"data.pca.components={self.components} must be an integer >= 1, "
+                                 f"or null to keep all bands.")
+            self.components = int(self.components)
+        if self.fit not in PCA_FITS:
+            raise ValueError(f"data.pca.fit={self.fit!r} is not one of {', '.join(PCA_FITS)}.")
+        self.whiten, self.cache = bool(self.whiten), bool(self.cache)
+        if self.cache_dir is not None:  # relative to where the command runs
+            self.cache_dir = str(Path(self.cache_dir).expanduser().resolve())
+
+    @classmethod
+    def from_any(cls, value: PCASettings | Mapping[str, Any] | None) -> PCASettings:
+        """Settings from themselves, a mapping (a `DictConfig` too) of `data.pca.*`, or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"data.pca must be a mapping of {', '.join(_PCA_KEYS)}; got {value!r}.")
+        unknown = sorted(set(value) - set(_PCA_KEYS))
+        if unknown:
+            raise ValueError(f"data.pca.{unknown[0]} is not a PCA setting; choose from "
+                             f"{', '.join(f'data.pca.{k}' for k in _PCA_KEYS)}.")
+        return cls(**{k: value[k] for k in value})
+
+    def config(self) -> dict[str, Any]:
+        """Plain values (what `data.pca` holds), for a checkpoint's hyperparameters."""
+        return {k: getattr(self, k) for k in _PCA_KEYS}
+
+
+_PCA_KEYS = tuple(f.name for f in fields(PCASettings))
 
 
 def fit_pca_on(cube: np.ndarray, coords: np.ndarray | None, n_components: int, whiten: bool = True,
@@ -122,6 +189,6 @@ def cached_fit_pca(cube: np.ndarray, coords: np.ndarray | None, n_components: in
     try:
         atomic_save_npz(path, key=np.array(key), mean=pca.mean, components=pca.components, scale=pca.scale)
     except OSError as error:
-        log.warning("Could not write the PCA cache %s (%s); set data.pca_cache_dir to a writable "
-                    "folder or data.pca_cache=false.", path, error)
+        log.warning("Could not write the PCA cache %s (%s); set data.pca.cache_dir to a writable "
+                    "folder or data.pca.cache=false.", path, error)
     return pca

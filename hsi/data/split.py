@@ -1,16 +1,185 @@
-"""Train / validation / test splits of the labelled pixels: random, per class, spatially disjoint, masks."""
+"""Train / validation / test splits of the labelled pixels: random, per class, spatially disjoint, masks.
+
+Each strategy is a small dataclass (`RandomSplit`, `PerClassSplit`, `DisjointSplit`,
+`MaskSplit`) built from `conf/data/split/<name>.yaml` (`data/split=<name>`). Called with the
+scene's labels and its labelled pixels, it returns indices into those pixels for "train",
+"val" and "test", and a report; `config()` gives it back as a plain dict with `_target_`, so
+a checkpoint's hyperparameters rebuild it with `hydra.utils.instantiate`. The module-level
+functions (`stratified_split`, `per_class_split`, `disjoint_split`, `mask_split`) do the work.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+SplitIndices = dict[str, np.ndarray]
+SplitResult = tuple[SplitIndices, dict[str, Any]]
 
+
+def check_ratios(test_ratio: float, val_ratio: float) -> None:
+    """`test_ratio` of the labelled pixels held out, `val_ratio` of them drawn from the held-out ones."""
+    if not 0 < test_ratio < 1:
+        raise ValueError(f"data.split.test_ratio={test_ratio} must lie strictly between 0 and 1.")
+    if not 0 <= val_ratio < test_ratio:
+        raise ValueError(f"data.split.val_ratio={val_ratio} must be >= 0 and below "
+                         f"data.split.test_ratio={test_ratio}: validation pixels are drawn from "
+                         f"the held-out ones.")
+
+
+def check_per_class(train_per_class: int, val_ratio: float) -> None:
+    if train_per_class != int(train_per_class) or train_per_class < 1:
+        raise ValueError(f"data.split.train_per_class={train_per_class} must be an integer >= 1.")
+    if not 0 <= val_ratio < 1:
+        raise ValueError(f"data.split.val_ratio={val_ratio} must lie in [0, 1).")
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size != int(block_size) or block_size < 1:
+        raise ValueError(f"data.split.block_size={block_size} must be an integer >= 1.")
+
+
+def _targets(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Class (0-based) of each labelled pixel (row, col) in `coords`."""
+    coords = np.asarray(coords)
+    return labels[coords[:, 0], coords[:, 1]] - 1
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    """Paths on the command line are relative to where the command runs."""
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+# -- the strategies --------------------------------------------------------------------------
+class SplitStrategy:
+    """A way to split the labelled pixels; subclasses are dataclasses of their settings.
+
+    `strategy(labels, coords, patch_size, seed, class_names)`: `labels` is the (H, W) ground
+    truth (0 = unlabelled, k = class k - 1), `coords` the (N, 2) labelled pixels, `patch_size`
+    the window side (a window reaches `patch_size // 2` pixels out). Returns indices into
+    `coords` for "train", "val" and "test", and the split's report.
+    """
+
+    method: ClassVar[str]
+
+    def __call__(self, labels: np.ndarray, coords: np.ndarray, patch_size: int, seed: int,
+                 class_names: Sequence[str] | None = None) -> SplitResult:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Plain values and `_target_`: `hydra.utils.instantiate(strategy.config())` rebuilds it."""
+        cls = type(self)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **fields}
+
+
+@dataclass
+class RandomSplit(SplitStrategy):
+    """Stratified by class: `test_ratio` held out, `val_ratio` drawn from them (the recipe)."""
+
+    test_ratio: float = 0.9
+    val_ratio: float = 0.05
+    method: ClassVar[str] = "random"
+
+    def __post_init__(self) -> None:
+        self.test_ratio, self.val_ratio = float(self.test_ratio), float(self.val_ratio)
+        check_ratios(self.test_ratio, self.val_ratio)
+
+    def __call__(self, labels: np.ndarray, coords: np.ndarray, patch_size: int, seed: int,
+                 class_names: Sequence[str] | None = None) -> SplitResult:
+        split = stratified_split(_targets(labels, coords), self.test_ratio, self.val_ratio, seed,
+                                 class_names)
+        return split, {"method": self.method}
+
+
+@dataclass
+class PerClassSplit(SplitStrategy):
+    """`train_per_class` training pixels per class (capped at half a small class); `val_ratio`
+    of each class for validation."""
+
+    train_per_class: int = 20
+    val_ratio: float = 0.05
+    method: ClassVar[str] = "per_class"
+
+    def __post_init__(self) -> None:
+        check_per_class(self.train_per_class, self.val_ratio)
+        self.train_per_class, self.val_ratio = int(self.train_per_class), float(self.val_ratio)
+
+    def __call__(self, labels: np.ndarray, coords: np.ndarray, patch_size: int, seed: int,
+                 class_names: Sequence[str] | None = None) -> SplitResult:
+        return per_class_split(_targets(labels, coords), self.train_per_class, self.val_ratio, seed,
+                               class_names)
+
+
+@dataclass
+class DisjointSplit(SplitStrategy):
+    """Whole `block_size` square blocks per subset; val / test pixels within `patch_size // 2`
+    of a training pixel dropped."""
+
+    test_ratio: float = 0.9
+    val_ratio: float = 0.05
+    block_size: int = 16
+    method: ClassVar[str] = "disjoint"
+
+    def __post_init__(self) -> None:
+        self.test_ratio, self.val_ratio = float(self.test_ratio), float(self.val_ratio)
+        check_ratios(self.test_ratio, self.val_ratio)
+        check_block_size(self.block_size)
+        self.block_size = int(self.block_size)
+
+    def __call__(self, labels: np.ndarray, coords: np.ndarray, patch_size: int, seed: int,
+                 class_names: Sequence[str] | None = None) -> SplitResult:
+        return disjoint_split(labels, coords, self.test_ratio, self.val_ratio, self.block_size,
+                              patch_size, seed, class_names)
+
+
+@dataclass
+class MaskSplit(SplitStrategy):
+    """Fixed splits from (H, W) mask files (nonzero = in the set), e.g. those papers publish.
+
+    Without a test mask, the test set is every labelled pixel outside the train and val masks.
+    The masks are read when the split is made; their paths are kept absolute.
+    """
+
+    train_mask_path: str | None = None
+    test_mask_path: str | None = None
+    val_mask_path: str | None = None
+    method: ClassVar[str] = "mask"
+
+    def __post_init__(self) -> None:
+        if self.train_mask_path is None:
+            raise ValueError("data/split=mask needs data.split.train_mask_path (and "
+                             "data.split.test_mask_path; optional data.split.val_mask_path).")
+        self.train_mask_path = _absolute(self.train_mask_path)
+        self.test_mask_path = _absolute(self.test_mask_path)
+        self.val_mask_path = _absolute(self.val_mask_path)
+
+    def read_masks(self) -> dict[str, np.ndarray | None]:
+        """The train, test and val masks (None where no file is given)."""
+        from hsi.data.io import read_array
+
+        paths = {"train": self.train_mask_path, "test": self.test_mask_path, "val": self.val_mask_path}
+        return {k: None if p is None else read_array(p, None, 2, f"{k} mask") for k, p in paths.items()}
+
+    def __call__(self, labels: np.ndarray, coords: np.ndarray, patch_size: int, seed: int,
+                 class_names: Sequence[str] | None = None) -> SplitResult:
+        masks = self.read_masks()
+        return mask_split(labels, coords, masks["train"], masks["test"], masks["val"], class_names)
+
+
+SPLIT_STRATEGIES: dict[str, type[SplitStrategy]] = {
+    cls.method: cls for cls in (RandomSplit, PerClassSplit, DisjointSplit, MaskSplit)}
+
+
+# -- the implementations ---------------------------------------------------------------------
 def stratified_split(targets: np.ndarray, test_ratio: float, val_ratio: float = 0.0,
                      seed: int = 0,
                      class_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -24,11 +193,7 @@ def stratified_split(targets: np.ndarray, test_ratio: float, val_ratio: float = 
 
     targets = np.asarray(targets)
     n = len(targets)
-    if not 0 < test_ratio < 1:
-        raise ValueError(f"data.test_ratio={test_ratio} must lie strictly between 0 and 1.")
-    if not 0 <= val_ratio < test_ratio:
-        raise ValueError(f"data.val_ratio={val_ratio} must be >= 0 and below data.test_ratio="
-                         f"{test_ratio}: validation pixels are drawn from the held-out ones.")
+    check_ratios(test_ratio, val_ratio)
     classes, counts = np.unique(targets, return_counts=True)
     names = list(class_names) if class_names is not None else [str(c) for c in range(classes.max() + 1)]
     needed = 3 if val_ratio > 0 else 2
@@ -47,14 +212,10 @@ def stratified_split(targets: np.ndarray, test_ratio: float, val_ratio: float = 
         val, test = held[:0], held
     missing = sorted(set(classes) - set(targets[train]))
     if missing:
-        raise ValueError(f"With data.test_ratio={test_ratio} no training pixel is left for "
+        raise ValueError(f"With data.split.test_ratio={test_ratio} no training pixel is left for "
                          f"{', '.join(names[c] for c in missing)} (too few pixels); lower "
-                         f"data.test_ratio or leave those classes out.")
+                         f"data.split.test_ratio or leave those classes out.")
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
-
-
-# -- other strategies ----------------------------------------------------------------------
-SPLITS = ("random", "per_class", "disjoint", "mask")
 
 
 def _names(class_names: Sequence[str] | None, n_classes: int) -> list[str]:
@@ -62,8 +223,7 @@ def _names(class_names: Sequence[str] | None, n_classes: int) -> list[str]:
 
 
 def per_class_split(targets: np.ndarray, train_per_class: int, val_ratio: float = 0.0, seed: int = 0,
-                    class_names: Sequence[str] | None = None
-                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                    class_names: Sequence[str] | None = None) -> SplitResult:
     """`train_per_class` training pixels per class; `val_ratio` of all pixels for validation.
 
     A class with fewer than 2 * `train_per_class` pixels gets half of them (rounded down) for
@@ -72,10 +232,7 @@ def per_class_split(targets: np.ndarray, train_per_class: int, val_ratio: float 
     non-training pixels, always leaving at least one test pixel per class.
     """
     targets = np.asarray(targets)
-    if train_per_class < 1:
-        raise ValueError(f"data.train_per_class={train_per_class} must be >= 1.")
-    if not 0 <= val_ratio < 1:
-        raise ValueError(f"data.val_ratio={val_ratio} must lie in [0, 1).")
+    check_per_class(train_per_class, val_ratio)
     n_classes = int(targets.max()) + 1 if len(targets) else 0
     names = _names(class_names, n_classes)
     counts = np.bincount(targets, minlength=n_classes)
@@ -100,7 +257,7 @@ def per_class_split(targets: np.ndarray, train_per_class: int, val_ratio: float 
         parts["val"].append(members[n_train:n_train + n_val])
         parts["test"].append(members[n_train + n_val:])
     if capped:
-        log.warning("data.split=per_class: %d training pixels per class requested, but these classes "
+        log.warning("data/split=per_class: %d training pixels per class requested, but these classes "
                     "have fewer than twice that and were capped at half their pixels: %s",
                     train_per_class, ", ".join(f"{k} -> {v}" for k, v in capped.items()))
     split = {k: np.sort(np.concatenate(v)) if v else np.zeros(0, dtype=np.int64) for k, v in parts.items()}
@@ -111,34 +268,65 @@ def per_class_split(targets: np.ndarray, train_per_class: int, val_ratio: float 
 
 def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, val_ratio: float = 0.0,
                    block_size: int = 16, patch_size: int = 1, seed: int = 0,
-                   class_names: Sequence[str] | None = None
-                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                   class_names: Sequence[str] | None = None) -> SplitResult:
     """Spatially disjoint split: whole `block_size` x `block_size` blocks go to one subset.
 
     `labels` is the (H, W) ground truth (0 = unlabelled, k = class k - 1), `coords` the
-    (N, 2) labelled pixels the returned indices refer to. Blocks are visited in a seeded
-    random order and each goes to the subset (train, val, test) that most needs its pixels:
-    the block's per-class pixel counts weighted by the fraction of that subset's per-class
-    target (1 - test_ratio, val_ratio, test_ratio - val_ratio of each class) still missing.
-    Then every val / test pixel within `patch_size // 2` (Chebyshev) of a training pixel is
-    dropped, so no evaluation pixel lies in a training window. The report gives
-    each class's achieved shares and dropped pixels.
+    (N, 2) labelled pixels the returned indices refer to. Blocks go to subsets as
+    `assign_blocks` says; then every val / test pixel within `patch_size // 2` (Chebyshev) of
+    a training pixel is dropped (`margin_keep`), so no evaluation pixel lies in a training
+    window. The report gives each class's achieved shares and dropped pixels.
     """
-    from hsi.data.leakage import window_mask
-
-    if not 0 < test_ratio < 1:
-        raise ValueError(f"data.test_ratio={test_ratio} must lie strictly between 0 and 1.")
-    if not 0 <= val_ratio < test_ratio:
-        raise ValueError(f"data.val_ratio={val_ratio} must be >= 0 and below data.test_ratio="
-                         f"{test_ratio}.")
-    if block_size < 1:
-        raise ValueError(f"data.block_size={block_size} must be >= 1.")
+    check_ratios(test_ratio, val_ratio)
+    check_block_size(block_size)
     coords = np.asarray(coords)
-    targets = labels[coords[:, 0], coords[:, 1]] - 1
+    targets = _targets(labels, coords)
     n_classes = int(targets.max()) + 1
     names = _names(class_names, n_classes)
+    subset_of_block, block_of = assign_blocks(labels.shape, coords, targets, n_classes, test_ratio,
+                                              val_ratio, block_size, seed)
+    subset = subset_of_block[block_of]  # 0 train, 1 val, 2 test, per labelled pixel
+    train = np.flatnonzero(subset == 0)
+    missing = sorted(set(range(n_classes)) - set(targets[train].tolist()))
+    if missing:
+        lacking = ", ".join(names[c] for c in missing)
+        raise ValueError(f"data/split=disjoint left no training block for {lacking}; "
+                         f"use a smaller data.split.block_size, a lower data.split.test_ratio, or "
+                         f"another data.split_seed.")
+    keep = margin_keep(labels.shape, coords, train, patch_size)
+    val = np.flatnonzero((subset == 1) & keep)
+    test = np.flatnonzero((subset == 2) & keep)
+    untested = sorted(set(range(n_classes)) - set(targets[test].tolist()))
+    if untested:
+        log.warning("data/split=disjoint: no test pixel left for %s (all their blocks went to "
+                    "training or lie within the window margin); AA covers the other classes.",
+                    ", ".join(names[c] for c in untested))
+    dropped = np.flatnonzero((subset > 0) & ~keep)
+    split = {"train": train, "val": val, "test": test}
+    report = _disjoint_report(targets, split, names, subset_of_block, dropped, block_size, patch_size)
+    log.info("data/split=disjoint: %d blocks of %d px; %d val/test pixels within %d px of training "
+             "dropped; shares per class (train/val/test): %s", len(subset_of_block), block_size,
+             len(dropped), patch_size // 2,
+             "; ".join(f"{r['name']} {r['train_share']:.2f}/{r['val_share']:.2f}/"
+                       f"{r['test_share']:.2f}" for r in report["classes"]))
+    return split, report
+
+
+def assign_blocks(shape: tuple[int, int], coords: np.ndarray, targets: np.ndarray, n_classes: int,
+                  test_ratio: float, val_ratio: float, block_size: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which subset (0 train, 1 val, 2 test) each block goes to, and each pixel's block.
+
+    Blocks are the non-empty `block_size` squares of a (H, W) scene holding labelled pixels
+    `coords` (classes `targets`). First every class gets one training block (rarest class
+    first; its smallest block holding the class), so a class confined to a few blocks still
+    reaches training. The other blocks are visited in a seeded random order and each goes to
+    the subset that most needs its pixels: the block's per-class pixel counts weighted by the
+    fraction of that subset's per-class target (1 - test_ratio, val_ratio, test_ratio -
+    val_ratio of each class) still missing.
+    """
     counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
-    blocks_per_row = -(-labels.shape[1] // block_size)
+    blocks_per_row = -(-shape[1] // block_size)
     block = (coords[:, 0] // block_size) * blocks_per_row + coords[:, 1] // block_size
     block_ids, block_of = np.unique(block, return_inverse=True)
     block_counts = np.zeros((len(block_ids), n_classes))
@@ -147,8 +335,6 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     goal = shares[:, None] * counts[None, :]  # (3 subsets, classes)
     have = np.zeros_like(goal)
     subset_of_block = np.full(len(block_ids), -1, dtype=np.int64)
-    # First every class gets one training block (rarest class first; its smallest block holding
-    # the class), so a class confined to a few blocks still reaches training.
     for c in np.argsort(counts, kind="stable"):
         if have[0, c] == 0:
             candidates = np.flatnonzero((block_counts[:, c] > 0) & (subset_of_block < 0))
@@ -166,39 +352,30 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
         s = int(np.argmax(need))  # ties go to train, then val
         subset_of_block[b] = s
         have[s] += block_counts[b]
-    subset = subset_of_block[block_of]
-    train = np.flatnonzero(subset == 0)
-    missing = sorted(set(range(n_classes)) - set(targets[train].tolist()))
-    if missing:
-        lacking = ", ".join(names[c] for c in missing)
-        raise ValueError(f"data.split=disjoint left no training block for {lacking}; "
-                         f"use a smaller data.block_size, a lower data.test_ratio, or another "
-                         f"data.split_seed.")
-    near = window_mask(labels.shape, coords[train], patch_size)
-    keep = ~near[coords[:, 0], coords[:, 1]]
-    val = np.flatnonzero((subset == 1) & keep)
-    test = np.flatnonzero((subset == 2) & keep)
-    untested = sorted(set(range(n_classes)) - set(targets[test].tolist()))
-    if untested:
-        log.warning("data.split=disjoint: no test pixel left for %s (all their blocks went to "
-                    "training or lie within the window margin); AA covers the other classes.",
-                    ", ".join(names[c] for c in untested))
-    dropped = np.flatnonzero((subset > 0) & ~keep)
-    split = {"train": train, "val": val, "test": test}
-    report = {"method": "disjoint", "block_size": int(block_size), "margin": int(patch_size // 2),
-              "blocks": {k: int((subset_of_block == i).sum()) for i, k in enumerate(split)},
-              "dropped": int(len(dropped)),
-              "classes": _class_report(targets, split, names, dropped=dropped)}
-    log.info("data.split=disjoint: %d blocks of %d px; %d val/test pixels within %d px of training "
-             "dropped; shares per class (train/val/test): %s", len(block_ids), block_size, len(dropped),
-             patch_size // 2, "; ".join(f"{r['name']} {r['train_share']:.2f}/{r['val_share']:.2f}/"
-                                       f"{r['test_share']:.2f}" for r in report["classes"]))
-    return split, report
+    return subset_of_block, block_of
+
+
+def margin_keep(shape: tuple[int, int], coords: np.ndarray, train: np.ndarray,
+                patch_size: int) -> np.ndarray:
+    """False for each pixel of `coords` within `patch_size // 2` (Chebyshev) of a training pixel."""
+    from hsi.data.leakage import window_mask
+
+    near = window_mask(shape, coords[train], patch_size)
+    return ~near[coords[:, 0], coords[:, 1]]
+
+
+def _disjoint_report(targets: np.ndarray, split: SplitIndices, names: list[str],
+                     subset_of_block: np.ndarray, dropped: np.ndarray, block_size: int,
+                     patch_size: int) -> dict[str, Any]:
+    return {"method": "disjoint", "block_size": int(block_size), "margin": int(patch_size // 2),
+            "blocks": {k: int((subset_of_block == i).sum()) for i, k in enumerate(split)},
+            "dropped": int(len(dropped)),
+            "classes": _class_report(targets, split, names, dropped=dropped)}
 
 
 def mask_split(labels: np.ndarray, coords: np.ndarray, train_mask: np.ndarray, test_mask: np.ndarray | None,
-               val_mask: np.ndarray | None = None, class_names: Sequence[str] | None = None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+               val_mask: np.ndarray | None = None,
+               class_names: Sequence[str] | None = None) -> SplitResult:
     """Split given as (H, W) masks (nonzero = in the set) over the labelled pixels `coords`.
 
     Masks must match the scene's shape and must not overlap. Masked pixels without a label
@@ -210,20 +387,21 @@ def mask_split(labels: np.ndarray, coords: np.ndarray, train_mask: np.ndarray, t
     for k, m in masks.items():
         if m.shape != labels.shape:
             raise ValueError(f"The {k} mask has shape {m.shape} but the scene is {labels.shape}; "
-                             f"give a 2-D mask of the scene's size (data.{k}_mask_path).")
+                             f"give a 2-D mask of the scene's size (data.split.{k}_mask_path).")
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         if a in masks and b in masks and (overlap := int((masks[a] & masks[b]).sum())):
             raise ValueError(f"The {a} and {b} masks overlap in {overlap} pixels; each pixel may be "
-                             f"in one set only. Fix data.{a}_mask_path / data.{b}_mask_path.")
+                             f"in one set only. Fix data.split.{a}_mask_path / "
+                             f"data.split.{b}_mask_path.")
     coords = np.asarray(coords)
-    targets = labels[coords[:, 0], coords[:, 1]] - 1
+    targets = _targets(labels, coords)
     names = _names(class_names, int(targets.max()) + 1)
     if "test" not in masks:
         masks["test"] = ~masks["train"] & ~masks.get("val", np.zeros_like(masks["train"]))
         masks["test"] &= labels > 0
     unlabelled = {k: int((m & (labels == 0)).sum()) for k, m in masks.items()}
     if any(unlabelled.values()):
-        log.warning("data.split=mask: masked pixels without a label are ignored: %s",
+        log.warning("data/split=mask: masked pixels without a label are ignored: %s",
                     ", ".join(f"{k} {v}" for k, v in unlabelled.items() if v))
     split = {k: np.flatnonzero(masks[k][coords[:, 0], coords[:, 1]]) if k in masks
              else np.zeros(0, dtype=np.int64) for k in ("train", "val", "test")}
@@ -231,7 +409,7 @@ def mask_split(labels: np.ndarray, coords: np.ndarray, train_mask: np.ndarray, t
         raise ValueError("The train and test masks must each select at least one labelled pixel.")
     missing = sorted(set(range(len(names))) - set(targets[split["train"]].tolist()))
     if missing:
-        log.warning("data.split=mask: no training pixel for %s", ", ".join(names[c] for c in missing))
+        log.warning("data/split=mask: no training pixel for %s", ", ".join(names[c] for c in missing))
     report = {"method": "mask", "ignored_unlabelled": unlabelled,
               "classes": _class_report(targets, split, names)}
     return split, report

@@ -11,28 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hsi.models.blocks import ConvBNAct, dense_head, min_input_size, require_input
+from hsi.models.blocks import ConvBNAct, TrunkHead, dense_head, min_input_size, require_input
 
 
-class _TrunkHead(nn.Module):
-    """forward(x) = head(trunk(x)), with `features` the trunk's layers and `classifier` the head."""
-
-    dense_capable = True
-    features: nn.Sequential
-    classifier: nn.Sequential
-
-    @property
-    def head(self) -> nn.Sequential:
-        return self.classifier
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.trunk(x))
-
-
-class CNN2D(_TrunkHead):
+class CNN2D(TrunkHead):
     """2-D CNN: (conv k x k, BN, ReLU) per entry of `channels` over the bands as input channels,
     then flatten and a dense head."""
 
@@ -54,7 +36,7 @@ class CNN2D(_TrunkHead):
         return self.features(x.flatten(1, 2))
 
 
-class CNN3D(_TrunkHead):
+class CNN3D(TrunkHead):
     """Plain 3-D CNN: (conv k x 3 x 3, BN, ReLU) per stage, strided along the bands only, then
     flatten and a dense head."""
 

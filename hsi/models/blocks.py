@@ -1,5 +1,6 @@
 """Building blocks shared by the networks, each in 2-D or 3-D (`dims`): activations,
-conv-BN-activation, squeeze-excitation, depthwise-separable and inverted-residual blocks."""
+conv-BN-activation, squeeze-excitation, depthwise-separable and inverted-residual blocks, the
+trunk/head base of the dense-capable networks and the input-size checks."""
 
 from __future__ import annotations
 
@@ -177,6 +178,30 @@ class InvertedResidual(nn.Module):
         return x + out if self.residual else out
 
 
+class TrunkHead(nn.Module):
+    """forward(x) = head(trunk(x)), with `classifier` the head and `features` the trunk's layers
+    (subclasses whose trunk is more than one `nn.Sequential` override `trunk`).
+
+    `dense_capable`: the trunk is unpadded, spatially unstrided convolutions only, so it can
+    slide over a whole scene and the head be rewritten as convolutions (see hsi.inference);
+    subclasses with window-global steps inside the trunk set it to False.
+    """
+
+    dense_capable = True
+    features: nn.Sequential
+    classifier: nn.Sequential
+
+    @property
+    def head(self) -> nn.Sequential:
+        return self.classifier
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.trunk(x))
+
+
 def dense_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float = 0.0,
                act: str = "relu") -> nn.Sequential:
     """Flatten, then (Linear, Dropout, activation) per hidden width, then Linear to the classes."""
@@ -192,7 +217,7 @@ def require_input(model: str, in_bands: int, patch_size: int, min_bands: int, mi
     """Raise a ValueError naming the minimum and the config key to change when the window is too small."""
     if in_bands < min_bands:
         raise ValueError(f"{model} needs at least {min_bands} bands per window ({why}); got {in_bands}. "
-                         f"Raise data.pca_components.")
+                         f"Raise data.pca.components.")
     if patch_size < min_patch:
         raise ValueError(f"{model} needs windows of at least {min_patch}x{min_patch} pixels ({why}); "
                          f"got {patch_size}. Raise data.patch_size.")

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from hsi.errors import DataError
 from hsi.models.metrics import accuracy_report, classification_metrics
 
 
@@ -21,7 +22,8 @@ class HSIClassifier(L.LightningModule):
     """Wraps a network built from `net` (a Hydra config with `_target_`) for the data's shapes.
 
     The network is built here from its config and the data's (bands, patch size, classes),
-    so the checkpoint's hyperparameters alone rebuild the model (`load_from_checkpoint`).
+    so the checkpoint's hyperparameters alone rebuild the model (`load_from_checkpoint`); what
+    prediction needs besides (PCA, split, classes) is the datamodule's checkpoint state.
     """
 
     def __init__(self, net: dict, num_bands: int, patch_size: int, num_classes: int,
@@ -45,16 +47,6 @@ class HSIClassifier(L.LightningModule):
         self._test_preds: list[torch.Tensor] = []
         self._test_targets: list[torch.Tensor] = []
         self.test_report: dict[str, Any] | None = None
-        # What prediction needs besides the weights (PCA, window, classes, split), set by
-        # hsi.train before fitting; it travels in the checkpoint under "hsi".
-        self.scene_info: dict[str, Any] | None = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.scene_info is not None:
-            checkpoint["hsi"] = self.scene_info
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.scene_info = checkpoint.get("hsi")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -66,6 +58,11 @@ class HSIClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, y = self._step(batch)
+        if not torch.isfinite(loss):
+            raise DataError(f"The training loss became {loss.item()} at epoch {self.current_epoch}, "
+                            f"batch {batch_idx}: the windows hold non-finite or huge values (check the "
+                            f"cube and data.pca.components) or the learning rate is too high "
+                            f"(model.optimizer.lr). The run was stopped.")
         self.train_metrics.update(preds, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False)

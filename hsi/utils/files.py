@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from hsi.errors import HsiError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -55,3 +57,53 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
             np.savez_compressed(f, **arrays)
 
     return atomic_write(path, write)
+
+
+LOCK_NAME = ".hsi-run.lock"
+
+
+def claim_run_folder(folder: str | Path) -> Path:
+    """Claim `folder` for one run: create it, or accept it empty, and take its lock file.
+
+    Returns the lock file; raises `RunFolderTaken` with the reason otherwise. A folder that already
+    holds anything (a finished run's `.hydra/`, metrics, checkpoints, or files of yours) is
+    refused, so nothing in it is overwritten; the lock (created exclusively) keeps two runs
+    started at once from sharing a folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    if lock.exists():
+        raise RunFolderTaken(f"{folder} is in use by another run (lock file {lock}: "
+                             f"{_read(lock)}). Leave hydra.run.dir unset for a fresh folder; if "
+                             f"no run is using it any more, delete the lock file.")
+    present = sorted(p.name for p in folder.iterdir())
+    if present:
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+        raise RunFolderTaken(f"{folder} already holds files ({shown}); a run never writes into a "
+                             f"folder that holds another run or your files. Leave hydra.run.dir "
+                             f"unset for a fresh timestamped folder, or name a new one; to continue "
+                             f"a run's training use ckpt_path=<run>/checkpoints/last.ckpt.")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise RunFolderTaken(f"{folder} was claimed by another run a moment ago ({_read(lock)}); "
+                             f"leave hydra.run.dir unset for a fresh folder.") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    return lock
+
+
+def release_run_folder(folder: str | Path) -> None:
+    (Path(folder) / LOCK_NAME).unlink(missing_ok=True)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "empty"
+    except OSError:
+        return "unreadable"
+
+
+class RunFolderTaken(HsiError):
+    """The run folder already holds a run or files, or another run holds its lock."""

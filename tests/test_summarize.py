@@ -1,4 +1,5 @@
-"""`sweep=patch_pca` composes a grid; `python -m hsi.report` summarises a real multirun."""
+"""`sweep=patch_pca` composes a grid; `python -m hsi.summarize` (alias `hsi.report`) summarises a real
+multirun."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 
 from hsi.config import CONFIG_DIR
-from hsi.report import format_mean_std, report
+from hsi.multirun import format_mean_std
+from hsi.multirun import summarize as report
 from tests.conftest import FAST_SYNTHETIC, PROJECT_ROOT
 
 
@@ -28,7 +30,7 @@ def test_patch_pca_sweep_composes_a_multirun_grid() -> None:
     assert cfg.hydra.mode == RunMode.MULTIRUN
     params = cfg.hydra.sweeper.params
     assert [int(v) for v in params["data.patch_size"].split(",")] == [11, 15, 19, 25]
-    assert [int(v) for v in params["data.pca_components"].split(",")] == [15, 20, 30, 40]
+    assert [int(v) for v in params["data.pca.components"].split(",")] == [15, 20, 30, 40]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +56,11 @@ def _rows(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_report_summarises_every_job(multirun: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "hsi.report", str(multirun)], cwd=PROJECT_ROOT,
+@pytest.mark.parametrize("command", ["hsi.summarize", "hsi.report"])
+def test_report_summarises_every_job(multirun: Path, command: str) -> None:
+    for stale in ("results.csv", "results.md", "oa_plot.png"):
+        (multirun / stale).unlink(missing_ok=True)
+    result = subprocess.run([sys.executable, "-m", command, str(multirun)], cwd=PROJECT_ROOT,
                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -110,10 +115,10 @@ def test_heatmap_when_patch_size_and_pca_both_vary(multirun: Path, tmp_path: Pat
     shutil.copytree(multirun, copy, ignore=shutil.ignore_patterns("results.*", "*.png"))
     for job in ("1", "3"):
         overrides = copy / job / ".hydra" / "overrides.yaml"
-        overrides.write_text(overrides.read_text().replace("data.pca_components=15",
-                                                           "data.pca_components=20"))
+        overrides.write_text(overrides.read_text().replace("data.pca.components=15",
+                                                           "data.pca.components=20"))
         config = copy / job / ".hydra" / "config.yaml"
-        config.write_text(config.read_text().replace("pca_components: 15", "pca_components: 20"))
+        config.write_text(config.read_text().replace("components: 15", "components: 20"))
     assert report(copy)["figure"] == "oa_heatmap.png"
     assert (copy / "oa_heatmap.png").stat().st_size > 0
 

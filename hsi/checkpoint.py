@@ -1,0 +1,153 @@
+"""What a checkpoint carries and how it is read back.
+
+A checkpoint written by `hsi.train` is a Lightning checkpoint. Lightning itself stores the
+classifier's hyperparameters (`hyper_parameters`: the network config and the data's shapes), the
+datamodule's hyperparameters (`datamodule_hyper_parameters`: scene, window, split, PCA settings)
+and the datamodule's state (`HSIDataModule`: the fitted PCA, the split, class names, label
+values, display bands and colours; see `HSIDataModule.state_dict`). That is format 2.
+
+Format 1 (before the datamodule carried its own state) kept a hand-assembled scene record under
+`hsi`; it is read and converted here, so older checkpoints keep predicting.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
+from hsi.data.preprocessing import PCATransform
+from hsi.models.classifier import HSIClassifier
+
+DATAMODULE_KEY = HSIDataModule.__qualname__
+FORMATS = (1, STATE_FORMAT)
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable hsi checkpoint; the message names the file and the fix."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its file, format, datamodule settings (`data`) and state (`scene`)."""
+
+    path: Path
+    format: int
+    data: dict[str, Any]
+    scene: dict[str, Any]
+    contents: dict[str, Any]
+
+    def classifier(self, device: str = "auto") -> HSIClassifier:
+        """The trained LightningModule, in eval mode on `device` (auto: CUDA if there is one)."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            model = HSIClassifier(**self.contents["hyper_parameters"])
+            model.load_state_dict(self.contents["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(f"{self.path}: the network in this checkpoint cannot be rebuilt "
+                                  f"({str(error).splitlines()[0]}); it was not written by this "
+                                  f"version of hsi.train.") from error
+        return model.to(device).eval()
+
+    def datamodule(self, **overrides: Any) -> HSIDataModule:
+        """The datamodule the checkpoint was trained with (not set up), its recorded state loaded
+        so that `setup()` reuses the fitted PCA and checks the rebuilt split against the recorded
+        one. `overrides` replace settings, e.g. `data_dir` or a moved `cube_path`."""
+        datamodule = HSIDataModule(**(self.data | {k: v for k, v in overrides.items() if v is not None}))
+        datamodule.load_state_dict(self.scene)
+        return datamodule
+
+    def reduce(self, cube: np.ndarray) -> np.ndarray:
+        return reduce_cube(self.scene, cube)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint file written by `hsi.train` (format 1 or 2), on the CPU, tensors only."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        hint = path / "checkpoints" / "last.ckpt"
+        also = f"; did you mean {hint}?" if hint.is_file() else "; give a .ckpt file."
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{also}")
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError,
+            OSError) as error:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({_first_line(error)}): the "
+                              f"file is truncated or is not a checkpoint written by hsi.train.") from error
+    if not isinstance(contents, dict) or "state_dict" not in contents:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): a bare "
+                              f"PyTorch state dict or another file. Give a .ckpt written by "
+                              f"hsi.train (<run>/checkpoints/*.ckpt).")
+    if DATAMODULE_KEY in contents:
+        scene = dict(contents[DATAMODULE_KEY])
+        version = int(scene.get("format_version", STATE_FORMAT))
+        if version != STATE_FORMAT:
+            raise CheckpointError(f"{path} holds checkpoint format {version}; this version of hsi "
+                                  f"reads formats {', '.join(map(str, FORMATS))}. Use the hsi "
+                                  f"version that wrote it.")
+        data = dict(contents.get("datamodule_hyper_parameters") or {})
+        return Checkpoint(path, STATE_FORMAT, data, scene, contents)
+    if "hsi" in contents:
+        info = contents["hsi"]
+        return Checkpoint(path, 1, upgrade_format1_data(info["data"]), upgrade_format1_scene(info),
+                          contents)
+    raise CheckpointError(f"{path} is a Lightning checkpoint but carries no scene information (no "
+                          f"{DATAMODULE_KEY!r} state, no format-1 'hsi' record): it was not written "
+                          f"by hsi.train, so its PCA, window and classes are unknown. Retrain with "
+                          f"hsi.train.")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def reduce_cube(state: dict[str, Any], cube: np.ndarray) -> np.ndarray:
+    """Apply a checkpoint's spectral reduction (its PCA, if any) to a (H, W, bands) cube,
+    checking the band count; `state` is the datamodule's checkpoint state."""
+    if cube.ndim != 3:
+        raise ValueError(f"expected a (height, width, bands) cube, got shape {cube.shape}")
+    if cube.shape[2] != state["raw_bands"]:
+        raise ValueError(f"The checkpoint was trained on cubes with {state['raw_bands']} bands "
+                         f"(scene {state['scene']!r}) but this cube has {cube.shape[2]}; predict on "
+                         f"a cube from the same sensor and band set.")
+    pca = PCATransform.from_tensors(state["pca"])
+    return cube.astype(np.float32) if pca is None else pca(cube)
+
+
+# -- format 1 ----------------------------------------------------------------------------------
+_FORMAT1_SPLITS = {"random": ("RandomSplit", ("test_ratio", "val_ratio")),
+                   "per_class": ("PerClassSplit", ("train_per_class", "val_ratio")),
+                   "disjoint": ("DisjointSplit", ("test_ratio", "val_ratio", "block_size")),
+                   "mask": ("MaskSplit", ("train_mask_path", "test_mask_path", "val_mask_path"))}
+_FORMAT1_SPLIT_KEYS = {"split", "test_ratio", "val_ratio", "train_per_class", "block_size",
+                       "train_mask_path", "test_mask_path", "val_mask_path"}
+_FORMAT1_PCA_KEYS = {"pca_components": "components", "pca_whiten": "whiten", "pca_fit": "fit",
+                     "pca_cache": "cache", "pca_cache_dir": "cache_dir"}
+
+
+def upgrade_format1_data(flat: dict[str, Any]) -> dict[str, Any]:
+    """Format 1's flat datamodule settings as today's: split and PCA keys in their own nodes."""
+    method = flat.get("split", "random")
+    name, keys = _FORMAT1_SPLITS[method]
+    split = {"_target_": f"hsi.data.split.{name}", **{k: flat[k] for k in keys if k in flat}}
+    pca = {new: flat[old] for old, new in _FORMAT1_PCA_KEYS.items() if old in flat}
+    rest = {k: v for k, v in flat.items() if k not in _FORMAT1_SPLIT_KEYS and k not in _FORMAT1_PCA_KEYS}
+    return {**rest, "split": split, "pca": pca}
+
+
+def upgrade_format1_scene(info: dict[str, Any]) -> dict[str, Any]:
+    """Format 1's scene record as today's datamodule state."""
+    return {"format_version": STATE_FORMAT, "scene": info["scene"], "raw_bands": info["raw_bands"],
+            "shape": None, "patch_size": info["patch_size"], "pca": info["pca"], "split": info["split"],
+            "class_names": list(info["class_names"]), "label_values": list(info["label_values"]),
+            "rgb_bands": info.get("rgb_bands"), "colours": info.get("colours")}

@@ -1,0 +1,293 @@
+"""Summarise a multirun (`python -m hsi.summarize <multirun folder>`, alias `hsi.report`).
+
+Reads every job folder's `.hydra/config.yaml`, `.hydra/overrides.yaml` and `metrics.json` and writes,
+into the multirun folder:
+
+- `results.csv`: one row per job (its overrides, OA / AA / kappa, leakage if recorded, train time,
+  status `ok` or `failed`);
+- `results.md`: mean ± sample std (ddof=1; 0 for a single run) of each setting over seeds, i.e.
+  grouped by every override except `seed`, with the number of runs, the mean leakage and training
+  time, and a list of failed jobs;
+- `oa_heatmap.png`: mean OA over data.patch_size x data.pca.components when both vary, or
+  `oa_plot.png`: mean OA ± std against whichever one of them varies alone.
+
+A job without metrics.json (crashed, killed, still running) is reported as failed, never skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from hsi.maps import pyplot
+from hsi.utils.files import atomic_write_text
+
+log = logging.getLogger("hsi.summarize")
+
+METRICS = ("oa", "aa", "kappa")
+HEATMAP_AXES = ("data.patch_size", "data.pca.components")
+
+
+@dataclass
+class Job:
+    """One job folder of a multirun."""
+
+    name: str
+    overrides: dict[str, Any]
+    metrics: dict[str, Any] | None = None
+    problem: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.metrics is not None
+
+
+def _job_sort_key(path: Path) -> tuple[int, int | str]:
+    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
+
+
+def _scalar(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+
+
+def parse_overrides(lines: list[str], config: dict[str, Any] | None) -> dict[str, Any]:
+    """A job's overrides (Hydra's own parser) as {key: value}; deletions (`~key`) are skipped and
+    values are taken from the job's config where it has them (interpolations resolved)."""
+    out: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        if override.is_delete():
+            continue
+        key = override.key_or_group
+        value: Any = override.value()
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, (int, float, str, bool)):
+            value = node
+        out[key] = _scalar(value)
+    return out
+
+
+def read_job(folder: Path) -> Job:
+    """A job's overrides and metrics; a missing or unreadable metrics.json marks it failed."""
+    hydra_dir = folder / ".hydra"
+    try:
+        config = yaml.safe_load((hydra_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        config = None
+    try:
+        lines = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        lines = []
+    job = Job(folder.name, parse_overrides(lines, config))
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file():
+        job.problem = "no metrics.json (the job crashed, was killed or is still running)"
+        return job
+    try:
+        job.metrics = json.loads(metrics_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        job.problem = f"unreadable metrics.json: {error}"
+    return job
+
+
+def find_jobs(multirun: Path) -> list[Job]:
+    """Every job folder (one holding `.hydra/` or `metrics.json`) of `multirun`, by job number."""
+    folders = [p for p in multirun.iterdir()
+               if p.is_dir() and ((p / ".hydra").is_dir() or (p / "metrics.json").is_file())]
+    return [read_job(p) for p in sorted(folders, key=_job_sort_key)]
+
+
+def varying_keys(jobs: list[Job]) -> list[str]:
+    """Override keys whose value differs between jobs (or that only some jobs have), in order seen."""
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job.overrides if k not in keys]
+    return [k for k in keys if len({json.dumps(j.overrides.get(k)) for j in jobs}) > 1]
+
+
+def all_keys(jobs: list[Job]) -> list[str]:
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job.overrides if k not in keys]
+    return keys
+
+
+def results_csv(jobs: list[Job]) -> str:
+    """One row per job: overrides, metrics, train time, status."""
+    keys = all_keys(jobs)
+    has_leakage = any(j.ok and "leakage" in j.metrics for j in jobs)
+    columns = ["job", *keys, *METRICS, *(["leakage"] if has_leakage else []), "train_seconds", "status"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for job in jobs:
+        m = job.metrics or {}
+        row = [job.name, *(job.overrides.get(k, "") for k in keys), *(m.get(k, "") for k in METRICS)]
+        if has_leakage:
+            row.append(_scalar(m.get("leakage", "")))
+        row += [m.get("train_seconds", ""), "ok" if job.ok else "failed"]
+        writer.writerow(["" if v is None else v for v in row])
+    return buffer.getvalue()
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def format_mean_std(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def group_settings(jobs: list[Job], keys: list[str]) -> dict[tuple, list[Job]]:
+    """Jobs grouped by their values of `keys` (in first-seen order)."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(tuple(job.overrides.get(k) for k in keys), []).append(job)
+    return groups
+
+
+def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str:
+    """Mean ± std over seeds per setting, failed jobs listed."""
+    keys = [k for k in varying_keys(jobs) if k != "seed"]
+    fixed = [f"`{k}={jobs[0].overrides[k]}`" for k in all_keys(jobs)
+             if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)]
+    seeds = sorted({str(j.overrides.get("seed")) for j in jobs if "seed" in j.overrides})
+    lines = [f"# Results of {multirun.name}", "",
+             f"{len(jobs)} jobs, {sum(j.ok for j in jobs)} with metrics.json; mean ± sample std "
+             f"(ddof=1) over the runs of each setting"
+             + (f" (seeds {', '.join(seeds)})" if seeds else "") + ".", ""]
+    if fixed:
+        lines += ["Common overrides: " + " ".join(fixed), ""]
+    def recorded(group: list[Job], key: str) -> list[float]:
+        return [j.metrics[key] for j in group if j.ok and isinstance(j.metrics.get(key), (int, float))]
+
+    extras = [(key, title, fmt) for key, title, fmt in (("leakage", "leakage", ".3f"),
+                                                        ("train_seconds", "train s", ".0f"))
+              if recorded(jobs, key)]
+    lines += ["| " + " | ".join([*keys, "n", *(m.upper() if m != "kappa" else m for m in METRICS),
+                                 *(title for _, title, _ in extras), "failed"]) + " |",
+              "|" + "---|" * (len(keys) + len(METRICS) + len(extras) + 2)]
+    for values, group in group_settings(jobs, keys).items():
+        done = [j for j in group if j.ok]
+        cells = [format_mean_std([j.metrics[m] for j in done]) if done else "–" for m in METRICS]
+        for key, _, fmt in extras:  # plain means
+            numbers = recorded(done, key)
+            cells.append(format(np.mean(numbers), fmt) if numbers else "–")
+        lines.append("| " + " | ".join([*(str(v) for v in values), str(len(done)), *cells,
+                                        str(len(group) - len(done))]) + " |")
+    failed = [j for j in jobs if not j.ok]
+    if failed:
+        lines += ["", f"**{len(failed)} failed job(s)**, left out of the means above:", ""]
+        for job in failed:
+            setting = ", ".join(f"{k}={v}" for k, v in job.overrides.items() if k in keys or k == "seed")
+            lines.append(f"- job {job.name} ({setting or 'no overrides'}): {job.problem}")
+    if figure:
+        lines += ["", f"![mean OA]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def _numeric_sorted(values: set[Any]) -> list[Any]:
+    try:
+        return sorted(values, key=float)
+    except (TypeError, ValueError):
+        return sorted(values, key=str)
+
+
+def oa_figure(jobs: list[Job], out_dir: Path) -> str | None:
+    """oa_heatmap.png when patch size and PCA components both vary, oa_plot.png when one does."""
+    plt = pyplot()
+    done = [j for j in jobs if j.ok]
+    axes = [k for k in HEATMAP_AXES if k in varying_keys(done)]
+    if not axes:
+        return None
+    others = [k for k in varying_keys(done) if k not in (*axes, "seed")]
+    note = f" (mean over {', '.join(others)} too)" if others else ""
+    if len(axes) == 2:
+        rows = _numeric_sorted({j.overrides.get(axes[0]) for j in done})
+        cols = _numeric_sorted({j.overrides.get(axes[1]) for j in done})
+        grid = np.full((len(rows), len(cols)), np.nan)
+        for (r, c), group in group_settings(done, list(axes)).items():
+            grid[rows.index(r), cols.index(c)] = mean_std([j.metrics["oa"] for j in group])[0]
+        fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 3, 0.8 * len(rows) + 2.5))
+        im = ax.imshow(grid, cmap="viridis", origin="lower")
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xlabel(axes[1])
+        ax.set_ylabel(axes[0])
+        for i in range(len(rows)):
+            for k in range(len(cols)):
+                if not math.isnan(grid[i, k]):
+                    ax.text(k, i, f"{grid[i, k]:.3f}", ha="center", va="center", fontsize=8,
+                            color="white" if grid[i, k] < np.nanmean(grid) else "black")
+        fig.colorbar(im, ax=ax, label="mean OA")
+        name = "oa_heatmap.png"
+    else:
+        xs = _numeric_sorted({j.overrides.get(axes[0]) for j in done})
+        stats = [mean_std([j.metrics["oa"] for j in done if j.overrides.get(axes[0]) == x]) for x in xs]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.errorbar([str(x) for x in xs], [s[0] for s in stats], yerr=[s[1] for s in stats],
+                    marker="o", capsize=4)
+        ax.set_xlabel(axes[0])
+        ax.set_ylabel("OA (mean ± std)")
+        name = "oa_plot.png"
+    ax.set_title("Test OA" + note, fontsize=10)
+    fig.tight_layout()
+    _write_figure(out_dir / name, fig)
+    return name
+
+
+def _write_figure(path: Path, fig) -> None:
+    from hsi.run_files import write_figure  # heavy (torch, Lightning): only when there is a figure
+
+    write_figure(path, fig)
+
+
+def summarize(multirun: str | Path) -> dict[str, Any]:
+    """Write results.csv, results.md and the OA figure into `multirun`; return a summary."""
+    multirun = Path(multirun)
+    if not multirun.is_dir():
+        raise FileNotFoundError(f"No multirun folder at {multirun}")
+    jobs = find_jobs(multirun)
+    if not jobs:
+        raise FileNotFoundError(f"No job folders (with .hydra/ or metrics.json) in {multirun}: "
+                                f"pass the multirun folder itself, e.g. outputs/train/multiruns/<time>")
+    for job in jobs:
+        if not job.ok:
+            log.warning("Job %s failed: %s", job.name, job.problem)
+    atomic_write_text(multirun / "results.csv", results_csv(jobs))
+    figure = oa_figure(jobs, multirun)
+    atomic_write_text(multirun / "results.md", results_markdown(multirun, jobs, figure))
+    failed = [j.name for j in jobs if not j.ok]
+    log.info("%d jobs (%d failed); wrote results.csv, results.md%s in %s", len(jobs), len(failed),
+             f", {figure}" if figure else "", multirun)
+    return {"jobs": len(jobs), "failed": failed, "figure": figure}
+
+
+def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") -> int:
+    """The command line of the multirun summary: exit status 1 when a job failed."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("multirun", type=Path, help="a multirun folder (outputs/<task>/multiruns/<time>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        summary = summarize(args.multirun)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    print((args.multirun / "results.md").read_text())
+    return 1 if summary["failed"] else 0

@@ -1,0 +1,201 @@
+"""Everything a run writes into its folder, each file written atomically.
+
+At the start: `split.npz`, `label_mapping.json`. At the end: `metrics.json`,
+`classification_report.txt`, `confusion_matrix.csv` / `.png` and the TensorBoard summaries;
+then the whole-scene map: `prediction.npy`, `prediction.png`, `map.png` (and `prediction.json`
+for `hsi.predict`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsi.checkpoint import reduce_cube
+from hsi.data.scene import Scene
+from hsi.inference import predict_labels
+from hsi.maps import confusion_matrix_figure, label_figure, map_figure, pyplot
+from hsi.models.metrics import accuracy_report
+from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
+
+log = logging.getLogger("hsi")
+
+
+# -- files -----------------------------------------------------------------------------------
+def write_figure(path: str | Path, fig, dpi: int = 120, **savefig: Any) -> Path:
+    """Save a matplotlib figure as PNG (atomically) and close it."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig))
+    pyplot().close(fig)
+    return Path(path)
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> Path:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return atomic_write(path, save)
+
+
+def _figure_to_loggers(loggers: Sequence[Any], tag: str, fig, step: int) -> None:
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):
+            experiment.add_figure(tag, fig, global_step=step, close=False)
+
+
+# -- start of a run --------------------------------------------------------------------------
+def write_split(path: str | Path, datamodule: Any) -> Path:
+    """Pixel coordinates (row, col) of each subset, and the scene's labels, as `.npz`."""
+    scene = datamodule.scene
+    return atomic_save_npz(path, **datamodule.split, labels=scene.labels,
+                           class_names=np.array(scene.class_names))
+
+
+def write_label_mapping(path: str | Path, datamodule: Any) -> Path:
+    """JSON: each class's network output index, label, source label value, name and pixels."""
+    return atomic_write_json(path, datamodule.scene.label_mapping())
+
+
+def write_run_start(output_dir: str | Path, datamodule: Any) -> Path:
+    """The split and label mapping, written before training starts."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_split(output_dir / "split.npz", datamodule)
+    write_label_mapping(output_dir / "label_mapping.json", datamodule)
+    log.info("Scene %s: %s, %d bands per window, %d classes; outputs in %s",
+             datamodule.scene.name, datamodule.sizes(), datamodule.num_bands,
+             datamodule.num_classes, output_dir)
+    return output_dir
+
+
+# -- end of a run: metrics and reports -------------------------------------------------------
+def classification_report_text(preds: np.ndarray, targets: np.ndarray,
+                               class_names: list[str]) -> str:
+    """Per-class precision, recall and F1 to 4 digits (scikit-learn)."""
+    from sklearn.metrics import classification_report
+
+    return classification_report(targets, preds, labels=list(range(len(class_names))),
+                                 target_names=class_names, digits=4, zero_division=0)
+
+
+def confusion_matrix_csv(confusion: np.ndarray, class_names: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["true \\ predicted", *class_names])
+    for name, row in zip(class_names, np.asarray(confusion)):
+        writer.writerow([name, *(int(v) for v in row)])
+    return buffer.getvalue()
+
+
+def write_run_outputs(output_dir: str | Path, report: dict[str, Any], class_names: list[str],
+                      extra: dict[str, Any]) -> dict[str, Any]:
+    """Write metrics.json, classification_report.txt, confusion_matrix.csv/.png; return metrics."""
+    out = Path(output_dir)
+    confusion = np.asarray(report["confusion_matrix"])
+    metrics = {
+        "oa": report["oa"], "aa": report["aa"], "kappa": report["kappa"],
+        "per_class_accuracy": dict(zip(class_names, report["per_class_accuracy"])),
+        "class_names": class_names,
+        **extra,
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "classification_report.txt",
+                      classification_report_text(np.asarray(report["preds"]),
+                                                 np.asarray(report["targets"]), class_names))
+    atomic_write_text(out / "confusion_matrix.csv", confusion_matrix_csv(confusion, class_names))
+    title = f"OA {report['oa']:.4f}  AA {report['aa']:.4f}  kappa {report['kappa']:.4f}"
+    write_figure(out / "confusion_matrix.png", confusion_matrix_figure(confusion, class_names, title))
+    return metrics
+
+
+def update_metrics(output_dir: str | Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Add `extra` to an existing metrics.json (e.g. the map's timing after the map is written)."""
+    path = Path(output_dir) / "metrics.json"
+    metrics = json.loads(path.read_text()) | extra
+    atomic_write_json(path, metrics)
+    return metrics
+
+
+def log_to_tensorboard(loggers: Sequence[Any], hparams: dict[str, Any], report: dict[str, Any],
+                       class_names: list[str], step: int) -> None:
+    """Hyperparameters with the final metrics, and the confusion matrix as a figure."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        logger.log_hyperparams(hparams, metrics={f"hp/{k}": report[k] for k in ("oa", "aa", "kappa")})
+        fig = confusion_matrix_figure(np.asarray(report["confusion_matrix"]), class_names)
+        logger.experiment.add_figure("test/confusion_matrix", fig, global_step=step)
+        logger.experiment.flush()
+
+
+def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], extra: dict[str, Any],
+               loggers: Sequence[Any], step: int, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Write a run's metrics, reports and TensorBoard summaries; return metrics.json's content.
+
+    Besides `extra`: the subset sizes, `leakage` (test pixels inside a training window),
+    `split` (the method and, for disjoint and per_class splits, the achieved per-class shares),
+    the scene and the seed.
+    """
+    sizes = datamodule.sizes()
+    evaluated = len(report["targets"])
+    if evaluated != sizes["n_test"]:  # e.g. trainer.limit_test_batches: say what was really tested
+        log.warning("Only %d of the %d test pixels were evaluated; n_test records %d.", evaluated,
+                    sizes["n_test"], evaluated)
+        sizes |= {"n_test": evaluated, "n_test_split": sizes["n_test"]}
+    untested = [datamodule.class_names[k] for k in report.get("untested", [])]
+    if untested:
+        log.warning("No test pixel for %s: their accuracy is null and AA averages the other classes.",
+                    ", ".join(untested))
+    extra = {**sizes, **extra, "untested_classes": untested, "leakage": datamodule.leakage(),
+             "split": datamodule.split_report, "scene": datamodule.scene.name, "seed": seed}
+    metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
+    log_to_tensorboard(loggers, hparams, report, datamodule.class_names, step)
+    log.info("Test OA %.4f  AA %.4f  kappa %.4f  (%d test pixels); outputs in %s",
+             metrics["oa"], metrics["aa"], metrics["kappa"], extra["n_test"], output_dir)
+    return metrics
+
+
+# -- maps ------------------------------------------------------------------------------------
+def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, prediction: np.ndarray,
+                     class_names: list[str], title: str, loggers: Sequence[Any] = (),
+                     step: int = 0, rgb_bands: list[int] | None = None) -> dict[str, Any]:
+    """prediction.npy, prediction.png, map.png and, with a ground truth, accuracy over labelled pixels."""
+    write_npy(output_dir / "prediction.npy", prediction.astype(np.int16))
+    write_figure(output_dir / "prediction.png", label_figure(prediction, class_names, title), dpi=130,
+                 bbox_inches="tight")
+    truth = scene.labels if scene is not None and scene.num_classes == len(class_names) else None
+    fig = map_figure(cube, truth, prediction, class_names, rgb_bands, title=title)
+    _figure_to_loggers(loggers, "map", fig, step)
+    write_figure(output_dir / "map.png", fig, dpi=110)
+    if truth is None:
+        return {}
+    labelled = truth > 0
+    report = accuracy_report(torch.as_tensor(prediction[labelled] - 1),
+                             torch.as_tensor(truth[labelled] - 1), len(class_names))
+    return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
+
+
+def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: Scene,
+                    method: str = "auto", loggers: Sequence[Any] = (), step: int = 0) -> dict[str, Any]:
+    """Classify every pixel of the scene a model was trained on (`state`: the datamodule's
+    checkpoint state); write the map files; return how it ran."""
+    start = time.perf_counter()
+    prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], method)
+    seconds = time.perf_counter() - start
+    title = f"{type(net).__name__} on {scene.name} ({path} inference)"
+    metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
+                               loggers, step, state.get("rgb_bands"))
+    log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
+    return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}

@@ -1,0 +1,202 @@
+"""Fit and test one configured run: a network through a Lightning Trainer, or a scikit-learn
+estimator on pixel spectra; both end in the same bookkeeping (`record_run`)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig
+
+from hsi.config import instantiate_group
+from hsi.data.datamodule import HSIDataModule
+from hsi.errors import ConfigError
+from hsi.inference import check_method
+from hsi.models.classifier import HSIClassifier
+from hsi.models.cost import count_parameters, model_cost
+from hsi.models.metrics import accuracy_report
+from hsi.run_files import finish_run, update_metrics, write_run_start, write_scene_map
+from hsi.utils.files import atomic_write
+from hsi.validation import check_train_config
+
+log = logging.getLogger(__name__)
+
+# A network larger than this is refused: it is a window or band count gone wrong (HybridSN on the
+# recipe's 25x25 windows has 5.1 M parameters), not something to train for hours.
+MAX_PARAMETERS = 100_000_000
+
+
+def build_datamodule(cfg: DictConfig) -> HSIDataModule:
+    """The configured datamodule, set up (scene loaded, split drawn, PCA fitted)."""
+    datamodule: HSIDataModule = instantiate(cfg.data)
+    datamodule.setup()
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: HSIDataModule) -> HSIClassifier:
+    """The LightningModule for `cfg.model`, sized for the data."""
+    class_weights = cfg.model.get("class_weights")
+    if class_weights == "balanced":
+        counts = np.bincount(datamodule.datasets["train"].targets.numpy(),
+                             minlength=datamodule.num_classes)
+        class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
+    elif class_weights is not None and len(class_weights) != datamodule.num_classes:
+        raise ConfigError(f"model.class_weights has {len(class_weights)} weights but the scene has "
+                          f"{datamodule.num_classes} classes ({', '.join(datamodule.class_names)}); "
+                          f"give one per class, or model.class_weights=balanced.")
+    model = instantiate(cfg.model, num_bands=datamodule.num_bands,
+                        patch_size=datamodule.hparams.patch_size,
+                        num_classes=datamodule.num_classes, class_names=datamodule.class_names,
+                        class_weights=class_weights, _recursive_=False)
+    params = count_parameters(model.net)
+    if params > MAX_PARAMETERS:
+        raise ConfigError(f"With data.patch_size={datamodule.hparams.patch_size} and "
+                          f"{datamodule.num_bands} bands per window the network would have "
+                          f"{params:,} parameters ({params * 4 / 1e9:.1f} GB per checkpoint); lower "
+                          f"data.patch_size or data.pca.components.")
+    return model
+
+
+def is_network(model_cfg: DictConfig) -> bool:
+    """Whether `model_cfg` is a LightningModule (trained by a Trainer) or a scikit-learn estimator."""
+    return issubclass(get_class(model_cfg._target_), L.LightningModule)
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The few settings that identify a run in TensorBoard's hparams view."""
+    target = cfg.model.net._target_ if "net" in cfg.model else cfg.model._target_
+    return {"model": target.rsplit(".", 1)[-1], **_scalars("data", cfg.data),
+            "seed": cfg.seed, "max_epochs": cfg.trainer.get("max_epochs")}
+
+
+def _scalars(prefix: str, node: DictConfig) -> dict[str, Any]:
+    """Scalar settings of a config node, nested nodes flattened (`data.pca.components`)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, DictConfig):
+            out |= _scalars(f"{prefix}.{key}", value)
+        elif isinstance(value, (int, float, str, bool)):
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
+@contextmanager
+def stopwatch(times: dict[str, float], key: str) -> Iterator[None]:
+    """Record the block's wall-clock seconds as `times[key]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[key] = round(time.perf_counter() - start, 2)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test as `cfg` says; write the run's outputs; return its metrics."""
+    check_train_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    loggers = instantiate_group(cfg.get("logger"))
+    run = train_network if is_network(cfg.model) else train_estimator
+    return run(cfg, datamodule, loggers)
+
+
+def record_run(cfg: DictConfig, datamodule: HSIDataModule, report: dict[str, Any],
+               times: dict[str, float], checkpoint: str | None, loggers: list[Any], step: int = 0,
+               **extra: Any) -> dict[str, Any]:
+    """The one bookkeeping path of every run: metrics.json, reports and TensorBoard summaries."""
+    record = {"epochs": None, "train_seconds": times.get("train", 0.0),
+              "test_seconds": times.get("test", 0.0), "checkpoint": checkpoint,
+              "params": None, "macs": None, **extra}
+    return finish_run(cfg.paths.output_dir, datamodule, report, record, loggers, step, run_hparams(cfg),
+                      cfg.seed)
+
+
+def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
+    """Lightning: fit, then test on the best-validation (or last) weights; then the scene's map."""
+    model = build_model(cfg, datamodule)
+    if cfg.get("map", True):  # a bad map option fails now, not after training
+        check_method(model.net, cfg.get("map_method", "auto"), "map_method")
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # without a validation set (the notebook recipe) skip the loop, rather than feed it nothing
+    no_validation = {"limit_val_batches": 0} if len(datamodule.datasets["val"]) == 0 else {}
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     **no_validation)
+    if trainer.is_global_zero:
+        write_run_start(cfg.paths.output_dir, datamodule)
+
+    times: dict[str, float] = {}
+    if cfg.get("train"):
+        with stopwatch(times, "train"):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if not cfg.get("test"):
+        return {}
+    test_ckpt, checkpoint_file = choose_test_checkpoint(cfg, trainer, datamodule)
+    with stopwatch(times, "test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
+    if not trainer.is_global_zero:
+        return {}
+    metrics = record_run(cfg, datamodule, model.test_report, times, checkpoint_file, trainer.loggers,
+                         trainer.global_step, epochs=trainer.current_epoch,
+                         **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
+    if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
+        drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
+                                datamodule.scene, cfg.get("map_method", "auto"), trainer.loggers,
+                                trainer.global_step)
+        metrics = update_metrics(cfg.paths.output_dir, drawn)
+    return metrics
+
+
+def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
+    """scikit-learn: fit on the training pixels' spectra, test on the test pixels' spectra."""
+    output_dir = write_run_start(cfg.paths.output_dir, datamodule)
+    estimator = instantiate(cfg.model)
+    train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
+    checkpoint = output_dir / "model.pkl"
+    times: dict[str, float] = {}
+    with stopwatch(times, "train"):
+        if cfg.get("train"):
+            estimator.fit(train_set.centre_spectra(), train_set.targets.numpy())
+            atomic_write(checkpoint, lambda tmp: tmp.write_bytes(pickle.dumps(estimator)))
+        else:
+            estimator = pickle.loads(Path(cfg.ckpt_path).read_bytes())
+            checkpoint = Path(cfg.ckpt_path)
+    if not cfg.get("test"):
+        return {}
+    with stopwatch(times, "test"):
+        preds = torch.as_tensor(estimator.predict(test_set.centre_spectra()))
+    report = accuracy_report(preds, test_set.targets, datamodule.num_classes)
+    report.update(preds=preds, targets=test_set.targets)
+    return record_run(cfg, datamodule, report, times, str(checkpoint), loggers,
+                      estimator=getattr(estimator, "best_params", None))
+
+
+def choose_test_checkpoint(cfg: DictConfig, trainer: L.Trainer,
+                           datamodule: HSIDataModule) -> tuple[str | None, str | None]:
+    """(ckpt_path for trainer.test, checkpoint file recorded in metrics.json).
+
+    Best validation checkpoint when there is a validation set and a monitored checkpoint;
+    otherwise the weights in memory after the last epoch (as the notebook does), recorded
+    as the `last.ckpt` they were saved to.
+    """
+    callback = trainer.checkpoint_callback
+    if not cfg.get("train"):
+        return cfg.get("ckpt_path"), cfg.get("ckpt_path")
+    has_val = len(datamodule.datasets["val"]) > 0
+    if callback is not None and callback.monitor and has_val and callback.best_model_path:
+        return "best", callback.best_model_path
+    last = callback.last_model_path if callback is not None else ""
+    return None, last or None

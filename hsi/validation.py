@@ -1,0 +1,116 @@
+"""Checks of a command's settings before anything is built: types and ranges of every user-facing
+key, named as the user types it, so a typo fails in the first second rather than after training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+from hsi.errors import ConfigError
+from hsi.inference import METHODS
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def require_int(cfg: DictConfig, key: str, minimum: int | None = None, optional: bool = False,
+                hint: str = "") -> None:
+    """`key` holds an integer (not a bool, not 12.5, not 'abc') of at least `minimum`."""
+    value = _value(cfg, key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}={value!r} must be a whole number{_at_least(minimum)}{hint}.")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}={value} must be{_at_least(minimum)}{hint}.")
+
+
+def require_number(cfg: DictConfig, key: str, low: float, high: float, optional: bool = False) -> None:
+    value = _value(cfg, key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"{key}={value!r} must be a number from {low} to {high}.")
+
+
+def require_choice(cfg: DictConfig, key: str, choices: Iterable[str]) -> None:
+    value = _value(cfg, key)
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}.")
+
+
+def _at_least(minimum: int | None) -> str:
+    return f" >= {minimum}" if minimum is not None else ""
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The `data` node: window, PCA, loaders, seed of the split."""
+    if "data" not in cfg or cfg.data is None:
+        return
+    require_int(cfg, "data.patch_size", 1)
+    if cfg.data.patch_size % 2 == 0:
+        raise ConfigError(f"data.patch_size={cfg.data.patch_size}: the window must have a centre pixel, "
+                          f"so the patch size must be odd (e.g. {cfg.data.patch_size + 1}).")
+    require_int(cfg, "data.split_seed", optional=True)
+    require_int(cfg, "data.batch_size", 1)
+    require_int(cfg, "data.eval_batch_size", 1)
+    require_int(cfg, "data.num_workers", 0)
+    if "pca" in cfg.data and cfg.data.pca is not None:
+        require_int(cfg, "data.pca.components", 1, optional=True,
+                    hint=" (or null to keep all bands)")
+        require_choice(cfg, "data.pca.fit", ("scene", "train"))
+
+
+def check_model(cfg: DictConfig) -> None:
+    weights = _value(cfg, "model.class_weights")
+    if weights is None or weights == "balanced":
+        return
+    if not isinstance(weights, (list, ListConfig)) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights):
+        raise ConfigError(f"model.class_weights={weights!r}: give null, balanced, or a list of one "
+                          f"non-negative weight per class.")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("fast_dev_run"):
+        return
+    epochs = trainer.get("max_epochs")
+    if epochs is None:
+        return
+    if isinstance(epochs, bool) or not isinstance(epochs, int):
+        raise ConfigError(f"trainer.max_epochs={epochs!r} must be a whole number >= 1.")
+    if epochs == 0 and cfg.get("train", True):
+        raise ConfigError("trainer.max_epochs=0 would test untrained weights; give at least 1, or "
+                          "train=false ckpt_path=<checkpoint> to only test a trained one.")
+    if epochs < 0 and not (trainer.get("max_steps", -1) > 0 or trainer.get("max_time")):
+        raise ConfigError(f"trainer.max_epochs={epochs} trains until stopped by hand; give a number of "
+                          f"epochs (or trainer.max_steps / trainer.max_time).")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Every user-facing key of `python -m hsi.train`, before the scene is loaded."""
+    require_int(cfg, "seed")
+    check_data(cfg)
+    check_model(cfg)
+    check_trainer(cfg)
+    require_choice(cfg, "map_method", METHODS)
+    if not cfg.get("train") and cfg.get("test") and cfg.get("ckpt_path") is None:
+        raise ConfigError("train=false tests a trained checkpoint: give ckpt_path=<file>.")
+
+
+def check_predict_config(cfg: DictConfig) -> None:
+    """`python -m hsi.predict` and `python -m hsi.evaluate`."""
+    require_choice(cfg, "method", METHODS)
+    for key, minimum in (("batch_size", 1), ("tile_rows", 1)):
+        if key in cfg:
+            require_int(cfg, key, minimum)
+    if "device" in cfg:
+        require_choice(cfg, "device", ("auto", "cpu", "cuda"))
+    check_data(cfg)

@@ -1,0 +1,77 @@
+"""Checkpoints: today's format restores the datamodule through Lightning; format 1 still predicts;
+files that are not checkpoints are named with what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hsi.checkpoint import CheckpointError, load_checkpoint
+from hsi.data.synthetic import make_synthetic_scene
+from hsi.inference import predict_labels
+
+DATA = Path(__file__).parent / "data" / "checkpoints"
+FORMAT1 = DATA / "format1_cnn2d_synthetic.ckpt"
+
+
+def test_a_format1_checkpoint_still_predicts_the_same_labels() -> None:
+    """Written by the code before the datamodule carried its own state (checkpoint['hsi'])."""
+    checkpoint = load_checkpoint(FORMAT1)
+    assert checkpoint.format == 1
+    assert checkpoint.data["pca"]["components"] == 6 and checkpoint.data["patch_size"] == 7
+    assert checkpoint.data["split"]["_target_"] == "hsi.data.split.RandomSplit"
+    net = checkpoint.classifier("cpu").net
+    scene = make_synthetic_scene(height=16, width=16, bands=20, classes=3)
+    labels, path = predict_labels(net, checkpoint.reduce(scene.cube), 7)
+    assert path == "dense"
+    np.testing.assert_array_equal(labels, np.load(DATA / "format1_cnn2d_synthetic_prediction.npy"))
+
+
+def test_a_format1_checkpoint_rebuilds_its_datamodule_and_split() -> None:
+    checkpoint = load_checkpoint(FORMAT1)
+    datamodule = checkpoint.datamodule()
+    datamodule.setup()  # raises if the rebuilt split differed from the recorded one
+    for subset, coords in checkpoint.scene["split"].items():
+        np.testing.assert_array_equal(datamodule.split[subset], coords.numpy())
+    recorded = checkpoint.scene["pca"]["components"].numpy()
+    np.testing.assert_allclose(datamodule.pca.components, recorded)
+
+
+def test_todays_checkpoint_carries_the_datamodule_state(synthetic_cfg, tmp_path: Path) -> None:
+    from hsi.data.datamodule import HSIDataModule
+    from hsi.training import train
+
+    metrics = train(synthetic_cfg("trainer.max_epochs=1", "logger=none", "map=false"))
+    path = Path(metrics["checkpoint"])
+    contents = torch.load(path, map_location="cpu", weights_only=True)
+    assert "hsi" not in contents and "HSIDataModule" in contents
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.format == 2
+    restored = HSIDataModule.load_from_checkpoint(path)  # Lightning's own mechanism
+    restored.setup()
+    split = np.load(tmp_path / "split.npz")
+    for subset in ("train", "val", "test"):
+        np.testing.assert_array_equal(restored.split[subset], split[subset])
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.mkdir(), "is a folder, not a checkpoint file"),
+    (lambda p: p.write_bytes(FORMAT1.read_bytes()[:5000]), "truncated or is not a checkpoint"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(3000)), "truncated or is not a checkpoint"),
+    (lambda p: torch.save({"weight": torch.zeros(3)}, p), "not a Lightning checkpoint"),
+    (lambda p: torch.save({"state_dict": {}, "epoch": 1}, p), "carries no scene information"),
+])
+def test_files_that_are_not_checkpoints_are_named(tmp_path: Path, make, message: str) -> None:
+    path = tmp_path / "model.ckpt"
+    make(path)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load_checkpoint(path)
+    assert str(path) in str(caught.value) and "weights_only=False" not in str(caught.value)
+
+
+def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="Checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.ckpt")
