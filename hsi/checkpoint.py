@@ -23,13 +23,14 @@ import torch
 
 from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
 from hsi.data.preprocessing import PCATransform
+from hsi.errors import HsiError
 from hsi.models.classifier import HSIClassifier
 
 DATAMODULE_KEY = HSIDataModule.__qualname__
 FORMATS = (1, STATE_FORMAT)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HsiError, ValueError):
     """A file that is not a readable hsi checkpoint; the message names the file and the fix."""
 
 

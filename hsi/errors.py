@@ -73,3 +73,14 @@ def _logged_to_stderr() -> bool:
             return True
         logger = logger.parent if logger.propagate else None
     return False
+
+
+class MissingFileError(HsiError, FileNotFoundError):
+    """A file the settings name does not exist."""
+
+
+class MissingKeyError(HsiError, KeyError):
+    """A file lacks the variable the settings ask for."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+        return str(self.args[0]) if self.args else ""

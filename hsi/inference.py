@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hsi.data.patches import pad_cube
+from hsi.errors import ConfigError
 from hsi.models.cost import evaluating
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ def supports_dense(net: nn.Module) -> bool:
 def check_method(net: nn.Module, method: str, key: str = "method") -> None:
     """Refuse an unknown inference path, or `dense` for a network that cannot run densely."""
     if method not in METHODS:
-        raise ValueError(f"{key}={method!r}: choose one of {', '.join(METHODS)}.")
+        raise ConfigError(f"{key}={method!r}: choose one of {', '.join(METHODS)}.")
     if method == "dense" and not supports_dense(net):
-        raise ValueError(f"{key}=dense: {type(net).__name__} has window-global steps inside its trunk; "
+        raise ConfigError(f"{key}=dense: {type(net).__name__} has window-global steps inside its trunk; "
                          f"use {key}=window (or auto)")
 
 

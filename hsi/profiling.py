@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from hsi.config import CONFIG_DIR
+from hsi.errors import ConfigError
 from hsi.models.cost import count_macs, count_parameters, measure_latency, weights_mb, window_shape
 from hsi.utils.files import atomic_write_text
 
@@ -56,7 +57,7 @@ def model_configs(cfg: DictConfig) -> dict[str, Any]:
     choice = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
     name = choice or cfg.model._target_.rsplit(".", 1)[-1]
     if "net" not in cfg.model:
-        raise ValueError(f"model {name} has no network (model.net) to profile")
+        raise ConfigError(f"model {name} has no network (model.net) to profile")
     return {name: cfg.model.net}
 
 

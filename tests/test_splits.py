@@ -273,9 +273,9 @@ def test_strategy_settings_are_checked_with_their_keys(make, message: str) -> No
 def test_old_spellings_are_refused_with_the_new_ones() -> None:
     with pytest.raises(ValueError, match=r"data/split=disjoint .* data\.split\.test_ratio=0\.8"):
         HSIDataModule("synthetic", split="disjoint")
-    with pytest.raises(TypeError, match=r"data\.block_size is now data\.split\.block_size"):
+    with pytest.raises(ValueError, match=r"data\.block_size is now data\.split\.block_size"):
         HSIDataModule("synthetic", block_size=8)
-    with pytest.raises(TypeError, match=r"data\.pca_components is now data\.pca\.components"):
+    with pytest.raises(ValueError, match=r"data\.pca_components is now data\.pca\.components"):
         HSIDataModule("synthetic", pca_components=8)
     with pytest.raises(ValueError, match=r"data\.split\.test_ratio is not a setting of PerClassSplit "
                                          r"\(data/split=per_class\); it takes train_per_class, val_ratio"):

@@ -17,11 +17,12 @@ import numpy as np
 from hsi.data import download as dl
 from hsi.data.io import read_array
 from hsi.data.scene import Scene, build_scene, reindex_labels, validate_labels
+from hsi.errors import DataError, HsiError
 
 log = logging.getLogger(__name__)
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(HsiError, FileNotFoundError):
     """A scene's files are not where they are expected (and could not be downloaded)."""
 
 
@@ -170,7 +171,7 @@ CATALOGUE: dict[str, SceneSpec] = {
 def get_spec(name: str) -> SceneSpec:
     """The catalogue entry of `name`, or an error listing the scenes there are."""
     if name not in CATALOGUE:
-        raise ValueError(f"Unknown scene {name!r}; known scenes: {', '.join(CATALOGUE)} "
+        raise DataError(f"Unknown scene {name!r}; known scenes: {', '.join(CATALOGUE)} "
                          f"(or use data=custom for your own files).")
     return CATALOGUE[name]
 
@@ -222,7 +223,7 @@ def prepare_scene(name: str, data_dir: str | Path, download: bool = False,
 def _read_gt(spec: SceneSpec, path: Path) -> np.ndarray:
     gt = read_array(path, spec.gt.key, 2, "ground truth")
     if gt.shape != spec.gt_shape:
-        raise ValueError(f"{path} holds a {gt.shape[0]}x{gt.shape[1]} ground truth but scene "
+        raise DataError(f"{path} holds a {gt.shape[0]}x{gt.shape[1]} ground truth but scene "
                          f"{spec.name!r} is {spec.gt_shape[0]}x{spec.gt_shape[1]}; it is not the "
                          f"catalogue's file. Replace it, or load it with data=custom.")
     return gt
@@ -255,7 +256,7 @@ def load_catalogue_scene(name: str, data_dir: str | Path, download: bool = False
     paths = prepare_scene(name, data_dir, download, fetch)
     cube = read_array(paths[spec.cube.filename], spec.cube.key, 3, "cube")
     if cube.shape != spec.cube_shape:
-        raise ValueError(f"{paths[spec.cube.filename]} holds a cube of shape {cube.shape} but scene "
+        raise DataError(f"{paths[spec.cube.filename]} holds a cube of shape {cube.shape} but scene "
                          f"{name!r} is {spec.cube_shape}; it is not the catalogue's file. Replace "
                          f"it, or load it with data=custom.")
     gt = _read_gt(spec, paths[spec.gt.filename])

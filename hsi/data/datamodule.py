@@ -28,6 +28,7 @@ from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
 from hsi.data.scene import Scene
 from hsi.data.scenes import load_scene
 from hsi.data.split import RandomSplit, SplitStrategy
+from hsi.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class HSIDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         scene = self.load_scene()
+        check_window_fits(hp.patch_size, scene)
         rows, cols = np.nonzero(scene.labels)  # row-major, as the notebook orders its windows
         coords = np.stack([rows, cols], axis=1)
         indices, report = self.split_strategy(scene.labels, coords, hp.patch_size, hp.split_seed,
@@ -165,7 +167,7 @@ class HSIDataModule(L.LightningDataModule):
             return
         version = state.get("format_version")
         if version != STATE_FORMAT:
-            raise ValueError(f"The checkpoint's datamodule state has format {version!r}; this "
+            raise ConfigError(f"The checkpoint's datamodule state has format {version!r}; this "
                              f"version of hsi reads format {STATE_FORMAT}.")
         if self.scene is None:
             self._recorded = dict(state)
@@ -246,24 +248,24 @@ def split_strategy(split: SplitStrategy | Mapping[str, Any] | None) -> SplitStra
     if isinstance(split, SplitStrategy):
         return split
     if isinstance(split, str):
-        raise ValueError(f"data.split={split!r}: choose the split with data/split={split} and set "
+        raise ConfigError(f"data.split={split!r}: choose the split with data/split={split} and set "
                          f"its keys as data.split.<key> (e.g. data.split.test_ratio=0.8).")
     split = _plain(split)
     if not isinstance(split, Mapping) or "_target_" not in split:
-        raise ValueError(f"data.split must be a split config with a _target_ (data/split=random, "
+        raise ConfigError(f"data.split must be a split config with a _target_ (data/split=random, "
                          f"per_class, disjoint or mask); got {split!r}.")
     target = split["_target_"]
     try:
         cls = get_class(target)
     except Exception as error:  # noqa: BLE001 - Hydra raises several kinds
-        raise ValueError(f"data.split._target_={target!r} does not name a class ({error}).") from None
+        raise ConfigError(f"data.split._target_={target!r} does not name a class ({error}).") from None
     if not (isinstance(cls, type) and issubclass(cls, SplitStrategy)):
-        raise ValueError(f"data.split._target_={target!r} is not a hsi.data.split.SplitStrategy.")
+        raise ConfigError(f"data.split._target_={target!r} is not a hsi.data.split.SplitStrategy.")
     settings = {k: v for k, v in split.items() if not (k.startswith("_") and k.endswith("_"))}
     known = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
     unknown = [] if known is None else sorted(set(settings) - set(known))
     if unknown:
-        raise ValueError(f"data.split.{unknown[0]} is not a setting of {cls.__name__} "
+        raise ConfigError(f"data.split.{unknown[0]} is not a setting of {cls.__name__} "
                          f"(data/split={getattr(cls, 'method', '?')}); it takes "
                          f"{', '.join(known or []) or 'none'}.")
     return cls(**settings)  # what hydra.utils.instantiate does, without wrapping its errors
@@ -272,7 +274,7 @@ def split_strategy(split: SplitStrategy | Mapping[str, Any] | None) -> SplitStra
 def _refuse_old_keys(options: Mapping[str, Any]) -> None:
     old = [k for k in options if k in _RENAMED]
     if old:
-        raise TypeError(", ".join(f"data.{k} is now data.{_RENAMED[k]}" for k in old)
+        raise ConfigError(", ".join(f"data.{k} is now data.{_RENAMED[k]}" for k in old)
                         + " (the split itself: data/split=random|per_class|disjoint|mask).")
 
 
@@ -281,7 +283,7 @@ def _check_split(state: Mapping[str, Any], split: Mapping[str, np.ndarray], scen
     for subset, coords in state["split"].items():
         ours = split.get(subset)
         if ours is None or not np.array_equal(ours, torch.as_tensor(coords).cpu().numpy()):
-            raise ValueError(f"The {subset} split rebuilt from scene {scene_name!r} differs from the "
+            raise ConfigError(f"The {subset} split rebuilt from scene {scene_name!r} differs from the "
                              f"one recorded in the checkpoint: the scene's files changed. Point "
                              f"data_dir (or the scene's paths) at the files it was trained on.")
 
@@ -298,7 +300,7 @@ def _check_settings(state: Mapping[str, Any], ours: Mapping[str, Any]) -> None:
     differing = [k for k in ours if recorded[k] != ours[k]
                  and (recorded[k] is not None or k == "pca_components")]
     if differing:
-        raise ValueError("The datamodule differs from the one recorded in the checkpoint in "
+        raise ConfigError("The datamodule differs from the one recorded in the checkpoint in "
                          + "; ".join(f"{k} (checkpoint {recorded[k]!r}, here {ours[k]!r})"
                                      for k in differing)
                          + ". Build it from the checkpoint's hyperparameters "
@@ -311,6 +313,14 @@ def _plain(value: Any) -> Any:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def check_window_fits(patch_size: int, scene: Scene) -> None:
+    """A window wider than the scene is all padding: refuse it before anything is built."""
+    if patch_size > min(scene.shape):
+        raise ConfigError(f"data.patch_size={patch_size} is larger than the scene {scene.name!r} "
+                          f"({scene.shape[0]}x{scene.shape[1]} pixels); choose an odd window of at "
+                          f"most {min(scene.shape) - (1 - min(scene.shape) % 2)} pixels.")
 
 
 def _absolute(value: Any) -> Any:

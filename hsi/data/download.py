@@ -22,6 +22,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from hsi.errors import HsiError
+
 log = logging.getLogger(__name__)
 
 SIDECAR = ".hsi_fingerprints.json"
@@ -35,11 +37,11 @@ Fetch = Callable[[str, Path], None]
 NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError)
 
 
-class FingerprintMismatchError(ValueError):
+class FingerprintMismatchError(HsiError, ValueError):
     """A file's content is not the one the catalogue expects."""
 
 
-class DownloadError(OSError):
+class DownloadError(HsiError, OSError):
     """A file could not be fetched (offline, server error, interrupted transfer)."""
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hsi.errors import DataError, MissingFileError, MissingKeyError
+
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
 SUPPORTED = ".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.tif / .tiff)"
 
@@ -23,7 +25,7 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"File not found: {path}. Check the path (relative paths are "
+        raise MissingFileError(f"File not found: {path}. Check the path (relative paths are "
                                 f"relative to the folder the command runs in).")
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -38,7 +40,7 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     header = _envi_header(path)
     if header is not None:
         return {header.stem: _read_envi(header)}
-    raise ValueError(f"Unsupported file type {suffix!r} for {path}: use {SUPPORTED}. For ENVI, give "
+    raise DataError(f"Unsupported file type {suffix!r} for {path}: use {SUPPORTED}. For ENVI, give "
                      f"the .hdr file (or a data file with a .hdr beside it).")
 
 
@@ -71,7 +73,7 @@ def _read_envi(header: Path) -> np.ndarray:
         image = envi.open(str(header))
         array = np.asarray(image.load())
     except Exception as err:  # spectral raises its own error types for bad headers / missing data
-        raise ValueError(f"Could not read the ENVI image {header} ({type(err).__name__}: {err}); "
+        raise DataError(f"Could not read the ENVI image {header} ({type(err).__name__}: {err}); "
                          f"check the header and that its data file is beside it.") from err
     return array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
 
@@ -94,7 +96,7 @@ def _read_mat(path: Path) -> dict[str, np.ndarray]:
 
         if h5py.is_hdf5(path):  # HDF5 without MATLAB's header
             return _read_mat_v73(path)
-        raise ValueError(f"Could not read {path} as a MATLAB file ({err}); is it truncated?") from err
+        raise DataError(f"Could not read {path} as a MATLAB file ({err}); is it truncated?") from err
     return {k: v for k, v in raw.items() if not k.startswith("__") and _is_numeric(v)}
 
 
@@ -129,12 +131,12 @@ def pick_array(arrays: dict[str, np.ndarray], key: str | None, ndim: int, what: 
     listing = ", ".join(f"{k} {v.shape}" for k, v in arrays.items()) or "none"
     if key is not None:
         if key not in arrays:
-            raise KeyError(f"{source} has no variable {key!r} for the {what}; "
+            raise MissingKeyError(f"{source} has no variable {key!r} for the {what}; "
                            f"variables there: {listing}.")
         return arrays[key]
     candidates = [k for k, v in arrays.items() if v.ndim == ndim]
     if len(candidates) != 1:
-        raise ValueError(f"Cannot tell which variable of {source} is the {what} "
+        raise DataError(f"Cannot tell which variable of {source} is the {what} "
                          f"({len(candidates)} arrays with {ndim} dimensions; variables there: "
                          f"{listing}). Name it with the key option (data.cube_key / data.gt_key), "
                          f"or give the file that holds it (data.cube_path / data.gt_path).")

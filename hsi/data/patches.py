@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hsi.errors import ConfigError
+
 
 def pad_cube(cube: np.ndarray, patch_size: int) -> torch.Tensor:
     """Zero-pad a (H, W, B) cube by patch_size // 2 and return it band-first: (B, H+2m, W+2m)."""
@@ -17,7 +19,7 @@ def pad_cube(cube: np.ndarray, patch_size: int) -> torch.Tensor:
 
 def check_patch_size(patch_size: int) -> None:
     if patch_size < 1 or patch_size % 2 == 0:
-        raise ValueError(f"data.patch_size={patch_size}: the window must have a centre pixel, so "
+        raise ConfigError(f"data.patch_size={patch_size}: the window must have a centre pixel, so "
                          f"the patch size must be odd and positive (e.g. {max(1, patch_size + 1)}).")
 
 
@@ -33,7 +35,7 @@ class PatchDataset(Dataset):
                  patch_size: int) -> None:
         check_patch_size(patch_size)
         if len(coords) != len(targets):
-            raise ValueError("coords and targets differ in length")
+            raise ConfigError("coords and targets differ in length")
         self.padded = padded
         self.coords = torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2))
         self.targets = torch.as_tensor(np.asarray(targets, dtype=np.int64))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hsi.errors import ConfigError
 from hsi.utils.files import atomic_save_npz
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class PCATransform:
         """Reduce a (H, W, bands) cube to (H, W, n_components) float32, in bounded memory."""
         bands = self.components.shape[1]
         if cube.shape[-1] != bands:
-            raise ValueError(f"PCA was fitted on {bands} bands but the cube has {cube.shape[-1]}.")
+            raise ConfigError(f"PCA was fitted on {bands} bands but the cube has {cube.shape[-1]}.")
         flat = cube.reshape(-1, bands)
         out = np.empty((flat.shape[0], self.num_components), dtype=np.float32)
         projection = self.components.T * self.scale  # (bands, n_components)
@@ -67,11 +68,11 @@ def fit_pca(pixels: np.ndarray, n_components: int, whiten: bool = True,
 
     n_pixels, bands = pixels.shape
     if not 1 <= n_components <= bands:
-        raise ValueError(f"data.pca.components={n_components} but the cube has {bands} bands; "
+        raise ConfigError(f"data.pca.components={n_components} but the cube has {bands} bands; "
                          f"choose a value from 1 to {bands}, or data.pca.components=null to "
                          f"keep all bands.")
     if n_components > n_pixels:
-        raise ValueError(f"data.pca.components={n_components} exceeds the {n_pixels} pixels "
+        raise ConfigError(f"data.pca.components={n_components} exceeds the {n_pixels} pixels "
                          f"PCA is fitted on.")
     pca = PCA(n_components=n_components, whiten=whiten, random_state=seed)
     pca.fit(np.asarray(pixels, dtype=np.float32))
@@ -104,11 +105,11 @@ class PCASettings:
     def __post_init__(self) -> None:
         if self.components is not None:
             if self.components != int(self.components) or self.components < 1:
-                raise ValueError(f"data.pca.components={self.components} must be an integer >= 1, "
+                raise ConfigError(f"data.pca.components={self.components} must be an integer >= 1, "
                                  f"or null to keep all bands.")
             self.components = int(self.components)
         if self.fit not in PCA_FITS:
-            raise ValueError(f"data.pca.fit={self.fit!r} is not one of {', '.join(PCA_FITS)}.")
+            raise ConfigError(f"data.pca.fit={self.fit!r} is not one of {', '.join(PCA_FITS)}.")
         self.whiten, self.cache = bool(self.whiten), bool(self.cache)
         if self.cache_dir is not None:  # relative to where the command runs
             self.cache_dir = str(Path(self.cache_dir).expanduser().resolve())
@@ -121,10 +122,10 @@ class PCASettings:
         if isinstance(value, cls):
             return value
         if not isinstance(value, Mapping):
-            raise TypeError(f"data.pca must be a mapping of {', '.join(_PCA_KEYS)}; got {value!r}.")
+            raise ConfigError(f"data.pca must be a mapping of {', '.join(_PCA_KEYS)}; got {value!r}.")
         unknown = sorted(set(value) - set(_PCA_KEYS))
         if unknown:
-            raise ValueError(f"data.pca.{unknown[0]} is not a PCA setting; choose from "
+            raise ConfigError(f"data.pca.{unknown[0]} is not a PCA setting; choose from "
                              f"{', '.join(f'data.pca.{k}' for k in _PCA_KEYS)}.")
         return cls(**{k: value[k] for k in value})
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from hsi.errors import DataError
+
 log = logging.getLogger(__name__)
 
 NAN_POLICIES = ("exclude", "fill", "error")
@@ -38,13 +40,13 @@ class Scene:
         validate_pair(self.cube, self.labels, self.name)
         if self.cube.dtype.kind == "f" and not np.isfinite(self.cube).all():
             bad = int((~np.isfinite(self.cube)).any(axis=2).sum())
-            raise ValueError(f"Scene {self.name!r}: {bad} pixels of the cube hold NaN or inf values; "
+            raise DataError(f"Scene {self.name!r}: {bad} pixels of the cube hold NaN or inf values; "
                              f"leave them out or fill them (data.nan_policy=exclude or fill).")
         self.cube = self.cube.astype(np.float32, copy=False)
         self.labels = self.labels.astype(np.int64, copy=False)
         n_classes = int(self.labels.max())
         if len(self.class_names) < n_classes:
-            raise ValueError(f"Scene {self.name!r}: {len(self.class_names)} class names given but "
+            raise DataError(f"Scene {self.name!r}: {len(self.class_names)} class names given but "
                              f"the labels go up to {n_classes}; give one name per class.")
         if not self.label_values:
             self.label_values = list(range(1, len(self.class_names) + 1))
@@ -96,7 +98,7 @@ def build_scene(name: str, cube: np.ndarray, gt: np.ndarray, *,
     ignore = _checked_ignore(ignore_labels, values, name)
     kept = [v for v in values if v not in ignore]
     if not kept:
-        raise ValueError(f"Scene {name!r}: data.ignore_labels={ignore} leaves no class; "
+        raise DataError(f"Scene {name!r}: data.ignore_labels={ignore} leaves no class; "
                          f"keep at least one of {values}.")
     names = _class_names(class_names, values, kept, name)
     if ignore:
@@ -111,7 +113,7 @@ def _checked_ignore(ignore_labels: Sequence[int] | None, values: list[int], name
     ignore = sorted({int(v) for v in (ignore_labels or [])})
     unknown = [v for v in ignore if v not in values]
     if unknown:
-        raise ValueError(f"Scene {name!r}: data.ignore_labels lists {unknown}, which are not label "
+        raise DataError(f"Scene {name!r}: data.ignore_labels lists {unknown}, which are not label "
                          f"values of this ground truth; its values are {values} (0 = unlabelled).")
     return ignore
 
@@ -126,7 +128,7 @@ def _class_names(class_names: Sequence[str] | None, values: list[int], kept: lis
     if len(class_names) == len(kept):
         return class_names
     also = f" or {len(kept)} (those left after data.ignore_labels)" if len(kept) != len(values) else ""
-    raise ValueError(f"Scene {name!r}: data.class_names has {len(class_names)} names but the ground "
+    raise DataError(f"Scene {name!r}: data.class_names has {len(class_names)} names but the ground "
                      f"truth holds {len(values)} classes (label values {values}); give "
                      f"{len(values)} names{also}, in the order of the label values.")
 
@@ -150,7 +152,7 @@ def handle_nonfinite(cube: np.ndarray, gt: np.ndarray, policy: str,
     `fill`: values filled the same way, labels kept. `error`: stop. Both others log a warning.
     """
     if policy not in NAN_POLICIES:
-        raise ValueError(f"data.nan_policy={policy!r}; choose one of {', '.join(NAN_POLICIES)}.")
+        raise DataError(f"data.nan_policy={policy!r}; choose one of {', '.join(NAN_POLICIES)}.")
     if cube.dtype.kind != "f":
         return cube, gt, 0
     bad_pixel = ~np.isfinite(cube).all(axis=2)
@@ -161,7 +163,7 @@ def handle_nonfinite(cube: np.ndarray, gt: np.ndarray, policy: str,
     what = (f"Scene {name!r}: {n_bad} pixels ({n_labelled} of them labelled) hold NaN or inf "
             f"values")
     if policy == "error":
-        raise ValueError(f"{what}. Set data.nan_policy=exclude to leave them out, or "
+        raise DataError(f"{what}. Set data.nan_policy=exclude to leave them out, or "
                          f"data.nan_policy=fill to fill them with band means and keep their labels.")
     cube = cube.astype(np.float32, copy=True)
     finite = np.isfinite(cube)
@@ -186,13 +188,13 @@ def handle_nonfinite(cube: np.ndarray, gt: np.ndarray, policy: str,
 def validate_pair(cube: np.ndarray, labels: np.ndarray, name: str) -> None:
     """Reject a cube / ground truth pair that cannot be a scene, with the fix in the message."""
     if cube.ndim != 3:
-        raise ValueError(f"Scene {name!r}: the cube must have 3 dimensions (height, width, bands); "
+        raise DataError(f"Scene {name!r}: the cube must have 3 dimensions (height, width, bands); "
                          f"got shape {cube.shape}.")
     if labels.ndim != 2:
-        raise ValueError(f"Scene {name!r}: the ground truth must have 2 dimensions (height, width); "
+        raise DataError(f"Scene {name!r}: the ground truth must have 2 dimensions (height, width); "
                          f"got shape {labels.shape}.")
     if cube.shape[:2] != labels.shape:
-        raise ValueError(f"Scene {name!r}: cube is {cube.shape[0]}x{cube.shape[1]} pixels but the "
+        raise DataError(f"Scene {name!r}: cube is {cube.shape[0]}x{cube.shape[1]} pixels but the "
                          f"ground truth is {labels.shape[0]}x{labels.shape[1]}; they must cover the "
                          f"same pixels. Check that the files belong together.")
     validate_labels(labels, name)
@@ -201,19 +203,19 @@ def validate_pair(cube: np.ndarray, labels: np.ndarray, name: str) -> None:
 def validate_labels(labels: np.ndarray, name: str) -> None:
     """Reject a ground truth that does not hold class numbers (0 = unlabelled)."""
     if labels.ndim != 2:
-        raise ValueError(f"Scene {name!r}: the ground truth must have 2 dimensions (height, width); "
+        raise DataError(f"Scene {name!r}: the ground truth must have 2 dimensions (height, width); "
                          f"got shape {labels.shape}.")
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-            raise ValueError(f"Scene {name!r}: the ground truth holds non-integer values; it must "
+            raise DataError(f"Scene {name!r}: the ground truth holds non-integer values; it must "
                              f"hold class numbers (0 = unlabelled).")
     elif labels.dtype.kind not in "iub":
-        raise ValueError(f"Scene {name!r}: the ground truth has dtype {labels.dtype}; it must be integer.")
+        raise DataError(f"Scene {name!r}: the ground truth has dtype {labels.dtype}; it must be integer.")
     if labels.size and labels.min() < 0:
-        raise ValueError(f"Scene {name!r}: the ground truth holds negative values; it must hold "
+        raise DataError(f"Scene {name!r}: the ground truth holds negative values; it must hold "
                          f"class numbers >= 0 (0 = unlabelled).")
     if not np.any(labels > 0):
-        raise ValueError(f"Scene {name!r}: the ground truth has no labelled pixel.")
+        raise DataError(f"Scene {name!r}: the ground truth has no labelled pixel.")
 
 
 def reindex_labels(labels: np.ndarray,
@@ -229,7 +231,7 @@ def reindex_labels(labels: np.ndarray,
         values = present
     unknown = sorted(set(present) - set(values))
     if unknown:
-        raise ValueError(f"Ground truth holds label values {unknown} that the scene does not define "
+        raise DataError(f"Ground truth holds label values {unknown} that the scene does not define "
                          f"(known: {list(values)}).")
     lookup = np.zeros(max(max(values), max(present, default=0)) + 1, dtype=np.int64)
     for k, v in enumerate(values, start=1):

@@ -10,6 +10,7 @@ from hsi.data.catalogue import CATALOGUE, load_catalogue_scene
 from hsi.data.io import pick_array, read_array, read_arrays
 from hsi.data.scene import Scene, build_scene
 from hsi.data.synthetic import make_synthetic_scene
+from hsi.errors import ConfigError
 
 
 def load_custom_scene(cube_path: str | Path, gt_path: str | Path | None = None,
@@ -24,7 +25,7 @@ def load_custom_scene(cube_path: str | Path, gt_path: str | Path | None = None,
     to consecutive classes 1..K; `ignore_labels` (source values) become unlabelled.
     """
     if cube_path is None:
-        raise ValueError("data=custom needs data.cube_path=<file with the cube>.")
+        raise ConfigError("data=custom needs data.cube_path=<file with the cube>.")
     if gt_path is None:  # both in one file: read it once
         arrays = read_arrays(cube_path)
         cube = pick_array(arrays, cube_key, 3, "cube", cube_path)
@@ -56,10 +57,10 @@ def load_scene(scene: str, data_dir: str | Path | None = None, download: bool = 
     if scene in CATALOGUE:
         unknown = sorted(set(options) - {"ignore_labels", "nan_policy", "fetch"})
         if unknown:
-            raise TypeError(f"Scene {scene!r} takes only download, ignore_labels and nan_policy; "
+            raise ConfigError(f"Scene {scene!r} takes only download, ignore_labels and nan_policy; "
                             f"got {unknown}.")
         if data_dir is None:
-            raise ValueError(f"Scene {scene!r} needs a data_dir (paths.data_dir or HSI_DATA_DIR).")
+            raise ConfigError(f"Scene {scene!r} needs a data_dir (paths.data_dir or HSI_DATA_DIR).")
         return load_catalogue_scene(scene, data_dir, download=download, **options)
-    raise ValueError(f"Unknown scene {scene!r}; choose one of: "
+    raise ConfigError(f"Unknown scene {scene!r}; choose one of: "
                      f"{', '.join([*CATALOGUE, 'synthetic', 'custom'])}.")

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hsi.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 SplitIndices = dict[str, np.ndarray]
@@ -28,23 +30,23 @@ SplitResult = tuple[SplitIndices, dict[str, Any]]
 def check_ratios(test_ratio: float, val_ratio: float) -> None:
     """`test_ratio` of the labelled pixels held out, `val_ratio` of them drawn from the held-out ones."""
     if not 0 < test_ratio < 1:
-        raise ValueError(f"data.split.test_ratio={test_ratio} must lie strictly between 0 and 1.")
+        raise ConfigError(f"data.split.test_ratio={test_ratio} must lie strictly between 0 and 1.")
     if not 0 <= val_ratio < test_ratio:
-        raise ValueError(f"data.split.val_ratio={val_ratio} must be >= 0 and below "
+        raise ConfigError(f"data.split.val_ratio={val_ratio} must be >= 0 and below "
                          f"data.split.test_ratio={test_ratio}: validation pixels are drawn from "
                          f"the held-out ones.")
 
 
 def check_per_class(train_per_class: int, val_ratio: float) -> None:
     if train_per_class != int(train_per_class) or train_per_class < 1:
-        raise ValueError(f"data.split.train_per_class={train_per_class} must be an integer >= 1.")
+        raise ConfigError(f"data.split.train_per_class={train_per_class} must be an integer >= 1.")
     if not 0 <= val_ratio < 1:
-        raise ValueError(f"data.split.val_ratio={val_ratio} must lie in [0, 1).")
+        raise ConfigError(f"data.split.val_ratio={val_ratio} must lie in [0, 1).")
 
 
 def check_block_size(block_size: int) -> None:
     if block_size != int(block_size) or block_size < 1:
-        raise ValueError(f"data.split.block_size={block_size} must be an integer >= 1.")
+        raise ConfigError(f"data.split.block_size={block_size} must be an integer >= 1.")
 
 
 def _targets(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -156,7 +158,7 @@ class MaskSplit(SplitStrategy):
 
     def __post_init__(self) -> None:
         if self.train_mask_path is None:
-            raise ValueError("data/split=mask needs data.split.train_mask_path (and "
+            raise ConfigError("data/split=mask needs data.split.train_mask_path (and "
                              "data.split.test_mask_path; optional data.split.val_mask_path).")
         self.train_mask_path = _absolute(self.train_mask_path)
         self.test_mask_path = _absolute(self.test_mask_path)
@@ -199,7 +201,7 @@ def stratified_split(targets: np.ndarray, test_ratio: float, val_ratio: float = 
     needed = 3 if val_ratio > 0 else 2
     small = [f"{names[c]} ({k} pixels)" for c, k in zip(classes, counts) if k < needed]
     if small:
-        raise ValueError(f"Too few labelled pixels to split: {', '.join(small)}; each class needs "
+        raise ConfigError(f"Too few labelled pixels to split: {', '.join(small)}; each class needs "
                          f"at least {needed}. Leave such classes out or merge them.")
     index = np.arange(n)
     train, held = train_test_split(index, test_size=test_ratio, random_state=seed,
@@ -212,7 +214,7 @@ def stratified_split(targets: np.ndarray, test_ratio: float, val_ratio: float = 
         val, test = held[:0], held
     missing = sorted(set(classes) - set(targets[train]))
     if missing:
-        raise ValueError(f"With data.split.test_ratio={test_ratio} no training pixel is left for "
+        raise ConfigError(f"With data.split.test_ratio={test_ratio} no training pixel is left for "
                          f"{', '.join(names[c] for c in missing)} (too few pixels); lower "
                          f"data.split.test_ratio or leave those classes out.")
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
@@ -238,7 +240,7 @@ def per_class_split(targets: np.ndarray, train_per_class: int, val_ratio: float 
     counts = np.bincount(targets, minlength=n_classes)
     small = [f"{names[c]} ({k} pixels)" for c, k in enumerate(counts) if 0 < k < 2]
     if small:
-        raise ValueError(f"Too few labelled pixels to split: {', '.join(small)}; each class needs at "
+        raise ConfigError(f"Too few labelled pixels to split: {', '.join(small)}; each class needs at "
                          f"least 2 (one to train, one to test). Leave such classes out "
                          f"(data.ignore_labels) or merge them.")
     rng = np.random.default_rng(seed)
@@ -290,7 +292,7 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     missing = sorted(set(range(n_classes)) - set(targets[train].tolist()))
     if missing:
         lacking = ", ".join(names[c] for c in missing)
-        raise ValueError(f"data/split=disjoint left no training block for {lacking}; "
+        raise ConfigError(f"data/split=disjoint left no training block for {lacking}; "
                          f"use a smaller data.split.block_size, a lower data.split.test_ratio, or "
                          f"another data.split_seed.")
     keep = margin_keep(labels.shape, coords, train, patch_size)
@@ -386,11 +388,11 @@ def mask_split(labels: np.ndarray, coords: np.ndarray, train_mask: np.ndarray, t
     masks = {k: np.asarray(v) != 0 for k, v in masks.items() if v is not None}
     for k, m in masks.items():
         if m.shape != labels.shape:
-            raise ValueError(f"The {k} mask has shape {m.shape} but the scene is {labels.shape}; "
+            raise ConfigError(f"The {k} mask has shape {m.shape} but the scene is {labels.shape}; "
                              f"give a 2-D mask of the scene's size (data.split.{k}_mask_path).")
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         if a in masks and b in masks and (overlap := int((masks[a] & masks[b]).sum())):
-            raise ValueError(f"The {a} and {b} masks overlap in {overlap} pixels; each pixel may be "
+            raise ConfigError(f"The {a} and {b} masks overlap in {overlap} pixels; each pixel may be "
                              f"in one set only. Fix data.split.{a}_mask_path / "
                              f"data.split.{b}_mask_path.")
     coords = np.asarray(coords)
@@ -406,7 +408,7 @@ def mask_split(labels: np.ndarray, coords: np.ndarray, train_mask: np.ndarray, t
     split = {k: np.flatnonzero(masks[k][coords[:, 0], coords[:, 1]]) if k in masks
              else np.zeros(0, dtype=np.int64) for k in ("train", "val", "test")}
     if len(split["train"]) == 0 or len(split["test"]) == 0:
-        raise ValueError("The train and test masks must each select at least one labelled pixel.")
+        raise ConfigError("The train and test masks must each select at least one labelled pixel.")
     missing = sorted(set(range(len(names))) - set(targets[split["train"]].tolist()))
     if missing:
         log.warning("data/split=mask: no training pixel for %s", ", ".join(names[c] for c in missing))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hsi.data.scene import Scene
+from hsi.errors import DataError
 
 
 def make_synthetic_scene(height: int = 48, width: int = 48, bands: int = 60, classes: int = 6,
@@ -16,7 +17,7 @@ def make_synthetic_scene(height: int = 48, width: int = 48, bands: int = 60, cla
     cells, as in real ground truths. The same arguments always give the same scene.
     """
     if classes < 2 or bands < 2 or height < 4 or width < 4:
-        raise ValueError("synthetic scene needs classes >= 2, bands >= 2 and at least 4x4 pixels")
+        raise DataError("synthetic scene needs classes >= 2, bands >= 2 and at least 4x4 pixels")
     rng = np.random.default_rng(seed)
     n_cells = 3 * classes
     centres = rng.uniform(0, 1, size=(n_cells, 2)) * [height, width]

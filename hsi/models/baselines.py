@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from hsi.errors import ConfigError
 from hsi.models.blocks import ConvBNAct, TrunkHead, dense_head, min_input_size, require_input
 
 
@@ -46,7 +47,7 @@ class CNN3D(TrunkHead):
                  dropout: float = 0.4) -> None:
         super().__init__()
         if not len(channels) == len(spectral_kernels) == len(spectral_strides):
-            raise ValueError("model.net.channels, spectral_kernels and spectral_strides need one entry "
+            raise ConfigError("model.net.channels, spectral_kernels and spectral_strides need one entry "
                              "per stage")
         require_input("CNN3D", in_bands, patch_size, min_input_size(spectral_kernels, spectral_strides),
                       min_input_size([3] * len(channels)),

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hsi.errors import ConfigError
+
 Size = int | Sequence[int]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -19,7 +21,7 @@ _BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 def conv_class(dims: int) -> type[nn.Module]:
     """nn.Conv2d or nn.Conv3d."""
     if dims not in _CONV:
-        raise ValueError(f"dims must be 2 or 3, got {dims}")
+        raise ConfigError(f"dims must be 2 or 3, got {dims}")
     return _CONV[dims]
 
 
@@ -33,7 +35,7 @@ def as_tuple(value: Size, dims: int) -> tuple[int, ...]:
     """An int repeated `dims` times, or a sequence of `dims` ints."""
     values = (value,) * dims if isinstance(value, int) else tuple(value)
     if len(values) != dims:
-        raise ValueError(f"expected {dims} sizes, got {values}")
+        raise ConfigError(f"expected {dims} sizes, got {values}")
     return values
 
 
@@ -69,7 +71,7 @@ def activation(name: str | None) -> nn.Module:
     if name is None:
         return nn.Identity()
     if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]()
 
 
@@ -136,7 +138,7 @@ def pool_window(kind: str, channels: int, size: int, flatten_channels: int = 8,
         return ConvBNAct(channels, channels, size, groups=channels, act=None), channels
     if kind == "avg":
         return nn.AdaptiveAvgPool2d(1), channels
-    raise ValueError(f"unknown pool {kind!r}; choose one of {POOLS}")
+    raise ConfigError(f"unknown pool {kind!r}; choose one of {POOLS}")
 
 
 class DepthwiseSeparable(nn.Sequential):
@@ -216,10 +218,10 @@ def require_input(model: str, in_bands: int, patch_size: int, min_bands: int, mi
                   why: str) -> None:
     """Raise a ValueError naming the minimum and the config key to change when the window is too small."""
     if in_bands < min_bands:
-        raise ValueError(f"{model} needs at least {min_bands} bands per window ({why}); got {in_bands}. "
+        raise ConfigError(f"{model} needs at least {min_bands} bands per window ({why}); got {in_bands}. "
                          f"Raise data.pca.components.")
     if patch_size < min_patch:
-        raise ValueError(f"{model} needs windows of at least {min_patch}x{min_patch} pixels ({why}); "
+        raise ConfigError(f"{model} needs windows of at least {min_patch}x{min_patch} pixels ({why}); "
                          f"got {patch_size}. Raise data.patch_size.")
 
 

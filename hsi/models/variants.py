@@ -9,6 +9,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from hsi.errors import ConfigError
 from hsi.models.blocks import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -54,7 +55,7 @@ class HybridSNSE(HybridSN):
         super().__init__(in_bands, patch_size, num_classes, **hybridsn)
         chosen = set(se_after)
         if unknown := chosen - set(self.stages):
-            raise ValueError(f"model.net.se_after: unknown stages {sorted(unknown)}; "
+            raise ConfigError(f"model.net.se_after: unknown stages {sorted(unknown)}; "
                              f"choose from {self.stages}")
         make_se = partial(SqueezeExcite, reduction=se_reduction, gate=se_gate, gate_scale=se_gate_scale)
         self.features_3d = _with_se(self.features_3d, self.stages_3d, chosen, make_se)
@@ -86,7 +87,7 @@ class HybridSNLite(nn.Module):
                  divisor: int = 4) -> None:
         super().__init__()
         if len(channels_3d) != len(spectral_kernels):
-            raise ValueError("model.net.channels_3d and spectral_kernels need one entry per 3-D stage")
+            raise ConfigError("model.net.channels_3d and spectral_kernels need one entry per 3-D stage")
         require_input("HybridSNLite", in_bands, patch_size, min_input_size(spectral_kernels),
                       2 * len(channels_3d) + 3, f"unpadded spectral kernels {tuple(spectral_kernels)}, "
                       f"{len(channels_3d) + 1} unpadded 3x3 spatial kernels")
