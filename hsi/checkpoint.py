@@ -23,7 +23,7 @@ import torch
 
 from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
 from hsi.data.preprocessing import PCATransform
-from hsi.errors import HsiError
+from hsi.errors import ConfigError, HsiError
 from hsi.models.classifier import HSIClassifier
 
 DATAMODULE_KEY = HSIDataModule.__qualname__
@@ -61,7 +61,13 @@ class Checkpoint:
         """The datamodule the checkpoint was trained with (not set up), its recorded state loaded
         so that `setup()` reuses the fitted PCA and checks the rebuilt split against the recorded
         one. `overrides` replace settings, e.g. `data_dir` or a moved `cube_path`."""
-        datamodule = HSIDataModule(**(self.data | {k: v for k, v in overrides.items() if v is not None}))
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        moved = sorted(set(overrides) & {"cube_path", "gt_path"})
+        if moved and self.data.get("scene") != "custom":
+            raise ConfigError(f"{', '.join(moved)} apply to checkpoints trained on data=custom; this one "
+                              f"was trained on the scene {self.data.get('scene')!r}: give data_dir=<the "
+                              f"folder that holds '{self.data.get('scene')}/'> instead.")
+        datamodule = HSIDataModule(**(self.data | overrides))
         datamodule.load_state_dict(self.scene)
         return datamodule
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -46,8 +48,9 @@ def in_multirun() -> bool:
 def report_errors(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a command's work; an `HsiError` ends it with one clear line and exit status 1.
 
-    In a multirun the error is logged and re-raised, so Hydra marks that job failed and runs
-    the others.
+    A run folder that holds nothing but what Hydra wrote at the start (its config and log) is
+    removed, so a refused run leaves no folder behind. In a multirun the error is logged and
+    re-raised, so Hydra marks that job failed and runs the others.
     """
     try:
         return work(*args, **kwargs)
@@ -55,24 +58,44 @@ def report_errors(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if traceback_wanted():
             raise
         message = f"Error: {error}"
-        log.error("%s", message)
         if in_multirun():
+            log.error("%s", message)
             raise
-        if not _logged_to_stderr():
-            print(message, file=sys.stderr)
+        _to_log_files(message)
+        _remove_unused_run_folder()
+        print(message, file=sys.stderr)
         print("(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
         raise SystemExit(1) from None
 
 
-def _logged_to_stderr() -> bool:
-    """Whether the `hsi` logger's records already reach stderr (Hydra's console handler)."""
-    logger: logging.Logger | None = log
-    while logger is not None:
-        if any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr
-               for h in logger.handlers):
-            return True
-        logger = logger.parent if logger.propagate else None
-    return False
+def _to_log_files(message: str) -> None:
+    """The error in the run's log file (the console gets it on stderr, once)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _remove_unused_run_folder() -> None:
+    """Remove this run's folder if it holds only what Hydra wrote at the start; else unlock it."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from hsi.utils.files import LOCK_NAME  # hsi.utils.files imports this module
+
+    if not HydraConfig.initialized():
+        return
+    output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None,
+                                  throw_on_missing=False)
+    if not output_dir or not Path(output_dir).is_dir():
+        return
+    folder = Path(output_dir)
+    names = {p.name for p in folder.iterdir()}
+    if names <= {".hydra", LOCK_NAME, f"{HydraConfig.get().job.name}.log"}:
+        logging.shutdown()  # close the log file before removing it
+        shutil.rmtree(folder, ignore_errors=True)
+    else:  # the run got further: keep its files, free the folder's lock
+        (folder / LOCK_NAME).unlink(missing_ok=True)
 
 
 class MissingFileError(HsiError, FileNotFoundError):
@@ -84,3 +107,7 @@ class MissingKeyError(HsiError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
         return str(self.args[0]) if self.args else ""
+
+
+class MissingDependencyError(HsiError, ImportError):
+    """An optional package is needed for what was asked; the message names the extra to install."""

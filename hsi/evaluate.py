@@ -30,7 +30,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = checkpoint.classifier()
     if cfg.get("map", True):
         check_method(model.net, cfg.method)
-    datamodule = checkpoint.datamodule(data_dir=cfg.get("data_dir"))
+    datamodule = checkpoint.datamodule(data_dir=cfg.get("data_dir"), cube_path=cfg.get("cube_path"),
+                                       gt_path=cfg.get("gt_path"))
     datamodule.setup()  # checks the rebuilt split against the recorded one
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.checkpoint import Checkpoint, load_checkpoint
 from hsi.data.io import read_array
-from hsi.data.scene import Scene
+from hsi.data.scene import Scene, fill_nonfinite
 from hsi.errors import report_errors
 from hsi.inference import check_method, predict_labels
 from hsi.run_files import write_prediction
@@ -50,18 +50,24 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     check_method(model.net, cfg.method)
     state = checkpoint.scene
     cube, scene = scene_from_config(cfg.get("data"), checkpoint)
+    filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
+    if bad.any():
+        log.warning("%d pixels hold NaN or inf values: filled with band means for the network and "
+                    "left unclassified (0) in prediction.npy.", int(bad.sum()))
     start = time.perf_counter()
-    prediction, path = predict_labels(model.net, checkpoint.reduce(cube), state["patch_size"], cfg.method,
+    prediction, path = predict_labels(model.net, checkpoint.reduce(filled), state["patch_size"], cfg.method,
                                       cfg.batch_size, cfg.tile_rows, cfg.progress)
+    prediction[bad] = 0  # ... and no label where the spectrum was not measured
     seconds = time.perf_counter() - start
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     title = f"{type(model.net).__name__} on {scene.name if scene else 'cube'} ({path} inference)"
     same_scene = scene is not None and scene.name == state["scene"]
-    metrics = write_prediction(output_dir, cube, scene, prediction, list(state["class_names"]), title,
+    metrics = write_prediction(output_dir, filled, scene, prediction, list(state["class_names"]), title,
                                rgb_bands=state.get("rgb_bands") if same_scene else None)
     summary = {"checkpoint": str(checkpoint.path.resolve()), "path": path,
                "seconds": round(seconds, 2), "shape": list(prediction.shape),
+               "nonfinite_pixels": int(bad.sum()),
                "class_names": list(state["class_names"]), **metrics}
     atomic_write_json(output_dir / "prediction.json", summary)
     log.info("%s inference over %dx%d pixels in %.1f s%s; outputs in %s", path, *prediction.shape,

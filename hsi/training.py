@@ -18,6 +18,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
+from hsi.checkpoint import load_checkpoint
 from hsi.config import instantiate_group
 from hsi.data.datamodule import HSIDataModule
 from hsi.errors import ConfigError
@@ -139,6 +140,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         write_run_start(cfg.paths.output_dir, datamodule)
 
     times: dict[str, float] = {}
+    if cfg.get("train") and cfg.get("ckpt_path"):
+        check_resume(cfg.ckpt_path, datamodule, model)
     if cfg.get("train"):
         with stopwatch(times, "train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -158,6 +161,41 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
                                 trainer.global_step)
         metrics = update_metrics(cfg.paths.output_dir, drawn)
     return metrics
+
+
+# settings that shape the data or the network: resuming with other values cannot work
+RESUME_DATA_KEYS = ("scene", "patch_size", "split_seed", "split", "pca.components", "pca.whiten", "pca.fit")
+
+
+def check_resume(ckpt_path: str, datamodule: HSIDataModule, model: HSIClassifier) -> None:
+    """Resuming needs the checkpoint's data and network settings: name every key that differs."""
+    checkpoint = load_checkpoint(ckpt_path)
+    ours = _flat(dict(datamodule.hparams))
+    theirs = _flat(checkpoint.data)
+    differ = [f"data.{k} (checkpoint {theirs.get(k)!r}, here {ours.get(k)!r})"
+              for k in sorted(set(ours) | set(theirs))
+              if (k in RESUME_DATA_KEYS or k.split(".")[0] in RESUME_DATA_KEYS)
+              and ours.get(k) != theirs.get(k)]
+    saved = _flat(checkpoint.contents.get("hyper_parameters", {}))
+    mine = _flat(dict(model.hparams))
+    for key in sorted(set(saved) | set(mine)):
+        if key.startswith(("net.", "num_bands", "num_classes")) and saved.get(key) != mine.get(key):
+            name = f"model.{key}" if key.startswith("net.") else key
+            differ.append(f"{name} (checkpoint {saved.get(key)!r}, here {mine.get(key)!r})")
+    if differ:
+        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings: {'; '.join(differ)}. "
+                          f"Resume with the checkpoint's settings (its run's .hydra/overrides.yaml), or "
+                          f"start a new run without ckpt_path.")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:

@@ -180,12 +180,19 @@ def scene_folder(name: str, data_dir: str | Path) -> Path:
     return Path(data_dir).expanduser() / name
 
 
-def _not_found(spec: SceneSpec, folder: Path, files: Sequence[SceneFile], reason: str) -> str:
+def _not_found(spec: SceneSpec, folder: Path, files: Sequence[SceneFile], reason: str,
+               tried_download: bool = False) -> str:
     expected = "\n".join(f"  {f.filename}  ({f.url})" for f in files)
+    fetch = ("Download them there by hand (the automatic download failed: is this machine offline?)"
+             if tried_download else "Download them there (or run with data.download=true)")
     return (f"Scene {spec.name!r} not found: {reason}.\nExpected in {folder.resolve()}:\n{expected}\n"
-            f"Download them there (or run with data.download=true), point HSI_DATA_DIR (or "
-            f"paths.data_dir) at the folder that holds '{spec.name}/', or load your own files with "
-            f"data=custom data.cube_path=... data.gt_path=....")
+            f"{fetch}, point HSI_DATA_DIR (or paths.data_dir) at the folder that holds "
+            f"'{spec.name}/', or load your own files with data=custom data.cube_path=... "
+            f"data.gt_path=....")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def ensure_files(spec: SceneSpec, folder: Path, files: Sequence[SceneFile], download: bool = False,
@@ -209,7 +216,8 @@ def ensure_files(spec: SceneSpec, folder: Path, files: Sequence[SceneFile], down
         try:
             dl.download_file(f.url, paths[f.filename], f.sha1, fetch=fetch)
         except dl.DownloadError as err:
-            raise DatasetNotFoundError(_not_found(spec, folder, files, str(err))) from err
+            raise DatasetNotFoundError(_not_found(spec, folder, files, _first_line(err),
+                                                  tried_download=True)) from None
     return paths
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsi.errors import DataError, MissingFileError, MissingKeyError
+from hsi.errors import DataError, HsiError, MissingDependencyError, MissingFileError, MissingKeyError
 
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
 SUPPORTED = ".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.tif / .tiff)"
@@ -24,9 +24,29 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     first; see `hsi.data.scene.orient_cube`). Single-band ENVI / GeoTIFF images are 2-D.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the path of the data file in it.")
     if not path.is_file():
         raise MissingFileError(f"File not found: {path}. Check the path (relative paths are "
                                 f"relative to the folder the command runs in).")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes); the copy or download did not finish.")
+    try:
+        return _read_any(path)
+    except (HsiError, ImportError):
+        raise
+    except Exception as err:  # a reader's own error on a damaged file: name the file instead
+        raise DataError(f"Could not read {path} ({type(err).__name__}: {_first_line(err)}): the file "
+                        f"is truncated or damaged, or is not a {path.suffix or 'supported'} file "
+                        f"({SUPPORTED}).") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else "no details"
+
+
+def _read_any(path: Path) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return {path.stem: np.load(path, allow_pickle=False)}
@@ -62,7 +82,7 @@ def _import_optional(module: str, package: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"Reading {what} files needs the optional package {package!r}: "
+        raise MissingDependencyError(f"Reading {what} files needs the optional package {package!r}: "
                           f"pip install -e \".[io]\" (or pip install spectral tifffile), or convert "
                           f"the file to .npy / .mat.") from err
 
@@ -71,11 +91,26 @@ def _read_envi(header: Path) -> np.ndarray:
     envi = _import_optional("spectral.io.envi", "spectral", "ENVI")
     try:
         image = envi.open(str(header))
+        _check_envi_size(header, image)
         array = np.asarray(image.load())
+    except DataError:
+        raise
     except Exception as err:  # spectral raises its own error types for bad headers / missing data
         raise DataError(f"Could not read the ENVI image {header} ({type(err).__name__}: {err}); "
                          f"check the header and that its data file is beside it.") from err
     return array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
+
+
+def _check_envi_size(header: Path, image) -> None:
+    """The data file must hold what the header claims, before anything is allocated."""
+    claimed = int(np.prod(image.shape)) * np.dtype(image.dtype).itemsize
+    data_file = Path(getattr(image, "filename", ""))
+    have = data_file.stat().st_size if data_file.is_file() else 0
+    if claimed > have:
+        raise DataError(f"The ENVI header {header} claims a {' x '.join(map(str, image.shape))} "
+                        f"{np.dtype(image.dtype).name} image ({claimed / 1e9:.2f} GB) but its data file "
+                        f"{data_file} holds {have / 1e9:.2f} GB: the header is wrong or the data file "
+                        f"is truncated.")
 
 
 def _read_tiff(path: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 from hsi.utils.files import atomic_save_npz
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,36 @@ def fit_pca(pixels: np.ndarray, n_components: int, whiten: bool = True,
                          f"PCA is fitted on.")
     pca = PCA(n_components=n_components, whiten=whiten, random_state=seed)
     pca.fit(np.asarray(pixels, dtype=np.float32))
+    check_informative(pca.explained_variance_, n_components, whiten)
     scale = 1.0 / np.sqrt(pca.explained_variance_) if whiten else np.ones(n_components)
     return PCATransform(mean=pca.mean_.astype(np.float64),
                         components=pca.components_.astype(np.float64),
                         scale=np.asarray(scale, dtype=np.float64))
+
+
+# Below this fraction of the first component's variance a component is numerical noise (constant or
+# duplicated bands); real scenes' 30th components sit near 1e-6 (Salinas-A) to 1e-4 (Indian Pines).
+NOISE_VARIANCE = 1e-10
+
+
+def check_informative(variances: np.ndarray, n_components: int, whiten: bool) -> None:
+    """Refuse components that carry no variance: whitening would divide by zero (NaN windows)."""
+    variances = np.asarray(variances, dtype=np.float64)
+    if not np.isfinite(variances).all():
+        raise DataError("PCA found non-finite variances: the pixels it was fitted on hold NaN or inf "
+                        "values; set data.nan_policy=exclude or fill.")
+    if variances.size == 0 or variances[0] <= 0:
+        raise DataError("Every band of the cube is constant over the pixels PCA is fitted on: there "
+                        "is nothing to classify. Check the cube file (data.cube_path).")
+    informative = int((variances > NOISE_VARIANCE * variances[0]).sum())
+    if informative < n_components:
+        if whiten:
+            raise ConfigError(f"data.pca.components={n_components} but only {informative} components "
+                              f"carry variance (the others are constant or duplicated bands); "
+                              f"whitening them would divide by zero. Set "
+                              f"data.pca.components={informative} or lower.")
+        log.warning("Only %d of the %d PCA components carry variance; consider "
+                    "data.pca.components=%d.", informative, n_components, informative)
 
 
 # -- fitting on a chosen pixel set, with an on-disk cache ----------------------------------
@@ -167,6 +193,17 @@ def pca_cache_key(scene_name: str, cube: np.ndarray, coords: np.ndarray | None, 
             f"whiten={bool(whiten)};seed={int(seed)};fit={fit_set}")
 
 
+def _check_cached(pca: PCATransform, bands: int, n_components: int) -> None:
+    """A cached PCA must fit the cube and the settings and hold finite numbers."""
+    shapes = {"mean": (bands,), "components": (n_components, bands), "scale": (n_components,)}
+    for name, shape in shapes.items():
+        array = getattr(pca, name)
+        if array.shape != shape:
+            raise ValueError(f"its {name} has shape {array.shape}, expected {shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"its {name} holds non-finite values")
+
+
 def cached_fit_pca(cube: np.ndarray, coords: np.ndarray | None, n_components: int, whiten: bool,
                    seed: int, scene_name: str, cache_dir: str | Path | None) -> PCATransform:
     """`fit_pca_on`, loaded from / saved to `cache_dir` (.npz named by the key's SHA-1) when given.
@@ -181,11 +218,13 @@ def cached_fit_pca(cube: np.ndarray, coords: np.ndarray | None, n_components: in
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as npz:
-                if str(npz["key"]) == key:
-                    return PCATransform(mean=npz["mean"], components=npz["components"], scale=npz["scale"])
-            log.warning("PCA cache %s holds another key; refitting.", path)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is just a cache miss
-            log.warning("Ignoring unreadable PCA cache %s (%s); refitting.", path, error)
+                if str(npz["key"]) != key:
+                    raise ValueError("it holds another key")
+                cached = PCATransform(mean=npz["mean"], components=npz["components"], scale=npz["scale"])
+            _check_cached(cached, cube.shape[-1], n_components)
+            return cached
+        except Exception as error:  # noqa: BLE001 - any unusable file is just a cache miss
+            log.warning("Ignoring the PCA cache %s (%s); refitting.", path, error)
     pca = fit_pca_on(cube, coords, n_components, whiten, seed)
     try:
         atomic_save_npz(path, key=np.array(key), mean=pca.mean, components=pca.components, scale=pca.scale)

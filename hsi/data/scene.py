@@ -165,6 +165,25 @@ def handle_nonfinite(cube: np.ndarray, gt: np.ndarray, policy: str,
     if policy == "error":
         raise DataError(f"{what}. Set data.nan_policy=exclude to leave them out, or "
                          f"data.nan_policy=fill to fill them with band means and keep their labels.")
+    cube, _ = fill_nonfinite(cube)
+    if policy == "exclude":
+        gt = np.where(bad_pixel, 0, gt)
+        log.warning("%s; they are left out (label set to unlabelled) and their values filled with "
+                    "band means. data.nan_policy=fill keeps their labels, =error stops.", what)
+        return cube, gt, n_labelled
+    log.warning("%s; their values were filled with band means and their labels kept "
+                "(data.nan_policy=fill).", what)
+    return cube, gt, 0
+
+
+def fill_nonfinite(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cube with NaN / inf values replaced by their band's finite mean, (H, W) mask of the pixels
+    that held any). The cube is returned unchanged (not copied) when every value is finite."""
+    if cube.dtype.kind != "f":
+        return cube, np.zeros(cube.shape[:2], dtype=bool)
+    bad_pixel = ~np.isfinite(cube).all(axis=2)
+    if not bad_pixel.any():
+        return cube, bad_pixel
     cube = cube.astype(np.float32, copy=True)
     finite = np.isfinite(cube)
     counts = finite.sum(axis=(0, 1))
@@ -175,14 +194,7 @@ def handle_nonfinite(cube: np.ndarray, gt: np.ndarray, policy: str,
     holes = ~np.isfinite(block)
     block[holes] = means[np.nonzero(holes)[1]]
     cube[rows, cols] = block
-    if policy == "exclude":
-        gt = np.where(bad_pixel, 0, gt)
-        log.warning("%s; they are left out (label set to unlabelled) and their values filled with "
-                    "band means. data.nan_policy=fill keeps their labels, =error stops.", what)
-        return cube, gt, n_labelled
-    log.warning("%s; their values were filled with band means and their labels kept "
-                "(data.nan_policy=fill).", what)
-    return cube, gt, 0
+    return cube, bad_pixel
 
 
 def validate_pair(cube: np.ndarray, labels: np.ndarray, name: str) -> None:
@@ -233,7 +245,10 @@ def reindex_labels(labels: np.ndarray,
     if unknown:
         raise DataError(f"Ground truth holds label values {unknown} that the scene does not define "
                          f"(known: {list(values)}).")
-    lookup = np.zeros(max(max(values), max(present, default=0)) + 1, dtype=np.int64)
-    for k, v in enumerate(values, start=1):
-        lookup[v] = k
-    return lookup[labels.astype(np.int64)], [int(v) for v in values]
+    # sorted search rather than a lookup table: a label value of 10**12 must not allocate terabytes
+    known = np.asarray(values, dtype=np.int64)
+    order = np.argsort(known, kind="stable")
+    flat = labels.astype(np.int64)
+    position = np.clip(np.searchsorted(known[order], flat), 0, len(known) - 1)
+    classes = np.where(known[order][position] == flat, order[position] + 1, 0)
+    return classes.astype(np.int64), [int(v) for v in values]
