@@ -424,3 +424,35 @@ def test_evaluate_can_be_pointed_at_a_moved_cube(files: dict[str, Path], tmp_pat
                                                      "map=false", f"cube_path={new / 'cube.npy'}",
                                                      f"gt_path={new / 'gt.npy'}"], tmp_path / "eval"))
     assert evaluated["n_test"] == metrics["n_test"]
+
+
+def test_offline_download_gives_one_message_without_suggesting_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import urllib.error
+
+    import hsi.data.download as dl
+
+    def offline(url: str, dest: Path) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(dl, "fetch_url", offline)
+    overrides = ["data=salinas_a", f"paths.data_dir={tmp_path / 'data'}", "data.download=true",
+                 "trainer=cpu", "logger=none"]
+    assert run_in_process("hsi.train", overrides, tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("Error:")]
+    assert "Scene 'salinas_a' not found" in line and "Temporary failure in name resolution" in err
+    assert "data.download=true" not in err and "automatic download failed" in err
+    assert "Traceback" not in err
+
+
+def test_an_envi_header_claiming_too_much_is_named(tmp_path: Path) -> None:
+    pytest.importorskip("spectral")
+    from hsi.data.io import read_arrays
+
+    header = tmp_path / "cube.hdr"
+    header.write_text("ENVI\nsamples = 100000\nlines = 100000\nbands = 200\nheader offset = 0\n"
+                      "file type = ENVI Standard\ndata type = 4\ninterleave = bsq\nbyte order = 0\n")
+    (tmp_path / "cube.img").write_bytes(np.zeros(64, np.float32).tobytes())
+    with pytest.raises(DataError, match=r"claims a 100000 x 100000 x 200 float32 image \(8000\.00 GB\)"):
+        read_arrays(header)
