@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,25 @@ class ClaimRunFolder(Callback):
         _claim(config.hydra.run.dir)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        release_run_folder(config.hydra.run.dir)
+        if not _started_by_lightning():
+            release_run_folder(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _claim(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        release_run_folder(config.hydra.sweep.dir)
+        if not _started_by_lightning():
+            release_run_folder(config.hydra.sweep.dir)
+
+
+def _started_by_lightning() -> bool:
+    """A DDP worker that Lightning started with the same command (it shares rank 0's folder)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0"
 
 
 def _claim(folder: str) -> None:
+    if _started_by_lightning():
+        return
     try:
         claim_run_folder(folder)
     except HsiError as error:

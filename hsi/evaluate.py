@@ -15,7 +15,7 @@ import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.checkpoint import load_checkpoint
 from hsi.config import instantiate_group
 from hsi.errors import report_errors
-from hsi.inference import check_method
+from hsi.inference import check_method, supports_dense
 from hsi.models.cost import model_cost
 from hsi.run_files import finish_run, update_metrics, write_scene_map, write_split
 from hsi.validation import check_predict_config
@@ -32,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_method(model.net, cfg.method)
     datamodule = checkpoint.datamodule(data_dir=cfg.get("data_dir"), cube_path=cfg.get("cube_path"),
                                        gt_path=cfg.get("gt_path"))
+    datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     datamodule.setup()  # checks the rebuilt split against the recorded one
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -178,3 +178,34 @@ def predict_labels(net: nn.Module, cube: np.ndarray, patch_size: int, method: st
     padded = pad_cube(cube, patch_size)
     logits, path = scene_logits(net, padded, patch_size, method, batch_size, tile_rows, progress)
     return logits.argmax(0).numpy() + 1, path
+
+
+# -- dense evaluation of labelled pixels (validation / test in HSIClassifier) -------------------
+def build_dense_head(net: nn.Module, bands: int, patch_size: int) -> DenseHead:
+    """`net.head` as convolutions over `net.trunk`'s map, for windows of `patch_size` pixels
+    over `bands` bands, on the network's device and in its dtype, in eval mode.
+
+    It copies the head's current weights: build it again after they change (once per
+    evaluation epoch). The trunk runs once on a zero window, in eval mode, to learn its output
+    shape; the network is left in the mode it was in.
+    """
+    if not supports_dense(net):
+        raise ConfigError(f"{type(net).__name__} cannot run densely: it has window-global steps "
+                          f"inside its trunk")
+    param = next(net.parameters())
+    with evaluating(net):
+        window = _fold(net.trunk(torch.zeros(1, 1, bands, patch_size, patch_size,
+                                             device=param.device, dtype=param.dtype))).shape[1:]
+    # new layers draw initial weights (then overwritten) from the global generator: keep it
+    # untouched, so that evaluating during training does not change the training's randomness
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        head = DenseHead(net.head, tuple(window))
+    return head.to(device=param.device, dtype=param.dtype).eval()
+
+
+def tile_logits(net: nn.Module, head: DenseHead, tile: torch.Tensor) -> torch.Tensor:
+    """Logits (K, rows, cols) of a padded tile (1, B, rows + p - 1, cols + p - 1) (or without its
+    leading axis): `net.trunk` once over the tile, then `head` from `build_dense_head`."""
+    if tile.dim() == 3:
+        tile = tile[None]
+    return head(_fold(net.trunk(tile[None])))[0]

@@ -22,7 +22,7 @@ from hsi.checkpoint import load_checkpoint
 from hsi.config import instantiate_group
 from hsi.data.datamodule import HSIDataModule
 from hsi.errors import ConfigError
-from hsi.inference import check_method
+from hsi.inference import check_method, supports_dense
 from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
 from hsi.models.metrics import accuracy_report
@@ -127,6 +127,7 @@ def record_run(cfg: DictConfig, datamodule: HSIDataModule, report: dict[str, Any
 def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
     """Lightning: fit, then test on the best-validation (or last) weights; then the scene's map."""
     model = build_model(cfg, datamodule)
+    datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     if cfg.get("map", True):  # a bad map option fails now, not after training
         check_method(model.net, cfg.get("map_method", "auto"), "map_method")
     callbacks = instantiate_group(cfg.get("callbacks"))

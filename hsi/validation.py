@@ -61,6 +61,8 @@ def check_data(cfg: DictConfig) -> None:
     require_int(cfg, "data.batch_size", 1)
     require_int(cfg, "data.eval_batch_size", 1)
     require_int(cfg, "data.num_workers", 0)
+    if _value(cfg, "data.eval_path") is not None:
+        require_choice(cfg, "data.eval_path", ("auto", "dense", "window"))
     if "pca" in cfg.data and cfg.data.pca is not None:
         require_int(cfg, "data.pca.components", 1, optional=True,
                     hint=" (or null to keep all bands)")

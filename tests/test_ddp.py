@@ -13,13 +13,19 @@ import pytest
 
 from tests.conftest import FAST_SYNTHETIC, PROJECT_ROOT, compose_config
 
+# dense: validation and test on row tiles (5 rows each: 5 tiles for 24 rows, so the sampler
+# repeats one on the second process)
+EVAL_PATHS = {"window": ["data.eval_path=window"],
+              "dense": ["data.eval_path=dense", "+data.eval_tile_rows=5"]}
+
 
 @pytest.mark.slow
-def test_ddp_cpu_test_metrics_equal_a_single_process_evaluation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("eval_path", list(EVAL_PATHS))
+def test_ddp_cpu_test_metrics_equal_a_single_process_evaluation(tmp_path: Path, eval_path: str) -> None:
     run = tmp_path / "run"
     overrides = [o for o in FAST_SYNTHETIC if not o.startswith("trainer=")]
-    cmd = [sys.executable, "-m", "hsi.train", *overrides, "trainer=ddp_cpu", "trainer.max_epochs=4",
-           "map=false", "logger=none", "seed=3", f"hydra.run.dir={run}"]
+    cmd = [sys.executable, "-m", "hsi.train", *overrides, *EVAL_PATHS[eval_path], "trainer=ddp_cpu",
+           "trainer.max_epochs=4", "map=false", "logger=none", "seed=3", f"hydra.run.dir={run}"]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -40,3 +46,18 @@ def test_ddp_cpu_test_metrics_equal_a_single_process_evaluation(tmp_path: Path) 
     for key in ("oa", "aa", "kappa", "per_class_accuracy", "n_test"):
         assert single[key] == pytest.approx(trained[key]), key
     assert (out / "confusion_matrix.csv").read_text() == (run / "confusion_matrix.csv").read_text()
+
+    # the same weights tested window by window in one process: the same predictions
+    import lightning as L
+
+    from hsi.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(trained["checkpoint"])
+    assert checkpoint.data["eval_path"] == eval_path
+    model = checkpoint.classifier("cpu")
+    windows = checkpoint.datamodule(eval_path="window")
+    L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).test(
+        model, datamodule=windows, verbose=False)
+    for key in ("oa", "aa", "kappa"):
+        assert model.test_report[key] == pytest.approx(trained[key]), key
+    assert np.array_equal(np.array(model.test_report["confusion_matrix"]), confusion)

@@ -1,4 +1,4 @@
-"""LightningDataModule: scene -> split -> PCA -> padded cube -> window loaders.
+"""LightningDataModule: scene -> split -> PCA -> padded cube -> window (or tile) loaders.
 
 The datamodule carries its own checkpoint state: Lightning saves `state_dict()` (scene, window,
 fitted PCA, split, classes) into every checkpoint under "HSIDataModule" and gives it back to
@@ -23,17 +23,18 @@ from torch.utils.data import DataLoader
 
 from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.leakage import leakage
-from hsi.data.patches import PatchDataset, check_patch_size, pad_cube
+from hsi.data.patches import PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
 from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
 from hsi.data.scene import Scene
 from hsi.data.scenes import load_scene
 from hsi.data.split import RandomSplit, SplitStrategy
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 2  # version of `HSIDataModule.state_dict()`
 SUBSETS = ("train", "val", "test")
+EVAL_PATHS = ("auto", "dense", "window")  # data.eval_path: how validation and test run
 
 # Datamodule arguments of format 1 (flat keys) and where they live now (hsi.checkpoint
 # upgrades a format-1 checkpoint's settings; these names are refused with their new spelling).
@@ -50,7 +51,11 @@ class HSIDataModule(L.LightningDataModule):
 
     `pca`: `PCASettings` or a mapping of its fields (`data.pca.*`; None: the defaults).
     `split`: a `hsi.data.split` strategy, or a mapping with its `_target_` (`data/split=...`;
-    None: `RandomSplit()`, the recipe). `split_seed` seeds the split and the PCA fit. Scene
+    None: `RandomSplit()`, the recipe). `split_seed` seeds the split and the PCA fit.
+    `eval_path` (`data.eval_path`): how validation and test run; `window` cuts every pixel's
+    window (`PatchDataset`), `dense` feeds row tiles of the padded scene (`TileDataset`, at most
+    `eval_tile_rows` output rows each) to a dense-capable network, `auto` chooses dense when the
+    network allows it, which only the model knows: see `use_dense_evaluation`. Scene
     options not named here (`cube_path`, `height`, ...) go to `load_scene`. The saved
     hyperparameters are plain values, so `HSIDataModule(**datamodule.hparams)` rebuilds it.
     """
@@ -59,10 +64,12 @@ class HSIDataModule(L.LightningDataModule):
                  pca: PCASettings | Mapping[str, Any] | None = None, patch_size: int = 25,
                  split: SplitStrategy | Mapping[str, Any] | None = None, split_seed: int = 345,
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
-                 pin_memory: bool = False, **scene_options: Any) -> None:
+                 pin_memory: bool = False, eval_path: str = "auto", eval_tile_rows: int = 128,
+                 **scene_options: Any) -> None:
         super().__init__()
         _refuse_old_keys(scene_options)
         check_patch_size(patch_size)
+        check_eval_path(eval_path, eval_tile_rows)
         self.pca_settings = PCASettings.from_any(_plain(pca))
         self.split_strategy = split_strategy(split)
         self.save_hyperparameters(ignore=["scene", "pca", "split"] if isinstance(scene, Scene)
@@ -79,6 +86,8 @@ class HSIDataModule(L.LightningDataModule):
         self.split: dict[str, np.ndarray] = {}
         self.split_report: dict[str, Any] = {}
         self.datasets: dict[str, PatchDataset] = {}
+        self._tiles: dict[str, TileDataset] = {}  # evaluation subsets as row tiles, built on demand
+        self._dense_evaluation: bool | None = None  # set by use_dense_evaluation()
         self._recorded: dict[str, Any] | None = None  # a loaded state waiting for setup()
 
     # -- set-up -----------------------------------------------------------------------------
@@ -212,6 +221,37 @@ class HSIDataModule(L.LightningDataModule):
         if self.scene is None:
             raise RuntimeError("Call setup() on the datamodule first.")
 
+    # -- evaluation path --------------------------------------------------------------------
+    def use_dense_evaluation(self, capable: bool, network: str = "this network") -> bool:
+        """Choose how validation and test run, given whether the network is dense-capable
+        (`hsi.inference.supports_dense(model.net)`); returns True when they will run densely.
+
+        `data.eval_path=auto` runs densely when it is, `window` never; `dense` raises a
+        ConfigError for a network that is not. Without this call, `auto` means windows.
+        """
+        path = self.hparams.eval_path
+        if path == "dense" and not capable:
+            raise ConfigError(f"data.eval_path=dense: {network} has window-global steps inside its "
+                              f"trunk (e.g. squeeze-excitation) and cannot be evaluated densely; use "
+                              f"data.eval_path=window (or auto, which picks windows for it).")
+        self._dense_evaluation = path == "dense" or (path == "auto" and bool(capable))
+        return self._dense_evaluation
+
+    @property
+    def dense_evaluation(self) -> bool:
+        """Whether the validation and test loaders yield row tiles (else windows)."""
+        if self._dense_evaluation is None:
+            return self.hparams.eval_path == "dense"
+        return self._dense_evaluation
+
+    def tile_dataset(self, subset: str) -> TileDataset:
+        """The pixels of `subset` ("val", "test", ...) as row tiles of the padded cube."""
+        self.setup()
+        if subset not in self._tiles:
+            self._tiles[subset] = TileDataset.from_patches(self.datasets[subset],
+                                                           self.hparams.eval_tile_rows)
+        return self._tiles[subset]
+
     # -- loaders ----------------------------------------------------------------------------
     def _loader(self, subset: str, shuffle: bool, batch_size: int) -> DataLoader:
         self.setup()
@@ -220,6 +260,15 @@ class HSIDataModule(L.LightningDataModule):
                           num_workers=hp.num_workers, pin_memory=hp.pin_memory,
                           persistent_workers=hp.num_workers > 0)
 
+    def _eval_loader(self, subset: str) -> DataLoader:
+        """Windows in batches of `eval_batch_size`, or one row tile per batch (dense)."""
+        if not self.dense_evaluation:
+            return self._loader(subset, False, self.hparams.eval_batch_size)
+        hp = self.hparams
+        return DataLoader(self.tile_dataset(subset), batch_size=1, shuffle=False,
+                          collate_fn=first_item, num_workers=hp.num_workers,
+                          pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.hparams.batch_size)
 
@@ -227,10 +276,10 @@ class HSIDataModule(L.LightningDataModule):
         self.setup()
         if len(self.datasets["val"]) == 0:
             return []
-        return self._loader("val", False, self.hparams.eval_batch_size)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.hparams.eval_batch_size)
+        return self._eval_loader("test")
 
 
 # -- building from configs ----------------------------------------------------------------------
@@ -315,8 +364,20 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def check_eval_path(eval_path: str, tile_rows: int) -> None:
+    if eval_path not in EVAL_PATHS:
+        raise ConfigError(f"data.eval_path={eval_path!r}: choose one of {', '.join(EVAL_PATHS)}.")
+    if isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1:
+        raise ConfigError(f"data.eval_tile_rows={tile_rows!r} must be a whole number >= 1.")
+
+
 def check_window_fits(patch_size: int, scene: Scene) -> None:
-    """A window wider than the scene is all padding: refuse it before anything is built."""
+    """A scene a classifier can be trained on, and a window no wider than it (a wider one is all
+    padding and blows up the network): refuse otherwise, before anything is built."""
+    if scene.num_classes < 2 or np.count_nonzero(scene.class_counts()) < 2:
+        raise DataError(f"Scene {scene.name!r}: the ground truth holds a single class "
+                        f"({', '.join(scene.class_names)}); a classifier needs at least two. Check "
+                        f"data.gt_path / data.ignore_labels.")
     if patch_size > min(scene.shape):
         raise ConfigError(f"data.patch_size={patch_size} is larger than the scene {scene.name!r} "
                           f"({scene.shape[0]}x{scene.shape[1]} pixels); choose an odd window of at "

@@ -54,3 +54,84 @@ class PatchDataset(Dataset):
         m = self.patch_size // 2
         rows, cols = self.coords[:, 0] + m, self.coords[:, 1] + m
         return self.padded[:, rows, cols].T.numpy()
+
+
+class TileDataset(Dataset):
+    """Bands of rows of the padded cube that hold the pixels in `coords`, for dense evaluation.
+
+    Item i is a dict: `tile` (1, B, rows + p - 1, W + p - 1), the padded cube's rows that the
+    dense trunk needs to label `rows` output rows (scene rows `start .. start + rows - 1`, every
+    column); `pos` (n, 2) the (row in the tile, column) of the tile's pixels from `coords`;
+    `target` (n,) their class indices; `index` (n,) their positions in `coords`, so that results
+    gathered tile by tile can be put back in the subset's order.
+
+    Only rows holding some pixel of `coords` are covered: a tile starts at a needed row and takes
+    at most `tile_rows` output rows; it ends early when more than p - 1 empty rows separate it from the
+    next needed row (cutting there costs one halo of p - 1 rows, less than running the gap).
+    Every pixel is in exactly one tile. `coords` and `targets` are as in `PatchDataset`.
+    """
+
+    def __init__(self, padded: torch.Tensor, coords: np.ndarray, targets: np.ndarray,
+                 patch_size: int, tile_rows: int = 128) -> None:
+        check_patch_size(patch_size)
+        if tile_rows < 1:
+            raise ConfigError(f"tile_rows={tile_rows} must be at least 1")
+        if len(coords) != len(targets):
+            raise ConfigError("coords and targets differ in length")
+        self.padded = padded
+        self.coords = torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2))
+        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+        self.patch_size = patch_size
+        self.tile_rows = tile_rows
+        self.tiles = plan_tiles(self.coords.numpy(), patch_size, tile_rows)
+
+    @classmethod
+    def from_patches(cls, patches: PatchDataset, tile_rows: int = 128) -> TileDataset:
+        """The same pixels as a `PatchDataset`, in tiles."""
+        return cls(patches.padded, patches.coords.numpy(), patches.targets.numpy(),
+                   patches.patch_size, tile_rows)
+
+    @property
+    def num_pixels(self) -> int:
+        return len(self.targets)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start, stop, members = self.tiles[index]
+        p = self.patch_size
+        pos = self.coords[members].clone()
+        pos[:, 0] -= start
+        # a copy, not a view: a worker process would otherwise share the whole cube per tile
+        tile = self.padded[:, start:stop + p - 1].unsqueeze(0).clone()
+        return {"tile": tile, "pos": pos, "target": self.targets[members], "index": members}
+
+
+def plan_tiles(coords: np.ndarray, patch_size: int,
+               tile_rows: int) -> list[tuple[int, int, torch.Tensor]]:
+    """(first row, last row + 1, indices into `coords`) of each tile, top to bottom; see
+    `TileDataset`. Within a tile the pixels are ordered by row, then column."""
+    if len(coords) == 0:
+        return []
+    order = np.lexsort((coords[:, 1], coords[:, 0]))
+    rows = coords[order, 0]
+    tiles: list[tuple[int, int, torch.Tensor]] = []
+    first = 0  # position in `order` where the current tile begins
+    start = last = int(rows[0])
+    for i in range(1, len(rows) + 1):
+        row = int(rows[i]) if i < len(rows) else None
+        if row is not None and row - start < tile_rows and row - last <= patch_size:
+            last = row
+            continue
+        tiles.append((start, last + 1, torch.as_tensor(order[first:i], dtype=torch.int64)))
+        if row is not None:
+            first, start, last = i, row, row
+    return tiles
+
+
+def first_item(batch: list) -> object:
+    """DataLoader collate for `TileDataset` with batch_size=1: the tile itself, no batch axis."""
+    if len(batch) != 1:
+        raise ValueError(f"tile loaders take one tile per batch, got {len(batch)}")
+    return batch[0]

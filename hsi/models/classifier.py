@@ -1,4 +1,10 @@
-"""HSIClassifier: the LightningModule that trains and evaluates any window classifier."""
+"""HSIClassifier: the LightningModule that trains and evaluates any window classifier.
+
+Validation and test take either batches of windows `(x, y)` or, for dense-capable networks,
+tiles of the padded scene (`hsi.data.patches.TileDataset`: a dict with `tile`, `pos`, `target`,
+`index`): the trunk runs once over the tile, the head as convolutions (`hsi.inference`), and
+the logits at the tile's pixels go through the same loss, metrics and predictions as windows.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchmetrics import MeanMetric
 
-from hsi.errors import DataError
+from hsi.errors import ConfigError, DataError
 from hsi.models.metrics import accuracy_report, classification_metrics
+
+Batch = tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]
+
+
+def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.long)
 
 
 def _plain(config: Any) -> Any:
@@ -44,8 +57,13 @@ class HSIClassifier(L.LightningModule):
         self.train_metrics = classification_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")
+        # the mean loss of dense evaluation, weighted by pixels (tiles differ in size)
+        self.tile_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self._test_preds: list[torch.Tensor] = []
         self._test_targets: list[torch.Tensor] = []
+        self._test_index: list[torch.Tensor] = []  # dense test: each pixel's place in the test set
+        self._dense_test = False  # this test epoch ran on tiles (on every process alike)
+        self._dense_cache: dict[str, nn.Module] = {}  # this evaluation epoch's DenseHead (no state_dict)
         self.test_report: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,16 +86,30 @@ class HSIClassifier(L.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if isinstance(batch, dict):
+            self._tile_step(batch, batch_idx, "val")
+            return
         loss, preds, y = self._step(batch)
         self.val_metrics.update(preds, y)
         self.log("val/loss", loss, on_step=False, on_epoch=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
-    def on_test_epoch_start(self) -> None:
-        self._test_preds, self._test_targets = [], []
+    def on_validation_epoch_start(self) -> None:
+        self._dense_cache.clear()  # the weights changed since the last evaluation
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def on_validation_epoch_end(self) -> None:
+        self._dense_cache.clear()
+
+    def on_test_epoch_start(self) -> None:
+        self._test_preds, self._test_targets, self._test_index = [], [], []
+        self._dense_test = False
+        self._dense_cache.clear()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        if isinstance(batch, dict):
+            self._tile_step(batch, batch_idx, "test")
+            return
         loss, preds, y = self._step(batch)
         self.test_metrics.update(preds, y)
         self._test_preds.append(preds.detach().cpu())
@@ -86,10 +118,100 @@ class HSIClassifier(L.LightningModule):
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        preds = self.all_gather_cat(self._test_preds)
-        targets = self.all_gather_cat(self._test_targets)
+        self._dense_cache.clear()
+        if self._dense_test:  # tiles on every process: the sampler gives each at least one
+            preds, targets = self._gather_in_order(*(_cat(chunks) for chunks in (
+                self._test_index, self._test_preds, self._test_targets)))
+        else:
+            preds = self.all_gather_cat(self._test_preds)
+            targets = self.all_gather_cat(self._test_targets)
         self.test_report = accuracy_report(preds, targets, self.hparams.num_classes)
         self.test_report.update(preds=preds, targets=targets)
+
+    # -- dense evaluation ---------------------------------------------------------------------
+    def dense_logits_at(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (n, K) of a tile's pixels: the trunk once over the tile, the head as
+        convolutions (built once per evaluation epoch from the current weights)."""
+        from hsi.inference import build_dense_head, supports_dense, tile_logits
+
+        head = self._dense_cache.get("head")
+        if head is None:
+            if not supports_dense(self.net):
+                raise ConfigError(f"data.eval_path=dense: {type(self.net).__name__} has window-global "
+                                  f"steps inside its trunk and cannot be evaluated densely; use "
+                                  f"data.eval_path=window (or auto)")
+            head = build_dense_head(self.net, self.hparams.num_bands, self.hparams.patch_size)
+            self._dense_cache["head"] = head
+        logits = tile_logits(self.net, head, batch["tile"])  # (K, rows, W)
+        pos = batch["pos"]
+        return logits[:, pos[:, 0], pos[:, 1]].T
+
+    def _tile_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        logits = self.dense_logits_at(batch)
+        y = batch["target"]
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        self._dense_test = self._dense_test or stage == "test"
+        if not self._is_sampler_padding(batch_idx, stage):
+            preds = logits.argmax(1)
+            metrics.update(preds, y)
+            self.tile_loss[stage].update(self.criterion(logits, y).float(), weight=len(y))
+            if stage == "test":
+                self._test_preds.append(preds.detach().cpu())
+                self._test_targets.append(y.detach().cpu())
+                self._test_index.append(batch["index"].detach().cpu())
+        # metric objects: computed (and synchronised across processes) at the epoch's end
+        self.log(f"{stage}/loss", self.tile_loss[stage], on_step=False, on_epoch=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+
+    def _is_sampler_padding(self, batch_idx: int, stage: str) -> bool:
+        """Whether this tile is a DistributedSampler's repeat of an earlier one (distributed only).
+
+        An unshuffled DistributedSampler deals item i to rank i % world_size and pads the end
+        with the first items, so step k of rank r is item k * world_size + r, a repeat when it is
+        past the dataset's end. A repeated tile would count its pixels twice.
+        """
+        from torch.utils.data import DistributedSampler
+
+        world = self.trainer.world_size
+        if world == 1:
+            return False
+        loaders = self.trainer.test_dataloaders if stage == "test" else self.trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.shuffle or sampler.drop_last:
+            return False  # the test report still drops repeats by pixel index
+        return batch_idx * world + self.global_rank >= len(loader.dataset)
+
+    def _gather_in_order(self, index: torch.Tensor, preds: torch.Tensor,
+                         targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and targets of the whole test set in its order, from every process.
+
+        Each pixel carries its place in the test set (`index`); the rows of all processes
+        (different lengths: tiles differ in size) are gathered, sorted by index, and a
+        pixel seen twice (a tile the sampler repeated) is kept once.
+        """
+        rows = torch.stack([index, preds, targets], 1).long()
+        if self.trainer.world_size > 1:
+            count = torch.tensor([len(rows)], device=self.device)
+            longest = int(self.all_gather(count).max())
+            padded = torch.full((longest, 3), -1, dtype=torch.long, device=self.device)
+            padded[:len(rows)] = rows.to(self.device)
+            rows = self.all_gather(padded).reshape(-1, 3).cpu()
+            rows = rows[rows[:, 0] >= 0]
+        rows = rows[torch.argsort(rows[:, 0], stable=True)]
+        keep = torch.ones(len(rows), dtype=torch.bool)
+        keep[1:] = rows[1:, 0] != rows[:-1, 0]
+        rows = rows[keep]
+        if not torch.equal(rows[:, 0], torch.arange(len(rows))) or len(rows) != self._test_size():
+            raise RuntimeError(f"dense test gathered {len(rows)} distinct pixels, not the test set's "
+                               f"{self._test_size()} in order")
+        return rows[:, 1], rows[:, 2]
+
+    def _test_size(self) -> int:
+        loaders = self.trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = loader.dataset
+        return int(getattr(dataset, "num_pixels", len(dataset)))
 
     def all_gather_cat(self, chunks: list[torch.Tensor]) -> torch.Tensor:
         """Concatenate per-step tensors, and across processes when running distributed.
