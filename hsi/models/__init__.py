@@ -3,7 +3,9 @@
 from hsi.models.baselines import CNN2D, CNN3D
 from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import model_cost
+from hsi.models.fast import HybridSNFast
 from hsi.models.hybridsn import HybridSN
 from hsi.models.variants import HybridSNLite, HybridSNSE
 
-__all__ = ["CNN2D", "CNN3D", "HSIClassifier", "HybridSN", "HybridSNLite", "HybridSNSE", "model_cost"]
+__all__ = ["CNN2D", "CNN3D", "HSIClassifier", "HybridSN", "HybridSNFast", "HybridSNLite", "HybridSNSE",
+           "model_cost"]

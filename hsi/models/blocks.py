@@ -231,3 +231,115 @@ def min_input_size(kernels: Sequence[int], strides: Sequence[int] | None = None)
     for k, s in reversed(list(zip(kernels, strides or [1] * len(kernels)))):
         size = (size - 1) * s + k
     return size
+
+
+# -- blocks of the dense-capable lite network (HybridSNFast) ---------------------------------
+class PixelGate(nn.Module):
+    """Channel attention computed at each position: a 1x1 convolution (C -> C / reduction), ReLU,
+    a 1x1 convolution (-> C) and a hard-sigmoid gate rescale the channels of every pixel from
+    that pixel's own features. Unlike squeeze-excitation nothing is pooled over the window, so a
+    trunk holding it stays translation-equivariant (dense-capable)."""
+
+    def __init__(self, channels: int, reduction: int = 4, min_hidden: int = 8,
+                 gate: str = "hsigmoid") -> None:
+        super().__init__()
+        hidden = max(min_hidden, channels // reduction)
+        self.squeeze = nn.Conv2d(channels, hidden, 1)
+        self.excite = nn.Conv2d(hidden, channels, 1)
+        self.gate = activation(gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.excite(F.relu(self.squeeze(x))))
+
+
+def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The centre of `x`'s last len(size) axes, cropped to `size` (what an unpadded convolution
+    keeps of its input: a shortcut around it adds this crop)."""
+    index = [slice(None)] * (x.dim() - len(size))
+    for have, want in zip(x.shape[-len(size):], size):
+        if (have - want) % 2 or have < want:
+            raise ValueError(f"cannot centre-crop {tuple(x.shape)} to {tuple(size)}")
+        margin = (have - want) // 2
+        index.append(slice(margin, have - margin))
+    return x[tuple(index)]
+
+
+class FusedBlock(nn.Module):
+    """Unpadded fused inverted residual (EfficientNetV2's Fused-MBConv), 2-D: a full (or grouped)
+    k x k convolution to `expansion` x the output channels (BN, activation), an optional per-pixel
+    gate, a linear 1x1 projection (BN) and, when the channels match, the input's centre crop
+    added as a shortcut. Full convolutions replace the depthwise + pointwise pair because they
+    run near the CPU's peak where depthwise convolutions and their many small layers do not."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, expansion: float = 1.0,
+                 groups: int = 1, gate_reduction: int | None = 4, act: str = "hswish",
+                 divisor: int = 8) -> None:
+        super().__init__()
+        hidden = make_divisible(out_channels * expansion, divisor)
+        self.conv = ConvBNAct(in_channels, hidden, kernel_size, groups=groups, act=act)
+        self.gate = PixelGate(hidden, gate_reduction) if gate_reduction else nn.Identity()
+        self.project = ConvBNAct(hidden, out_channels, 1, act=None)
+        self.residual = in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.gate(self.conv(x)))
+        return out + crop_to(x, out.shape[-2:]) if self.residual else out
+
+
+class GridLinear(nn.Linear):
+    """A Linear over a flattened (channels, size, size) map that reads only every `stride`-th row
+    and column (rows and columns 0, stride, 2 * stride, ...): the head of an average-pooled map
+    subsampled at `stride`, without a strided step in the trunk.
+
+    `weight` is the equivalent full (out, channels * size * size) weight, zero off the grid, so
+    dense inference (hsi.inference) turns it into a (size x size) convolution like any Linear
+    after a flatten; training multiplies only the grid's features (`grid_weight`).
+    """
+
+    def __init__(self, channels: int, size: int, stride: int, out_features: int, bias: bool = True) -> None:
+        nn.Module.__init__(self)
+        self.channels, self.size, self.stride = channels, size, stride
+        self.grid = len(range(0, size, stride))
+        self.in_features, self.out_features = channels * size * size, out_features
+        self.grid_weight = nn.Parameter(torch.empty(out_features, channels * self.grid * self.grid))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's initialisation, with the grid's features as the fan-in."""
+        bound = 1 / self.grid_weight.shape[1] ** 0.5
+        nn.init.uniform_(self.grid_weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        s, g = self.stride, self.grid
+        full = self.grid_weight.new_zeros(self.out_features, self.channels, self.size, self.size)
+        full[:, :, ::s, ::s] = self.grid_weight.view(self.out_features, self.channels, g, g)
+        return full.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1, self.channels, self.size, self.size)[:, :, ::self.stride, ::self.stride]
+        return F.linear(x.flatten(1), self.grid_weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, size={self.size}, stride={self.stride}, "
+                f"in_features={self.channels * self.grid ** 2} (of {self.in_features}), "
+                f"out_features={self.out_features}, bias={self.bias is not None}")
+
+
+_TORCH_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid, "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+def head_activation(name: str | None) -> nn.Module:
+    """`activation(name)` as torch's own module (nn.Hardswish, not HSwish: the same function),
+    which dense inference accepts between the head's dense layers."""
+    if name is None:
+        return nn.Identity()
+    if name not in _TORCH_ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(_TORCH_ACTIVATIONS)}")
+    return _TORCH_ACTIVATIONS[name]()
