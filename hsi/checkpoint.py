@@ -23,7 +23,7 @@ import torch
 
 from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
 from hsi.data.preprocessing import PCATransform
-from hsi.errors import ConfigError, HsiError
+from hsi.errors import ConfigError, HsiError, first_line
 from hsi.models.classifier import HSIClassifier
 
 DATAMODULE_KEY = HSIDataModule.__qualname__
@@ -88,7 +88,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError,
             OSError) as error:
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({_first_line(error)}): the "
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({first_line(error)}): the "
                               f"file is truncated or is not a checkpoint written by hsi.train.") from error
     if not isinstance(contents, dict) or "state_dict" not in contents:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): a bare "
@@ -112,10 +112,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                           f"by hsi.train, so its PCA, window and classes are unknown. Retrain with "
                           f"hsi.train.")
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def reduce_cube(state: dict[str, Any], cube: np.ndarray) -> np.ndarray:

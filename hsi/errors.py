@@ -34,6 +34,12 @@ class DataError(HsiError, ValueError):
     """A data file or array that cannot be used as given (missing, broken, wrong shape)."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def traceback_wanted() -> bool:
     return any(os.environ.get(name, "") not in ("", "0") for name in ("HYDRA_FULL_ERROR", "HSI_TRACEBACK"))
 

@@ -112,13 +112,11 @@ def find_jobs(multirun: Path) -> list[Job]:
 
 def varying_keys(jobs: list[Job]) -> list[str]:
     """Override keys whose value differs between jobs (or that only some jobs have), in order seen."""
-    keys: list[str] = []
-    for job in jobs:
-        keys += [k for k in job.overrides if k not in keys]
-    return [k for k in keys if len({json.dumps(j.overrides.get(k)) for j in jobs}) > 1]
+    return [k for k in all_keys(jobs) if len({json.dumps(j.overrides.get(k)) for j in jobs}) > 1]
 
 
 def all_keys(jobs: list[Job]) -> list[str]:
+    """Every override key of any job, in order seen."""
     keys: list[str] = []
     for job in jobs:
         keys += [k for k in job.overrides if k not in keys]

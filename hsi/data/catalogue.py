@@ -17,7 +17,7 @@ import numpy as np
 from hsi.data import download as dl
 from hsi.data.io import read_array
 from hsi.data.scene import Scene, build_scene, reindex_labels, validate_labels
-from hsi.errors import DataError, HsiError
+from hsi.errors import DataError, HsiError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,6 @@ def _not_found(spec: SceneSpec, folder: Path, files: Sequence[SceneFile], reason
             f"data.gt_path=....")
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
 
 def ensure_files(spec: SceneSpec, folder: Path, files: Sequence[SceneFile], download: bool = False,
                  fetch: dl.Fetch | None = None) -> dict[str, Path]:
@@ -216,7 +213,7 @@ def ensure_files(spec: SceneSpec, folder: Path, files: Sequence[SceneFile], down
         try:
             dl.download_file(f.url, paths[f.filename], f.sha1, fetch=fetch)
         except dl.DownloadError as err:
-            raise DatasetNotFoundError(_not_found(spec, folder, files, _first_line(err),
+            raise DatasetNotFoundError(_not_found(spec, folder, files, first_line(err),
                                                   tried_download=True)) from None
     return paths
 

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hsi.errors import DataError, HsiError, MissingDependencyError, MissingFileError, MissingKeyError
+from hsi.errors import (
+    DataError,
+    HsiError,
+    MissingDependencyError,
+    MissingFileError,
+    MissingKeyError,
+    first_line,
+)
 
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
 SUPPORTED = ".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.tif / .tiff)"
@@ -36,14 +43,10 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     except (HsiError, ImportError):
         raise
     except Exception as err:  # a reader's own error on a damaged file: name the file instead
-        raise DataError(f"Could not read {path} ({type(err).__name__}: {_first_line(err)}): the file "
+        raise DataError(f"Could not read {path} ({type(err).__name__}: {first_line(err)}): the file "
                         f"is truncated or damaged, or is not a {path.suffix or 'supported'} file "
                         f"({SUPPORTED}).") from err
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else "no details"
 
 
 def _read_any(path: Path) -> dict[str, np.ndarray]:

@@ -23,6 +23,14 @@ def check_patch_size(patch_size: int) -> None:
                          f"the patch size must be odd and positive (e.g. {max(1, patch_size + 1)}).")
 
 
+def pixel_tensors(coords: np.ndarray, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) int64 (row, col) and (N,) int64 class indices, checked to pair up."""
+    if len(coords) != len(targets):
+        raise ConfigError("coords and targets differ in length")
+    return (torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2)),
+            torch.as_tensor(np.asarray(targets, dtype=np.int64)))
+
+
 class PatchDataset(Dataset):
     """Window (1, B, p, p) around each pixel in `coords`, with its class index.
 
@@ -34,12 +42,8 @@ class PatchDataset(Dataset):
     def __init__(self, padded: torch.Tensor, coords: np.ndarray, targets: np.ndarray,
                  patch_size: int) -> None:
         check_patch_size(patch_size)
-        if len(coords) != len(targets):
-            raise ConfigError("coords and targets differ in length")
-        self.padded = padded
-        self.coords = torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2))
-        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.int64))
-        self.patch_size = patch_size
+        self.padded, self.patch_size = padded, patch_size
+        self.coords, self.targets = pixel_tensors(coords, targets)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -76,13 +80,8 @@ class TileDataset(Dataset):
         check_patch_size(patch_size)
         if tile_rows < 1:
             raise ConfigError(f"tile_rows={tile_rows} must be at least 1")
-        if len(coords) != len(targets):
-            raise ConfigError("coords and targets differ in length")
-        self.padded = padded
-        self.coords = torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2))
-        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.int64))
-        self.patch_size = patch_size
-        self.tile_rows = tile_rows
+        self.padded, self.patch_size, self.tile_rows = padded, patch_size, tile_rows
+        self.coords, self.targets = pixel_tensors(coords, targets)
         self.tiles = plan_tiles(self.coords.numpy(), patch_size, tile_rows)
 
     @classmethod

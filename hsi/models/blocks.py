@@ -66,13 +66,14 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def activation(name: str | None) -> nn.Module:
+def activation(name: str | None, table: dict[str, type[nn.Module]] | None = None) -> nn.Module:
     """An activation by name: relu, hswish, hsigmoid, sigmoid, identity (or None)."""
+    table = _ACTIVATIONS if table is None else table
     if name is None:
         return nn.Identity()
-    if name not in _ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]()
+    if name not in table:
+        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(table)}")
+    return table[name]()
 
 
 class ConvBNAct(nn.Sequential):
@@ -338,8 +339,4 @@ _TORCH_ACTIVATIONS: dict[str, type[nn.Module]] = {
 def head_activation(name: str | None) -> nn.Module:
     """`activation(name)` as torch's own module (nn.Hardswish, not HSwish: the same function),
     which dense inference accepts between the head's dense layers."""
-    if name is None:
-        return nn.Identity()
-    if name not in _TORCH_ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(_TORCH_ACTIVATIONS)}")
-    return _TORCH_ACTIVATIONS[name]()
+    return activation(name, _TORCH_ACTIVATIONS)
