@@ -20,7 +20,7 @@ __all__ = ["main", "train"]
 def main(cfg: DictConfig) -> float | None:
     log.debug("Config:\n%s", OmegaConf.to_yaml(cfg))
     metrics = report_errors(train, cfg)
-    return metrics.get("oa")
+    return metrics.get(cfg.get("optimized_metric") or "oa")
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         return {}
     metrics = record_run(cfg, datamodule, model.test_report, times, checkpoint_file, trainer.loggers,
                          trainer.global_step, epochs=trainer.current_epoch,
-                         **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
+                         val_oa=best_validation_oa(trainer), **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
                                 datamodule.scene, cfg.get("map_method", "auto"), trainer.loggers,
@@ -221,6 +221,16 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
     report.update(preds=preds, targets=test_set.targets)
     return record_run(cfg, datamodule, report, times, str(checkpoint), loggers,
                       estimator=getattr(estimator, "best_params", None))
+
+
+def best_validation_oa(trainer: L.Trainer) -> float | None:
+    """The best validation OA of the fit (what a search optimises; never a test metric), or the
+    last one when no checkpoint monitors it; None without a validation set."""
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.monitor == "val/oa" and callback.best_model_score is not None:
+        return float(callback.best_model_score)
+    value = trainer.callback_metrics.get("val/oa")
+    return None if value is None else float(value)
 
 
 def choose_test_checkpoint(cfg: DictConfig, trainer: L.Trainer,

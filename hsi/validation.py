@@ -103,6 +103,10 @@ def check_train_config(cfg: DictConfig) -> None:
     check_model(cfg)
     check_trainer(cfg)
     require_choice(cfg, "map_method", METHODS)
+    metric = cfg.get("optimized_metric")
+    if metric is not None and metric not in ("val_oa",):
+        raise ConfigError(f"optimized_metric={metric!r}: a search may only optimise val_oa (the best "
+                          f"validation OA); test pixels are for the final numbers only.")
     if not cfg.get("train") and cfg.get("test") and cfg.get("ckpt_path") is None:
         raise ConfigError("train=false tests a trained checkpoint: give ckpt_path=<file>.")
 
