@@ -155,7 +155,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         return {}
     metrics = record_run(cfg, datamodule, model.test_report, times, checkpoint_file, trainer.loggers,
                          trainer.global_step, epochs=trainer.current_epoch,
-                         val_oa=best_validation_oa(trainer), **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
+                         val_oa=best_validation_oa(trainer),
+                         **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
                                 datamodule.scene, cfg.get("map_method", "auto"), trainer.loggers,
