@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hsi.data.catalogue import CATALOGUE, prepare_scene
+from hsi.data.download import user_cache_dir
 from hsi.data.leakage import leakage
 from hsi.data.patches import PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
 from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
@@ -29,6 +30,7 @@ from hsi.data.scene import Scene
 from hsi.data.scenes import load_scene
 from hsi.data.split import RandomSplit, SplitStrategy
 from hsi.errors import ConfigError, DataError
+from hsi.maps import class_colours
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +135,6 @@ class HSIDataModule(L.LightningDataModule):
 
     def _fit_pca(self, scene: Scene, train: np.ndarray) -> PCATransform:
         """PCA fitted on the whole scene or on the training pixels only (`data.pca.fit`), cached."""
-        from hsi.data.download import user_cache_dir
-
         settings = self.pca_settings
         coords = train if settings.fit == "train" else None
         cache_dir = None
@@ -149,8 +149,6 @@ class HSIDataModule(L.LightningDataModule):
 
         Empty before `setup()` (unless a loaded state is waiting for it).
         """
-        from hsi.maps import class_colours
-
         if self.scene is None:
             return dict(self._recorded) if self._recorded is not None else {}
         scene, pca = self.scene, self.pca

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hsi.errors import HsiError
+from hsi.utils.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ def _stamp(path: Path) -> dict[str, int]:
 
 
 def _remember(path: Path, sha1: str) -> None:
-    from hsi.utils.files import atomic_write_json
-
     entry = {**_stamp(path), "sha1": sha1}
     for cache_file, key in _cache_slots(path):
         try:

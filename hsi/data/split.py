@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hsi.data.io import read_array
+from hsi.data.leakage import window_mask
 from hsi.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -166,8 +168,6 @@ class MaskSplit(SplitStrategy):
 
     def read_masks(self) -> dict[str, np.ndarray | None]:
         """The train, test and val masks (None where no file is given)."""
-        from hsi.data.io import read_array
-
         paths = {"train": self.train_mask_path, "test": self.test_mask_path, "val": self.val_mask_path}
         return {k: None if p is None else read_array(p, None, 2, f"{k} mask") for k, p in paths.items()}
 
@@ -360,8 +360,6 @@ def assign_blocks(shape: tuple[int, int], coords: np.ndarray, targets: np.ndarra
 def margin_keep(shape: tuple[int, int], coords: np.ndarray, train: np.ndarray,
                 patch_size: int) -> np.ndarray:
     """False for each pixel of `coords` within `patch_size // 2` (Chebyshev) of a training pixel."""
-    from hsi.data.leakage import window_mask
-
     near = window_mask(shape, coords[train], patch_size)
     return ~near[coords[:, 0], coords[:, 1]]
 

@@ -132,6 +132,7 @@ class HSIClassifier(L.LightningModule):
     def dense_logits_at(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits (n, K) of a tile's pixels: the trunk once over the tile, the head as
         convolutions (built once per evaluation epoch from the current weights)."""
+        # local: hsi.inference imports hsi.models (cost), whose package imports this module
         from hsi.inference import build_dense_head, supports_dense, tile_logits
 
         head = self._dense_cache.get("head")
