@@ -23,7 +23,7 @@ import torch
 
 from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
 from hsi.data.preprocessing import PCATransform
-from hsi.errors import ConfigError, HsiError, first_line
+from hsi.errors import ConfigError, HsiError
 from hsi.models.classifier import HSIClassifier
 
 DATAMODULE_KEY = HSIDataModule.__qualname__
@@ -84,12 +84,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is a folder, not a checkpoint file{also}")
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a checkpoint: checkpoints are zip archives and this file "
+                              f"is not one (it is truncated, or another kind of file). Give a .ckpt "
+                              f"written by hsi.train (<run>/checkpoints/*.ckpt).")
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError,
-            OSError) as error:
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({first_line(error)}): the "
-                              f"file is truncated or is not a checkpoint written by hsi.train.") from error
+    except pickle.UnpicklingError as error:  # torch's message advises unsafe loading: not repeated
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values, so it was "
+                              f"not written by hsi.train; hsi never runs code from a checkpoint "
+                              f"file.") from error
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as error:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(error).__name__}): the "
+                              f"file is truncated or damaged.") from error
     if not isinstance(contents, dict) or "state_dict" not in contents:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): a bare "
                               f"PyTorch state dict or another file. Give a .ckpt written by "

@@ -59,8 +59,8 @@ def test_todays_checkpoint_carries_the_datamodule_state(synthetic_cfg, tmp_path:
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda p: p.mkdir(), "is a folder, not a checkpoint file"),
-    (lambda p: p.write_bytes(FORMAT1.read_bytes()[:5000]), "truncated or is not a checkpoint"),
-    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(3000)), "truncated or is not a checkpoint"),
+    (lambda p: p.write_bytes(FORMAT1.read_bytes()[:5000]), "truncated"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(3000)), "truncated"),
     (lambda p: torch.save({"weight": torch.zeros(3)}, p), "not a Lightning checkpoint"),
     (lambda p: torch.save({"state_dict": {}, "epoch": 1}, p), "carries no scene information"),
 ])
