@@ -5,7 +5,9 @@ from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import model_cost
 from hsi.models.fast import HybridSNFast
 from hsi.models.hybridsn import HybridSN
+from hsi.models.spectral import CNN1D
+from hsi.models.ssftt import SSFTT
 from hsi.models.variants import HybridSNLite, HybridSNSE
 
-__all__ = ["CNN2D", "CNN3D", "HSIClassifier", "HybridSN", "HybridSNFast", "HybridSNLite", "HybridSNSE",
-           "model_cost"]
+__all__ = ["CNN1D", "CNN2D", "CNN3D", "HSIClassifier", "HybridSN", "HybridSNFast", "HybridSNLite",
+           "HybridSNSE", "SSFTT", "model_cost"]
