@@ -51,6 +51,19 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def deliberate_cause(error: BaseException) -> HsiError | None:
+    """The `HsiError` an exception is or wraps (Hydra's instantiate wraps what a constructor
+    raises), or None for an unexpected error."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, HsiError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def report_errors(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a command's work; an `HsiError` ends it with one clear line and exit status 1.
 
@@ -60,8 +73,9 @@ def report_errors(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """
     try:
         return work(*args, **kwargs)
-    except HsiError as error:
-        if traceback_wanted():
+    except Exception as raised:
+        error = deliberate_cause(raised)
+        if error is None or traceback_wanted():
             raise
         message = f"Error: {error}"
         if in_multirun():

@@ -101,6 +101,8 @@ def cases(files: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
         "map_dense_for_se": ("hsi.train", [*TINY, "map=true", "model=hybridsn_se", "map_method=dense"],
                              "map_method=dense"),
         "batch_size_zero": ("hsi.train", [*TINY, "data.batch_size=0"], "data.batch_size=0"),
+        "window_too_small_for_network": ("hsi.train", [*TINY, "data.patch_size=5"],
+                                         "at least 9x9 pixels"),
         "num_workers_negative": ("hsi.train", [*TINY, "data.num_workers=-1"], "data.num_workers=-1"),
         "seed_not_a_number": ("hsi.train", [*TINY, "seed=abc"], "seed='abc'"),
         "pca_fraction": ("hsi.train", [*TINY, "data.pca.components=12.5"], "data.pca.components=12.5"),
@@ -124,7 +126,7 @@ def cases(files: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
     }
 
 
-CASE_NAMES = ["window_larger_than_scene", "constant_bands", "map_method_typo", "map_dense_for_se",
+CASE_NAMES = ["window_larger_than_scene", "window_too_small_for_network", "constant_bands", "map_method_typo", "map_dense_for_se",
               "batch_size_zero", "num_workers_negative", "seed_not_a_number", "pca_fraction",
               "class_weights_length", "zero_epochs", "endless_epochs", "single_class", "truncated_mat",
               "empty_mat", "cube_is_a_folder", "missing_cube", "checkpoint_is_a_folder",
