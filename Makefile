@@ -11,7 +11,7 @@ install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,io,parallel,cluster]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,io,parallel,cluster,export,search]"
 
 train:
 	$(BIN)/python -m hsi.train $(ARGS)

@@ -11,6 +11,12 @@ into the multirun folder:
 - `oa_heatmap.png`: mean OA over data.patch_size x data.pca.components when both vary, or
   `oa_plot.png`: mean OA ± std against whichever one of them varies alone.
 
+`val_oa` (the best validation OA, what a search optimises) gets a column wherever a job recorded
+it. A search's folder (hparams_search=..., Optuna) also holds the sweeper's
+`optimization_results.yaml`: results.md then ends with the best trial as a command ready to re-run,
+`python -m hsi.train <overrides>` (the trial's overrides with the best values, without
+`hparams_search`, so it runs once).
+
 A job without metrics.json (crashed, killed, still running) is reported as failed, never skipped.
 """
 
@@ -22,6 +28,7 @@ import io
 import json
 import logging
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,10 @@ from hsi.utils.files import atomic_write_text
 log = logging.getLogger("hsi.summarize")
 
 METRICS = ("oa", "aa", "kappa")
+# the best validation OA of a job (the objective of a search), shown when recorded
+VAL_METRIC = "val_oa"
+# written by the Optuna sweeper into the multirun folder: best_params, best_value
+OPTUNA_RESULTS = "optimization_results.yaml"
 HEATMAP_AXES = ("data.patch_size", "data.pca.components")
 
 
@@ -127,18 +138,26 @@ def results_csv(jobs: list[Job]) -> str:
     """One row per job: overrides, metrics, train time, status."""
     keys = all_keys(jobs)
     has_leakage = any(j.ok and "leakage" in j.metrics for j in jobs)
-    columns = ["job", *keys, *METRICS, *(["leakage"] if has_leakage else []), "train_seconds", "status"]
+    has_val = any(j.ok and _number(j.metrics.get(VAL_METRIC)) for j in jobs)
+    columns = ["job", *keys, *METRICS, *([VAL_METRIC] if has_val else []),
+               *(["leakage"] if has_leakage else []), "train_seconds", "status"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     for job in jobs:
         m = job.metrics or {}
         row = [job.name, *(job.overrides.get(k, "") for k in keys), *(m.get(k, "") for k in METRICS)]
+        if has_val:
+            row.append(m.get(VAL_METRIC, ""))
         if has_leakage:
             row.append(_scalar(m.get("leakage", "")))
         row += [m.get("train_seconds", ""), "ok" if job.ok else "failed"]
         writer.writerow(["" if v is None else v for v in row])
     return buffer.getvalue()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -160,8 +179,9 @@ def group_settings(jobs: list[Job], keys: list[str]) -> dict[tuple, list[Job]]:
     return groups
 
 
-def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str:
-    """Mean ± std over seeds per setting, failed jobs listed."""
+def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
+                     best: BestTrial | None = None) -> str:
+    """Mean ± std over seeds per setting, failed jobs listed, a search's best trial."""
     keys = [k for k in varying_keys(jobs) if k != "seed"]
     fixed = [f"`{k}={jobs[0].overrides[k]}`" for k in all_keys(jobs)
              if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)]
@@ -173,9 +193,10 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str
     if fixed:
         lines += ["Common overrides: " + " ".join(fixed), ""]
     def recorded(group: list[Job], key: str) -> list[float]:
-        return [j.metrics[key] for j in group if j.ok and isinstance(j.metrics.get(key), (int, float))]
+        return [j.metrics[key] for j in group if j.ok and _number(j.metrics.get(key))]
 
-    extras = [(key, title, fmt) for key, title, fmt in (("leakage", "leakage", ".3f"),
+    extras = [(key, title, fmt) for key, title, fmt in ((VAL_METRIC, "val OA", ".4f"),
+                                                        ("leakage", "leakage", ".3f"),
                                                         ("train_seconds", "train s", ".0f"))
               if recorded(jobs, key)]
     lines += ["| " + " | ".join([*keys, "n", *(m.upper() if m != "kappa" else m for m in METRICS),
@@ -195,6 +216,8 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None) -> str
         for job in failed:
             setting = ", ".join(f"{k}={v}" for k, v in job.overrides.items() if k in keys or k == "seed")
             lines.append(f"- job {job.name} ({setting or 'no overrides'}): {job.problem}")
+    if best is not None:
+        lines += ["", "## Best trial", "", best.describe(), "", "```bash", best.command, "```"]
     if figure:
         lines += ["", f"![mean OA]({figure})"]
     return "\n".join(lines) + "\n"
@@ -256,6 +279,79 @@ def _write_figure(path: Path, fig) -> None:
     write_figure(path, fig)
 
 
+@dataclass
+class BestTrial:
+    """A search's best trial, from the sweeper's optimization_results.yaml."""
+
+    params: dict[str, Any]
+    value: float | None
+    command: str
+    job: str | None  # its job folder here, None when it ran in an earlier folder of the study
+
+    def describe(self) -> str:
+        value = f"{self.value:.4f}" if _number(self.value) else str(self.value)
+        where = (f"job {self.job}" if self.job is not None else
+                 "a trial of an earlier multirun folder of the same study (a resumed search)")
+        return (f"The best trial of the study, {where}, reached {VAL_METRIC} {value} (best validation "
+                f"OA; test pixels are never the objective). Train it again with:")
+
+
+def _override_key(line: str) -> str:
+    return line.split("=", 1)[0].lstrip("+~")
+
+
+def _same_value(line: str, value: Any) -> bool:
+    """Does the override `line` (key=value) set `value`, as Optuna stored it?"""
+    try:
+        parsed = OverridesParser.create().parse_override(line).value()
+    except Exception:  # noqa: BLE001 - an odd override never matches
+        return False
+    if _number(parsed) and _number(value):
+        return math.isclose(float(parsed), float(value), rel_tol=1e-12, abs_tol=0.0)
+    return str(parsed) == str(value)
+
+
+def _override_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def best_trial(multirun: Path, jobs: list[Job]) -> BestTrial | None:
+    """The best trial of a search and the command that trains it once (None without a search).
+
+    The command is a job's own overrides (`.hydra/overrides.yaml`: the swept values and the
+    command line's fixed ones) with the searched keys set to the best values, and without
+    `hparams_search=...`, which would start another search.
+    """
+    path = multirun / OPTUNA_RESULTS
+    try:
+        results = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(results, dict) or not isinstance(results.get("best_params"), dict):
+        return None  # a multi-objective study (Pareto front) has no single best trial
+    params: dict[str, Any] = results["best_params"]
+    lines_of: dict[str, list[str]] = {}
+    for job in jobs:
+        try:
+            lines_of[job.name] = list(yaml.safe_load(
+                (multirun / job.name / ".hydra" / "overrides.yaml").read_text()) or [])
+        except (OSError, yaml.YAMLError):
+            continue
+    match = next((name for name, lines in lines_of.items()
+                  if all(any(_override_key(line) == key and _same_value(line, value) for line in lines)
+                         for key, value in params.items())), None)
+    template = lines_of.get(match) if match is not None else next(iter(lines_of.values()), [])
+    overrides = [line for line in template
+                 if _override_key(line) not in params and _override_key(line) != "hparams_search"]
+    overrides = [f"{key}={_override_value(value)}" for key, value in params.items()] + overrides
+    command = " ".join(["python -m hsi.train", *(shlex.quote(o) for o in overrides)])
+    return BestTrial(params, results.get("best_value"), command, match)
+
+
 def summarize(multirun: str | Path) -> dict[str, Any]:
     """Write results.csv, results.md and the OA figure into `multirun`; return a summary."""
     multirun = Path(multirun)
@@ -270,11 +366,13 @@ def summarize(multirun: str | Path) -> dict[str, Any]:
             log.warning("Job %s failed: %s", job.name, job.problem)
     atomic_write_text(multirun / "results.csv", results_csv(jobs))
     figure = oa_figure(jobs, multirun)
-    atomic_write_text(multirun / "results.md", results_markdown(multirun, jobs, figure))
+    best = best_trial(multirun, jobs)
+    atomic_write_text(multirun / "results.md", results_markdown(multirun, jobs, figure, best))
     failed = [j.name for j in jobs if not j.ok]
     log.info("%d jobs (%d failed); wrote results.csv, results.md%s in %s", len(jobs), len(failed),
              f", {figure}" if figure else "", multirun)
-    return {"jobs": len(jobs), "failed": failed, "figure": figure}
+    return {"jobs": len(jobs), "failed": failed, "figure": figure,
+            "best_command": best.command if best else None, "best_job": best.job if best else None}
 
 
 def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") -> int:
@@ -288,4 +386,6 @@ def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") ->
     except FileNotFoundError as error:
         parser.error(str(error))
     print((args.multirun / "results.md").read_text())
+    if summary["best_command"]:
+        print(f"best trial: {summary['best_command']}")
     return 1 if summary["failed"] else 0

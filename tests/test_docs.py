@@ -128,7 +128,9 @@ def first_of_sweeps(arguments: list[str], where: str) -> tuple[list[str], bool, 
     parsed = OverridesParser.create().parse_overrides(overrides)
     reduced = []
     for override in parsed:
-        if override.is_sweep_override():
+        if override.is_interval_sweep():  # an Optuna search space (hparams_search=...): its low end
+            reduced.append(f"{override.get_key_element()}={override.value().start}")
+        elif override.is_sweep_override():
             first = next(override.sweep_string_iterator())
             reduced.append(f"{override.get_key_element()}={first}")
         else:
