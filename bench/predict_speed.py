@@ -1,8 +1,9 @@
-"""Full-scene prediction time of HybridSN on the CPU: dense vs batched windows vs the notebook.
+"""Full-scene prediction time on the CPU: dense vs batched windows vs the notebook.
 
-    python bench/predict_speed.py [--size 145] [--bands 200] [--threads 2]
+    python bench/predict_speed.py [--size 145] [--bands 200] [--threads 2] [--model hybridsn_fast]
 
-One run, one process, the same network (HybridSN, 30 PCA components, 25x25 windows,
+One run, one process, the same network (HybridSN or `--model`'s `conf/model/<name>.yaml` network
+with its default settings, untrained, 30 PCA components, 25x25 windows,
 16 classes, eval mode) on the same 145x145x200 cube (the 8-bit Indian Pines cube when
 ../shared/data has it, else a synthetic one of that size):
 - dense: the trunk once over the padded scene, the classifier as convolutions (hsi.inference);
@@ -21,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hsi.config import CONFIG_DIR
 from hsi.data.patches import pad_cube
 from hsi.data.preprocessing import fit_pca
 from hsi.inference import dense_logits, window_logits
-from hsi.models import HybridSN
 
 SHARED_CUBE = Path(__file__).resolve().parents[2] / "shared/data/indian_pines_8bit/IP_200_M.mat"
 PATCH, COMPONENTS, CLASSES = 25, 30, 16
@@ -68,17 +69,22 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=200)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-notebook", action="store_true")
+    parser.add_argument("--model", default="hybridsn", help="a conf/model/<name>.yaml with a dense-capable net")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     cube, source = load_cube(args.size, args.bands)
     reduced = fit_pca(cube.reshape(-1, cube.shape[2]), COMPONENTS)(cube)
-    net = HybridSN(COMPONENTS, PATCH, CLASSES).eval()
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    net_cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{args.model}.yaml").net
+    net = instantiate(net_cfg, in_bands=COMPONENTS, patch_size=PATCH, num_classes=CLASSES).eval()
     padded = pad_cube(reduced, PATCH)
     h, w = reduced.shape[:2]
     coords = np.stack(np.indices((h, w)).reshape(2, -1), axis=1)
-    print(f"HybridSN on a {h}x{w}x{cube.shape[2]} cube ({source}), {h * w} pixels, "
+    print(f"{type(net).__name__} on a {h}x{w}x{cube.shape[2]} cube ({source}), {h * w} pixels, "
           f"{torch.get_num_threads()} threads")
 
     dense, t_dense = timed(dense_logits, net, padded, PATCH)
