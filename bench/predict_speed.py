@@ -69,7 +69,8 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=200)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-notebook", action="store_true")
-    parser.add_argument("--model", default="hybridsn", help="a conf/model/<name>.yaml with a dense-capable net")
+    parser.add_argument("--model", default="hybridsn",
+                        help="a conf/model/<name>.yaml with a dense-capable net")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -126,7 +126,8 @@ def cases(files: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
     }
 
 
-CASE_NAMES = ["window_larger_than_scene", "window_too_small_for_network", "constant_bands", "map_method_typo", "map_dense_for_se",
+CASE_NAMES = ["window_larger_than_scene", "window_too_small_for_network", "constant_bands",
+              "map_method_typo", "map_dense_for_se",
               "batch_size_zero", "num_workers_negative", "seed_not_a_number", "pca_fraction",
               "class_weights_length", "zero_epochs", "endless_epochs", "single_class", "truncated_mat",
               "empty_mat", "cube_is_a_folder", "missing_cube", "checkpoint_is_a_folder",
