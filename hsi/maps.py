@@ -121,3 +121,42 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: list[str], title
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.tight_layout()
     return fig
+
+
+# train, validation, test, dropped (labelled but in no subset); 0 (unlabelled) stays black
+SUBSET_COLOURS = np.array([[0, 114, 178], [230, 159, 0], [0, 158, 115], [150, 150, 150]], dtype=np.uint8)
+
+
+def split_image(labels: np.ndarray, split: dict[str, np.ndarray]) -> np.ndarray:
+    """(H, W) codes: 0 unlabelled, 1 train, 2 val, 3 test, 4 labelled but in no subset."""
+    codes = np.where(labels > 0, 4, 0).astype(np.uint8)
+    for code, subset in enumerate(("train", "val", "test"), start=1):
+        coords = np.asarray(split.get(subset, np.zeros((0, 2), dtype=np.int64))).reshape(-1, 2)
+        codes[coords[:, 0], coords[:, 1]] = code
+    return codes
+
+
+def split_figure(labels: np.ndarray, split: dict[str, np.ndarray], class_names: Sequence[str],
+                 title: str = "", dropped: str = "dropped (in no subset)"):
+    """Ground truth | where the train / val / test pixels are, and the labelled pixels in none
+    (`dropped` names them, e.g. the margin of a spatially disjoint split), with pixel counts."""
+    from matplotlib.patches import Patch
+
+    codes = split_image(labels, split)
+    image = np.concatenate([np.zeros((1, 3), dtype=np.uint8), SUBSET_COLOURS])[codes]
+    counts = np.bincount(codes.ravel(), minlength=5)
+    names = ["train", "validation", "test", dropped]
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.8))
+    axes[0].imshow(colourise(labels, len(class_names)), interpolation="nearest")
+    axes[0].set_title("ground truth", fontsize=9)
+    axes[1].imshow(image, interpolation="nearest")
+    axes[1].set_title("split", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    axes[1].legend(handles=[Patch(color=SUBSET_COLOURS[k] / 255, label=f"{name} ({counts[k + 1]:,})")
+                            for k, name in enumerate(names)],
+                   loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,6 +1,6 @@
 """Everything a run writes into its folder, each file written atomically.
 
-At the start: `split.npz`, `label_mapping.json`. At the end: `metrics.json`,
+At the start: `split.npz`, `split.png`, `label_mapping.json`. At the end: `metrics.json`,
 `classification_report.txt`, `confusion_matrix.csv` / `.png` and the TensorBoard summaries;
 then the whole-scene map: `prediction.npy`, `prediction.png`, `map.png` (and `prediction.json`
 for `hsi.predict`).
@@ -23,7 +23,7 @@ import torch
 from hsi.checkpoint import reduce_cube
 from hsi.data.scene import Scene
 from hsi.inference import predict_labels
-from hsi.maps import confusion_matrix_figure, label_figure, map_figure, pyplot
+from hsi.maps import confusion_matrix_figure, label_figure, map_figure, pyplot, split_figure
 from hsi.models.metrics import accuracy_report
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 
@@ -66,11 +66,25 @@ def write_label_mapping(path: str | Path, datamodule: Any) -> Path:
     return atomic_write_json(path, datamodule.scene.label_mapping())
 
 
-def write_run_start(output_dir: str | Path, datamodule: Any) -> Path:
-    """The split and label mapping, written before training starts."""
+def write_split_figure(path: str | Path, datamodule: Any, loggers: Sequence[Any] = ()) -> Path:
+    """split.png: the ground truth beside the train / val / test pixels and the dropped ones,
+    also given to the loggers that take figures (TensorBoard: `split`)."""
+    scene, report = datamodule.scene, datamodule.split_report
+    dropped = "dropped (within a training window)" if report.get("method") == "disjoint" else \
+        "in no subset"
+    title = f"{scene.name}: {report.get('method', 'split')} split, {datamodule.hparams.patch_size}px windows"
+    fig = split_figure(scene.labels, datamodule.split, scene.class_names, title, dropped)
+    _figure_to_loggers(loggers, "split", fig, 0)
+    return write_figure(path, fig, dpi=110)
+
+
+def write_run_start(output_dir: str | Path, datamodule: Any, loggers: Sequence[Any] = ()) -> Path:
+    """The split (split.npz, split.png, also to `loggers`) and label mapping, written before
+    training starts."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_split(output_dir / "split.npz", datamodule)
+    write_split_figure(output_dir / "split.png", datamodule, loggers)
     write_label_mapping(output_dir / "label_mapping.json", datamodule)
     log.info("Scene %s: %s, %d bands per window, %d classes; outputs in %s",
              datamodule.scene.name, datamodule.sizes(), datamodule.num_bands,

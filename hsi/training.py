@@ -138,7 +138,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      **no_validation)
     if trainer.is_global_zero:
-        write_run_start(cfg.paths.output_dir, datamodule)
+        write_run_start(cfg.paths.output_dir, datamodule, trainer.loggers)
 
     times: dict[str, float] = {}
     if cfg.get("train") and cfg.get("ckpt_path"):
@@ -202,7 +202,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
     """scikit-learn: fit on the training pixels' spectra, test on the test pixels' spectra."""
-    output_dir = write_run_start(cfg.paths.output_dir, datamodule)
+    output_dir = write_run_start(cfg.paths.output_dir, datamodule, loggers)
     estimator = instantiate(cfg.model)
     train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
     checkpoint = output_dir / "model.pkl"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from hsi.data.augment import BatchAugment
 from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.download import user_cache_dir
 from hsi.data.leakage import leakage
@@ -57,7 +58,10 @@ class HSIDataModule(L.LightningDataModule):
     `eval_path` (`data.eval_path`): how validation and test run; `window` cuts every pixel's
     window (`PatchDataset`), `dense` feeds row tiles of the padded scene (`TileDataset`, at most
     `eval_tile_rows` output rows each) to a dense-capable network, `auto` chooses dense when the
-    network allows it, which only the model knows: see `use_dense_evaluation`. Scene
+    network allows it, which only the model knows: see `use_dense_evaluation`. `augment`
+    (`augment=none|flips|spectral|all`, written to `data.augment`): a `BatchAugment` or a
+    mapping of its settings, applied to training batches on their device
+    (`on_after_batch_transfer`); None or one with everything off changes nothing. Scene
     options not named here (`cube_path`, `height`, ...) go to `load_scene`. The saved
     hyperparameters are plain values, so `HSIDataModule(**datamodule.hparams)` rebuilds it.
     """
@@ -67,6 +71,7 @@ class HSIDataModule(L.LightningDataModule):
                  split: SplitStrategy | Mapping[str, Any] | None = None, split_seed: int = 345,
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
                  pin_memory: bool = False, eval_path: str = "auto", eval_tile_rows: int = 128,
+                 augment: BatchAugment | Mapping[str, Any] | None = None,
                  **scene_options: Any) -> None:
         super().__init__()
         _refuse_old_keys(scene_options)
@@ -74,13 +79,17 @@ class HSIDataModule(L.LightningDataModule):
         check_eval_path(eval_path, eval_tile_rows)
         self.pca_settings = PCASettings.from_any(_plain(pca))
         self.split_strategy = split_strategy(split)
-        self.save_hyperparameters(ignore=["scene", "pca", "split"] if isinstance(scene, Scene)
-                                  else ["pca", "split"], logger=False)
+        augmenter = BatchAugment.from_any(_plain(augment))
+        self.augment = augmenter if augmenter is not None and augmenter.active else None
+        self.save_hyperparameters(ignore=["scene", "pca", "split", "augment"] if isinstance(scene, Scene)
+                                  else ["pca", "split", "augment"], logger=False)
         # Absolute paths and plain values, so the hyperparameters saved in a checkpoint
         # rebuild the same scene from any folder (hsi.evaluate, hsi.predict).
         self.scene_options = _plain_options(scene_options)
         self.hparams.update(data_dir=_absolute(data_dir), pca=self.pca_settings.config(),
-                            split=self.split_strategy.config(), **self.scene_options)
+                            split=self.split_strategy.config(),
+                            augment=None if self.augment is None else self.augment.config(),
+                            **self.scene_options)
         self._hparams_initial = copy.deepcopy(self._hparams)
         self._scene_arg = scene
         self.scene: Scene | None = None
@@ -278,6 +287,18 @@ class HSIDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+    # -- augmentation -----------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches of windows through `augment` on their device; everything else
+        (validation, test, prediction, dense tiles) unchanged."""
+        trainer = self.trainer
+        if (self.augment is None or trainer is None or not trainer.training
+                or not isinstance(batch, (tuple, list)) or len(batch) != 2):
+            return batch
+        x, y = batch
+        generator = self.augment.generator(x.device, offset=trainer.global_rank)
+        return type(batch)(self.augment(x, y, generator))
 
 
 # -- building from configs ----------------------------------------------------------------------

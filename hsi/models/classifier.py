@@ -37,14 +37,21 @@ class HSIClassifier(L.LightningModule):
     The network is built here from its config and the data's (bands, patch size, classes),
     so the checkpoint's hyperparameters alone rebuild the model (`load_from_checkpoint`); what
     prediction needs besides (PCA, split, classes) is the datamodule's checkpoint state.
+    `label_smoothing` (`model.label_smoothing`, 0 to below 1) smooths the targets of the training
+    loss; validation and test losses are plain cross-entropy, comparable between runs.
     """
 
     def __init__(self, net: dict, num_bands: int, patch_size: int, num_classes: int,
                  class_names: list[str] | None = None,
                  optimizer: dict | None = None, scheduler: dict | None = None,
                  scheduler_monitor: str = "train/loss",
-                 class_weights: list[float] | None = None) -> None:
+                 class_weights: list[float] | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__()
+        if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float))
+                or not 0 <= label_smoothing < 1):
+            raise ConfigError(f"model.label_smoothing={label_smoothing!r} must be a number from 0 to "
+                              f"below 1 (0: none; 0.1 is usual).")
+        label_smoothing = float(label_smoothing)
         net, optimizer, scheduler = _plain(net), _plain(optimizer), _plain(scheduler)
         class_names = list(class_names) if class_names is not None else [
             f"class_{k}" for k in range(1, num_classes + 1)]
@@ -69,13 +76,19 @@ class HSIClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor],
+              smoothing: float = 0.0) -> tuple[torch.Tensor, ...]:
         x, y = batch
         logits = self(x)
-        return self.criterion(logits, y), logits.argmax(1), y
+        if smoothing:  # the training loss only (model.label_smoothing)
+            loss = nn.functional.cross_entropy(logits, y, weight=self.criterion.weight,
+                                               label_smoothing=smoothing)
+        else:
+            loss = self.criterion(logits, y)
+        return loss, logits.argmax(1), y
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, preds, y = self._step(batch)
+        loss, preds, y = self._step(batch, self.hparams.get("label_smoothing", 0.0))
         if not torch.isfinite(loss):
             raise DataError(f"The training loss became {loss.item()} at epoch {self.current_epoch}, "
                             f"batch {batch_idx}: the windows hold non-finite or huge values (check the "
