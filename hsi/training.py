@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # A network larger than this is refused: it is a window or band count gone wrong (HybridSN on the
 # recipe's 25x25 windows has 5.1 M parameters), not something to train for hours.
 MAX_PARAMETERS = 100_000_000
+# settings of the LightningModule that an experiment may set for every model; a scikit-learn
+# estimator has no use for them
+NETWORK_ONLY = frozenset({"optimizer", "scheduler", "scheduler_monitor", "label_smoothing", "class_weights"})
 
 
 def build_datamodule(cfg: DictConfig) -> HSIDataModule:
@@ -203,7 +206,10 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
     """scikit-learn: fit on the training pixels' spectra, test on the test pixels' spectra."""
     output_dir = write_run_start(cfg.paths.output_dir, datamodule, loggers)
-    estimator = instantiate(cfg.model)
+    ignored = sorted(NETWORK_ONLY & set(cfg.model))
+    if ignored:  # e.g. an experiment's schedule, shared by every network
+        log.info("model.%s apply to networks only; the estimator ignores them.", ", model.".join(ignored))
+    estimator = instantiate({k: v for k, v in cfg.model.items() if k not in NETWORK_ONLY})
     train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
     checkpoint = output_dir / "model.pkl"
     times: dict[str, float] = {}
