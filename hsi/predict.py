@@ -16,8 +16,9 @@ import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.checkpoint import Checkpoint, load_checkpoint
 from hsi.data.io import read_array
 from hsi.data.scene import Scene, fill_nonfinite
-from hsi.errors import report_errors
+from hsi.errors import ConfigError, report_errors
 from hsi.inference import check_method, predict_labels
+from hsi.onnx_export import predict_onnx
 from hsi.run_files import write_prediction
 from hsi.utils.files import atomic_write_json
 from hsi.validation import check_predict_config
@@ -45,6 +46,10 @@ def scene_from_config(data_cfg: DictConfig | None,
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     check_predict_config(cfg)
+    if cfg.get("model_path"):  # an exported graph (hsi.export): onnxruntime, no checkpoint
+        return predict_onnx(cfg, scene_from_config)
+    if cfg.get("ckpt_path") is None:
+        raise ConfigError("hsi.predict needs ckpt_path=<checkpoint> or model_path=<exported model.onnx>.")
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = checkpoint.classifier(cfg.get("device", "auto"))
     check_method(model.net, cfg.method)

@@ -38,7 +38,7 @@ FIRST_COMMANDS = [
 ]
 
 # `python -m hsi.<name>` entry points whose config is conf/<name>.yaml
-HYDRA_COMMANDS = {"train", "evaluate", "predict", "profile"}
+HYDRA_COMMANDS = {"train", "evaluate", "predict", "profile", "export"}
 # argparse entry points: checked by importing them and asking for --help
 PLAIN_COMMANDS = {"summarize", "report"}
 

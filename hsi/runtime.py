@@ -1,0 +1,341 @@
+"""Classify a scene with an exported model (`python -m hsi.export`) without PyTorch.
+
+This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`, which
+imports nothing heavy; scipy / h5py only to read `.mat` files), so a deployment needs neither
+torch nor Lightning:
+
+    from hsi.runtime import OnnxClassifier, read_cube
+    model = OnnxClassifier.load("outputs/export/runs/<timestamp>")     # or .../model.int8.onnx
+    labels = model.predict(read_cube("scene.mat"))                       # (H, W), 1..K, 0 = NaN
+
+An export folder holds `model.json` (what the graph expects and what it was checked against) and
+`model.onnx` (plus `model.int8.onnx` with `quantize=int8`, and `pca.onnx` for networks that run
+window by window). Two kinds of graph:
+
+- `dense`: the whole pipeline as one fully convolutional graph, raw cube tile (1, bands, H, W) ->
+  PCA as a 1x1 convolution -> zero padding by the window margin -> trunk -> head as convolutions
+  -> logits (1, classes, H, W). Large scenes run in bands of `tile_rows` rows, each with `margin`
+  rows of halo above and below, so every pixel sees exactly the window it would see in one piece.
+- `windows`: `pca.onnx` reduces the cube (1x1 convolution, row tile by row tile), the reduced cube
+  is zero-padded and cut into windows (N, 1, components, p, p) here, and the network graph gives
+  logits (N, classes) batch by batch.
+
+Pixels whose spectrum holds NaN or inf get label 0; their values are filled with the band means
+of the cube's finite values before the network sees them (as `data.nan_policy=exclude` does), so
+their neighbours' windows stay finite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hsi.errors import DataError, HsiError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+METADATA = "model.json"
+FORMAT = "hsi-onnx"
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "int8")
+NAN_POLICIES = ("exclude", "error")
+EXTRA = 'pip install -e ".[export]"'
+
+
+class ModelFileError(HsiError, ValueError):
+    """An export folder or file that cannot be used (missing, not written by hsi.export, broken)."""
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise HsiError(f"Running an exported model needs onnxruntime: {EXTRA} (or pip install "
+                       f"onnxruntime).") from error
+    return onnxruntime
+
+
+def _tiles(height: int, tile_rows: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, height, tile_rows):
+        yield start, min(start + tile_rows, height)
+
+
+class OnnxClassifier:
+    """An exported model: `model.json` and its ONNX graph(s), run by onnxruntime on the CPU.
+
+    `meta` is the content of `model.json`; `precision` the graph that runs (`fp32` or `int8`);
+    `threads` onnxruntime's intra-op threads (None: onnxruntime's default, one per core).
+    """
+
+    def __init__(self, folder: str | Path, precision: str | None = None, threads: int | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.folder = Path(folder)
+        self.meta = meta if meta is not None else read_metadata(self.folder)
+        files = self.meta["files"]
+        precision = precision or self.meta.get("default_precision", "fp32")
+        if precision not in PRECISIONS:
+            raise ModelFileError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
+        if precision not in files:
+            raise ModelFileError(f"{self.folder} holds no {precision} graph (files: "
+                                 f"{', '.join(sorted(files.values()))}); export it with "
+                                 f"python -m hsi.export ckpt_path=<file> quantize={precision}.")
+        self.precision = precision
+        self.threads = threads
+        self.session = self._session(files[precision])
+        self.pca_session = self._session(files["pca"]) if files.get("pca") else None
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, precision: str | None = None,
+             threads: int | None = None) -> OnnxClassifier:
+        """From an export folder (its `model.json` names the default graph) or one of its `.onnx`
+        files (`model.onnx`: fp32, `model.int8.onnx`: int8), with `model.json` beside it."""
+        path = Path(path).expanduser()
+        if path.is_dir():
+            return cls(path, precision, threads)
+        if not path.exists():
+            raise MissingFileError(f"Exported model not found: {path}. Give the folder "
+                                   f"python -m hsi.export wrote (outputs/export/runs/<timestamp>) or "
+                                   f"its model.onnx / model.int8.onnx.")
+        meta = read_metadata(path.parent)
+        by_file = {name: kind for kind, name in meta["files"].items() if kind in PRECISIONS}
+        if path.name not in by_file:
+            raise ModelFileError(f"{path} is not one of the network graphs of its export folder "
+                                 f"({', '.join(sorted(by_file))}).")
+        chosen = by_file[path.name]
+        if precision is not None and precision != chosen:
+            raise ModelFileError(f"{path} is the {chosen} graph but precision={precision} was asked for.")
+        return cls(path.parent, chosen, threads, meta)
+
+    def _session(self, name: str):
+        ort = _onnxruntime()
+        path = self.folder / name
+        if not path.is_file():
+            raise MissingFileError(f"{path} is missing: the export folder is incomplete; export "
+                                   f"again with python -m hsi.export.")
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own types for broken files
+            raise ModelFileError(f"{path} cannot be loaded by onnxruntime ({type(error).__name__}: "
+                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                                 f"export it again.") from error
+
+    # -- what the model expects ----------------------------------------------------------------
+    @property
+    def bands(self) -> int:
+        return int(self.meta["bands"])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.meta["patch_size"])
+
+    @property
+    def kind(self) -> str:
+        """`dense` or `windows`."""
+        return str(self.meta["path"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["class_names"])
+
+    def __repr__(self) -> str:
+        return (f"OnnxClassifier({self.meta['network']}, {self.kind}, {self.precision}, "
+                f"{self.bands} bands, {self.num_classes} classes, {self.folder})")
+
+    # -- inference -----------------------------------------------------------------------------
+    def check_cube(self, cube: np.ndarray, nan_policy: str = "exclude") -> tuple[np.ndarray, np.ndarray]:
+        """(float32 cube with NaN/inf filled by band means, (H, W) mask of those pixels), after
+        checking its shape and band count."""
+        return prepare_cube(cube, self.bands, self.meta.get("scene"), nan_policy)
+
+    def logits(self, cube: np.ndarray, tile_rows: int = 128, batch_size: int = 256,
+               nan_policy: str = "exclude") -> np.ndarray:
+        """(classes, H, W) float32 logits for every pixel of a (H, W, bands) cube."""
+        filled, _ = self.check_cube(cube, nan_policy)
+        return self._logits(filled, tile_rows, batch_size)
+
+    def predict(self, cube: np.ndarray, tile_rows: int = 128, batch_size: int = 256,
+                nan_policy: str = "exclude") -> np.ndarray:
+        """(H, W) int16 labels 1..K for every pixel of a (H, W, bands) cube; 0 where the
+        spectrum holds NaN or inf (`nan_policy=error` stops instead)."""
+        filled, bad = self.check_cube(cube, nan_policy)
+        labels = self._logits(filled, tile_rows, batch_size).argmax(0).astype(np.int16) + 1
+        labels[bad] = 0
+        return labels
+
+    def _logits(self, cube: np.ndarray, tile_rows: int, batch_size: int) -> np.ndarray:
+        if tile_rows < 1 or batch_size < 1:
+            raise DataError(f"tile_rows={tile_rows} and batch_size={batch_size} must be >= 1.")
+        if self.kind == "dense":
+            return self._dense(cube, tile_rows)
+        if self.kind == "windows":
+            return self._windows(self._reduce(cube, tile_rows), batch_size)
+        raise ModelFileError(f"{self.folder / METADATA}: unknown path {self.kind!r}.")
+
+    def _dense(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
+        """The dense graph over row tiles with `margin` rows of halo; the graph pads by itself."""
+        height, width = cube.shape[:2]
+        margin = self.patch_size // 2
+        name = self.session.get_inputs()[0].name
+        out = np.empty((self.num_classes, height, width), dtype=np.float32)
+        for start, stop in _tiles(height, tile_rows):
+            low, high = max(0, start - margin), min(height, stop + margin)
+            tile = np.ascontiguousarray(cube[low:high].transpose(2, 0, 1))[None]
+            logits = self.session.run(None, {name: tile})[0][0]
+            out[:, start:stop] = logits[:, start - low:stop - low]
+        return out
+
+    def _reduce(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
+        """(components, H, W) float32: the PCA graph row tile by row tile (no PCA: the bands)."""
+        planes = np.ascontiguousarray(cube.transpose(2, 0, 1))
+        if self.pca_session is None:
+            return planes
+        name = self.pca_session.get_inputs()[0].name
+        tiles = [self.pca_session.run(None, {name: planes[None, :, start:stop]})[0][0]
+                 for start, stop in _tiles(cube.shape[0], tile_rows)]
+        return np.concatenate(tiles, axis=1)
+
+    def _windows(self, reduced: np.ndarray, batch_size: int) -> np.ndarray:
+        """Every pixel's window (1, components, p, p) cut from the zero-padded reduced cube."""
+        p, m = self.patch_size, self.patch_size // 2
+        channels, height, width = reduced.shape
+        padded = np.pad(reduced, ((0, 0), (m, m), (m, m)))
+        rows, cols = np.indices((height, width)).reshape(2, -1)
+        offsets = np.arange(p)
+        name = self.session.get_inputs()[0].name
+        out = np.empty((rows.size, self.num_classes), dtype=np.float32)
+        for start in range(0, rows.size, batch_size):
+            r = rows[start:start + batch_size, None] + offsets  # (n, p)
+            c = cols[start:start + batch_size, None] + offsets
+            batch = padded[:, r[:, :, None], c[:, None, :]]  # (channels, n, p, p)
+            batch = np.ascontiguousarray(batch.transpose(1, 0, 2, 3))[:, None]
+            out[start:start + len(r)] = self.session.run(None, {name: batch})[0]
+        return out.T.reshape(self.num_classes, height, width)
+
+
+# -- checks ------------------------------------------------------------------------------------
+def prepare_cube(cube: Any, bands: int, scene: str | None = None,
+                 nan_policy: str = "exclude") -> tuple[np.ndarray, np.ndarray]:
+    """Check a (H, W, bands) cube for a model of `bands` bands; return it as float32 with NaN/inf
+    values filled by band means, and the (H, W) mask of the pixels that held them."""
+    if nan_policy not in NAN_POLICIES:
+        raise DataError(f"nan_policy={nan_policy!r}; choose one of {', '.join(NAN_POLICIES)}.")
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        what = (" (one band or a ground truth?)" if cube.ndim == 2 else "")
+        raise DataError(f"expected a (height, width, bands) cube, got shape {cube.shape}{what}; "
+                        f"give the 3-D cube the model was trained on.")
+    if cube.dtype.kind not in "biuf":
+        raise DataError(f"the cube has dtype {cube.dtype}; it must hold numbers (integer or float).")
+    if cube.shape[2] != bands:
+        hint = (f" It looks band-first {cube.shape}: transpose it to (height, width, bands)."
+                if cube.shape[0] == bands else "")
+        where = f" (scene {scene!r})" if scene else ""
+        raise DataError(f"The checkpoint was trained on cubes with {bands} bands{where} but this "
+                        f"cube has {cube.shape[2]}; predict on a cube from the same sensor and band "
+                        f"set.{hint}")
+    if 0 in cube.shape:
+        raise DataError(f"the cube {cube.shape} holds no pixel.")
+    cube = cube.astype(np.float32, copy=False)
+    finite = np.isfinite(cube)
+    bad = ~finite.all(axis=2)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return cube, bad
+    if nan_policy == "error":
+        raise DataError(f"{n_bad} pixels of the cube hold NaN or inf values; fill them, or use "
+                        f"nan_policy=exclude (label 0 there, values filled with band means).")
+    if n_bad == bad.size:
+        raise DataError("every pixel of the cube holds NaN or inf values; there is nothing to classify.")
+    counts = finite.sum(axis=(0, 1))
+    sums = np.where(finite, cube, 0).sum(axis=(0, 1), dtype=np.float64)
+    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
+    cube = np.where(finite, cube, means)
+    log.warning("%d pixels hold NaN or inf values: filled with band means for the network and left "
+                "unclassified (0).", n_bad)
+    return cube, bad
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any]:
+    """`model.json` of an export folder, checked to be one this version reads."""
+    path = Path(folder) / METADATA
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found: give a folder written by python -m hsi.export "
+                               f"(outputs/export/runs/<timestamp>) or a .onnx file inside one.")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{path} cannot be read as JSON ({error}); export again.") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path} was not written by python -m hsi.export.")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path} has format version {meta.get('format_version')}; this version "
+                             f"of hsi reads {FORMAT_VERSION}. Export again with this version.")
+    return meta
+
+
+# -- reading cubes without the rest of hsi (hsi.data imports torch) ----------------------------
+def read_cube(path: str | Path, key: str | None = None) -> np.ndarray:
+    """A (H, W, bands) cube from `.npy`, `.npz` or `.mat` (v5 / v7.3): the variable `key`, or
+    the only 3-D array in the file. Other formats: convert to .npy (or use hsi.data.io)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"File not found: {path}.")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arrays = {path.stem: np.load(path, allow_pickle=False)}
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    elif suffix == ".mat":
+        arrays = _read_mat(path)
+    else:
+        raise DataError(f"{path}: the runtime reads .npy, .npz and .mat cubes; convert "
+                        f"{suffix or 'this file'} to .npy (numpy.save) first.")
+    if key is not None:
+        if key not in arrays:
+            raise DataError(f"{path} has no variable {key!r}; it holds "
+                            f"{', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'none'}.")
+        return arrays[key]
+    cubes = [k for k, v in arrays.items() if np.ndim(v) == 3]
+    if len(cubes) != 1:
+        raise DataError(f"Cannot tell which variable of {path} is the cube ({len(cubes)} 3-D arrays; "
+                        f"it holds {', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'none'}); "
+                        f"name it with key=...")
+    return arrays[cubes[0]]
+
+
+def _read_mat(path: Path) -> dict[str, np.ndarray]:
+    import scipy.io
+
+    try:
+        raw = scipy.io.loadmat(path)
+    except NotImplementedError:  # MATLAB v7.3 is HDF5, stored column-major
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return {k: np.ascontiguousarray(np.asarray(v[()]).T) for k, v in f.items()
+                    if isinstance(v, h5py.Dataset) and not k.startswith("#")}
+    return {k: v for k, v in raw.items()
+            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
+
+
+def default_threads() -> int | None:
+    """`HSI_ORT_THREADS` if set (onnxruntime's intra-op threads), else None (one per core)."""
+    value = os.environ.get("HSI_ORT_THREADS")
+    return int(value) if value else None
