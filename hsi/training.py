@@ -58,17 +58,19 @@ def build_model(cfg: DictConfig, datamodule: HSIDataModule) -> HSIClassifier:
         raise ConfigError(f"model.class_weights has {len(class_weights)} weights but the scene has "
                           f"{datamodule.num_classes} classes ({', '.join(datamodule.class_names)}); "
                           f"give one per class, or model.class_weights=balanced.")
-    model = instantiate(cfg.model, num_bands=datamodule.num_bands,
-                        patch_size=datamodule.hparams.patch_size,
-                        num_classes=datamodule.num_classes, class_names=datamodule.class_names,
-                        class_weights=class_weights, _recursive_=False)
-    params = count_parameters(model.net)
+    with torch.device("meta"):  # counted before any memory is taken
+        probe = instantiate(cfg.model.net, in_bands=datamodule.num_bands,
+                            patch_size=datamodule.hparams.patch_size, num_classes=datamodule.num_classes)
+    params = count_parameters(probe)
     if params > MAX_PARAMETERS:
         raise ConfigError(f"With data.patch_size={datamodule.hparams.patch_size} and "
                           f"{datamodule.num_bands} bands per window the network would have "
                           f"{params:,} parameters ({params * 4 / 1e9:.1f} GB per checkpoint); lower "
                           f"data.patch_size or data.pca.components.")
-    return model
+    return instantiate(cfg.model, num_bands=datamodule.num_bands,
+                       patch_size=datamodule.hparams.patch_size,
+                       num_classes=datamodule.num_classes, class_names=datamodule.class_names,
+                       class_weights=class_weights, _recursive_=False)
 
 
 def is_network(model_cfg: DictConfig) -> bool:

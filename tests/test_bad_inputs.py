@@ -203,8 +203,8 @@ def test_the_traceback_is_there_when_asked(files: dict[str, Path], tmp_path: Pat
 def test_an_exploding_network_is_refused_before_training(synthetic_cfg, tmp_path: Path) -> None:
     from hsi.training import train
 
-    cfg = synthetic_cfg("data.height=48", "data.width=48", "data.patch_size=45", "data.pca.components=30",
-                        "data.bands=60")
+    cfg = synthetic_cfg("data.height=96", "data.width=96", "data.patch_size=95", "data.pca.components=30",
+                        "data.bands=60")  # HybridSN: 64 x 87 x 87 features x 256 = 124 M parameters
     with pytest.raises(ConfigError, match=r"parameters .*lower data.patch_size"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
