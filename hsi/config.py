@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hsi.errors import HsiError, traceback_wanted
+from hsi.errors import HsiError, exit_with
 from hsi.utils.files import claim_run_folder, release_run_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -65,10 +64,7 @@ def _claim(folder: str) -> None:
     try:
         claim_run_folder(folder)
     except HsiError as error:
-        if traceback_wanted():
-            raise
-        print(f"Error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with(error)
 
 
 register_resolvers()

@@ -51,6 +51,15 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def exit_with(error: HsiError) -> None:
+    """Outside a command's work (a Hydra callback): one line on stderr and exit status 1, or the
+    traceback when asked for."""
+    if traceback_wanted():
+        raise error
+    print(f"Error: {error}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
 def deliberate_cause(error: BaseException) -> HsiError | None:
     """The `HsiError` an exception is or wraps (Hydra's instantiate wraps what a constructor
     raises), or None for an unexpected error."""

@@ -611,7 +611,7 @@ def predict_onnx(cfg: Any, load_scene: Callable[[Any, Any], tuple[np.ndarray, An
     """`python -m hsi.predict model_path=<export>/model.onnx [data=...]`: every pixel of a scene
     classified by an exported graph; writes what `hsi.predict` writes. `load_scene(data_cfg,
     checkpoint_like)` is hsi.predict's scene_from_config."""
-    from hsi.run_files import write_prediction
+    from hsi.run_files import write_prediction_run
 
     model = OnnxClassifier.load(cfg.model_path, threads=cfg.get("threads"))
     method = cfg.get("method", "auto")
@@ -622,19 +622,11 @@ def predict_onnx(cfg: Any, load_scene: Callable[[Any, Any], tuple[np.ndarray, An
     filled, bad = model.check_cube(cube)  # band count, shape; NaN / inf filled with band means
     start = time.perf_counter()
     prediction = model.predict(filled, cfg.get("tile_rows", 128), cfg.get("batch_size", 256))
-    prediction[bad] = 0  # no label where the spectrum was not measured
     seconds = time.perf_counter() - start
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     path = f"onnx-{model.kind}-{model.precision}"
     title = f"{model.meta['network']} on {scene.name if scene else 'cube'} ({path} inference)"
     same_scene = scene is not None and scene.name == model.meta.get("scene")
-    metrics = write_prediction(output_dir, filled, scene, prediction, model.class_names, title,
-                               rgb_bands=model.meta.get("rgb_bands") if same_scene else None)
-    summary = {"model": str(Path(cfg.model_path).resolve()), "checkpoint": model.meta["checkpoint"]["path"],
-               "path": path, "seconds": round(seconds, 2), "shape": list(prediction.shape),
-               "nonfinite_pixels": int(bad.sum()), "class_names": model.class_names, **metrics}
-    atomic_write_json(output_dir / "prediction.json", summary)
-    log.info("%s inference over %dx%d pixels in %.1f s%s; outputs in %s", path, *prediction.shape,
-             seconds, f", OA {metrics['oa']:.4f} on labelled pixels" if metrics else "", output_dir)
-    return summary
+    return write_prediction_run(cfg.paths.output_dir, filled, scene, prediction, bad, model.class_names,
+                                title, model.meta.get("rgb_bands") if same_scene else None, path, seconds,
+                                {"model": str(Path(cfg.model_path).resolve()),
+                                 "checkpoint": model.meta["checkpoint"]["path"]})

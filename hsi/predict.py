@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -19,8 +18,7 @@ from hsi.data.scene import Scene, fill_nonfinite
 from hsi.errors import ConfigError, report_errors
 from hsi.inference import check_method, predict_labels
 from hsi.onnx_export import predict_onnx
-from hsi.run_files import write_prediction
-from hsi.utils.files import atomic_write_json
+from hsi.run_files import write_prediction_run
 from hsi.validation import check_predict_config
 
 log = logging.getLogger(__name__)
@@ -62,22 +60,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     prediction, path = predict_labels(model.net, checkpoint.reduce(filled), state["patch_size"], cfg.method,
                                       cfg.batch_size, cfg.tile_rows, cfg.progress)
-    prediction[bad] = 0  # ... and no label where the spectrum was not measured
     seconds = time.perf_counter() - start
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     title = f"{type(model.net).__name__} on {scene.name if scene else 'cube'} ({path} inference)"
     same_scene = scene is not None and scene.name == state["scene"]
-    metrics = write_prediction(output_dir, filled, scene, prediction, list(state["class_names"]), title,
-                               rgb_bands=state.get("rgb_bands") if same_scene else None)
-    summary = {"checkpoint": str(checkpoint.path.resolve()), "path": path,
-               "seconds": round(seconds, 2), "shape": list(prediction.shape),
-               "nonfinite_pixels": int(bad.sum()),
-               "class_names": list(state["class_names"]), **metrics}
-    atomic_write_json(output_dir / "prediction.json", summary)
-    log.info("%s inference over %dx%d pixels in %.1f s%s; outputs in %s", path, *prediction.shape,
-             seconds, f", OA {metrics['oa']:.4f} on labelled pixels" if metrics else "", output_dir)
-    return summary
+    return write_prediction_run(cfg.paths.output_dir, filled, scene, prediction, bad,
+                                list(state["class_names"]), title,
+                                state.get("rgb_bands") if same_scene else None, path, seconds,
+                                {"checkpoint": str(checkpoint.path.resolve())})
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

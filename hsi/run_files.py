@@ -201,6 +201,24 @@ def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, pr
     return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
 
 
+def write_prediction_run(output_dir: str | Path, cube: np.ndarray, scene: Scene | None,
+                         prediction: np.ndarray, bad: np.ndarray, class_names: list[str], title: str,
+                         rgb_bands: list[int] | None, path: str, seconds: float,
+                         source: dict[str, Any]) -> dict[str, Any]:
+    """What `hsi.predict` writes (checkpoint or exported graph alike): the map files and
+    prediction.json; pixels in `bad` (NaN / inf spectra) are left unclassified (0)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    prediction[bad] = 0  # no label where the spectrum was not measured
+    metrics = write_prediction(output_dir, cube, scene, prediction, class_names, title, rgb_bands=rgb_bands)
+    summary = {**source, "path": path, "seconds": round(seconds, 2), "shape": list(prediction.shape),
+               "nonfinite_pixels": int(bad.sum()), "class_names": list(class_names), **metrics}
+    atomic_write_json(output_dir / "prediction.json", summary)
+    log.info("%s inference over %dx%d pixels in %.1f s%s; outputs in %s", path, *prediction.shape,
+             seconds, f", OA {metrics['oa']:.4f} on labelled pixels" if metrics else "", output_dir)
+    return summary
+
+
 def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: Scene,
                     method: str = "auto", loggers: Sequence[Any] = (), step: int = 0) -> dict[str, Any]:
     """Classify every pixel of the scene a model was trained on (`state`: the datamodule's

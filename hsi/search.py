@@ -15,14 +15,13 @@ which runs once before the sweeper is built:
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hsi.errors import ConfigError, traceback_wanted
+from hsi.errors import ConfigError, exit_with
 from hsi.utils.files import release_run_folder
 
 log = logging.getLogger(__name__)
@@ -67,10 +66,7 @@ class PrepareSearch(Callback):
             check_validation_pixels(config)
         except ConfigError as error:
             release_run_folder(config.hydra.sweep.dir)  # claimed just before, still empty
-            if traceback_wanted():
-                raise
-            print(f"Error: {error}", file=sys.stderr)
-            raise SystemExit(1) from None
+            exit_with(error)
         reseed_resumed_study(config)
 
 
