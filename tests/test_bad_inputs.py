@@ -85,8 +85,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def custom(files: dict[str, Path], cube: str = "cube", gt: str = "gt") -> list[str]:
-    return ["data=custom", f"data.cube_path={files[cube]}", f"data.gt_path={files[gt]}", "data.patch_size=5",
-            "data.pca.components=4", "data.split.test_ratio=0.5", "trainer=cpu", "trainer.max_epochs=1",
+    return ["data=custom", f"data.cube_path={files[cube]}", f"data.gt_path={files[gt]}", "data.patch_size=9",
+            "data.pca.components=15", "data.split.test_ratio=0.5", "trainer=cpu", "trainer.max_epochs=1",
             "logger=none", "map=false", "callbacks.progress_bar.refresh_rate=0"]
 
 
@@ -373,7 +373,8 @@ def test_n_test_counts_the_pixels_really_evaluated(synthetic_cfg, tmp_path: Path
     from hsi.training import train
 
     metrics = train(synthetic_cfg("trainer.max_epochs=1", "logger=none", "map=false",
-                                  "+trainer.limit_test_batches=1", "data.eval_batch_size=16"))
+                                  "+trainer.limit_test_batches=1", "data.eval_batch_size=16",
+                                  "data.eval_path=window"))
     assert metrics["n_test"] == 16 and metrics["n_test_split"] > 16
 
 
@@ -402,8 +403,8 @@ def test_resuming_with_other_settings_names_the_keys(synthetic_cfg, tmp_path: Pa
 
     first = train(synthetic_cfg("trainer.max_epochs=1", "logger=none", "map=false"))
     ckpt = first["checkpoint"]
-    with pytest.raises(ConfigError, match=r"data\.patch_size \(checkpoint 9, here 7\)"):
-        train(synthetic_cfg("trainer.max_epochs=2", "logger=none", "map=false", "data.patch_size=7",
+    with pytest.raises(ConfigError, match=r"data\.patch_size \(checkpoint 9, here 11\)"):
+        train(synthetic_cfg("trainer.max_epochs=2", "logger=none", "map=false", "data.patch_size=11",
                             f"ckpt_path={ckpt}"))
 
 
