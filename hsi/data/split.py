@@ -138,12 +138,17 @@ class DisjointSplit(SplitStrategy):
     validation block that survive the margin, and the shares count the dropped pixels
     (`assign_blocks_every_class`). False (the default) keeps the original assignment, so
     older runs rebuild the same split.
+
+    `margin`: pixels dropped around the training pixels; None (the default) is the window's
+    `patch_size // 2`. A larger one lets runs with different windows share one split (that of
+    the largest window); a smaller one would put test pixels inside training windows and is refused.
     """
 
     test_ratio: float = 0.9
     val_ratio: float = 0.05
     block_size: int = 16
     every_class: bool = False
+    margin: int | None = None
     method: ClassVar[str] = "disjoint"
 
     def __post_init__(self) -> None:
@@ -152,9 +157,21 @@ class DisjointSplit(SplitStrategy):
         check_block_size(self.block_size)
         check_every_class(self.every_class)
         self.block_size, self.every_class = int(self.block_size), bool(self.every_class)
+        if self.margin is not None:
+            if isinstance(self.margin, bool) or not isinstance(self.margin, int) or self.margin < 0:
+                raise ConfigError(f"data.split.margin={self.margin!r} must be a whole number of "
+                                  "pixels >= 0, or null for the window's own (patch_size // 2).")
 
     def __call__(self, labels: np.ndarray, coords: np.ndarray, patch_size: int, seed: int,
                  class_names: Sequence[str] | None = None) -> SplitResult:
+        if self.margin is not None:
+            if self.margin < patch_size // 2:
+                raise ConfigError(
+                    f"data.split.margin={self.margin} is smaller than the window's margin "
+                    f"(data.patch_size={patch_size} // 2 = {patch_size // 2}): test pixels would "
+                    f"lie inside training windows. Set data.split.margin >= {patch_size // 2}, "
+                    "or null to use the window's.")
+            patch_size = 2 * self.margin + 1  # the split sees the window whose margin it keeps
         return disjoint_split(labels, coords, self.test_ratio, self.val_ratio, self.block_size,
                               patch_size, seed, class_names, self.every_class)
 
