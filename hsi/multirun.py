@@ -12,7 +12,13 @@ into the multirun folder:
   `oa_plot.png`: mean OA ± std against whichever one of them varies alone.
 
 `val_oa` (the best validation OA, what a search optimises) gets a column wherever a job recorded
-it. A search's folder (hparams_search=..., Optuna) also holds the sweeper's
+it, and results.md then ends with the setting of the best mean validation OA as a command that
+trains it again over the same seeds (chosen on validation pixels, never on test ones). The mean
+training and test pixel counts get columns too. `--beside <other multirun>` adds that multirun's OA
+for the same setting (e.g. the same rows on the random split, `experiment=random_leaderboard`)
+and the gap between the two (the leakage gap).
+
+A search's folder (hparams_search=..., Optuna) also holds the sweeper's
 `optimization_results.yaml`: results.md then ends with the best trial as a command ready to re-run,
 `python -m hsi.train <overrides>` (the trial's overrides with the best values, without
 `hparams_search`, so it runs once).
@@ -180,8 +186,10 @@ def group_settings(jobs: list[Job], keys: list[str]) -> dict[tuple, list[Job]]:
 
 
 def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
-                     best: BestTrial | None = None) -> str:
-    """Mean ± std over seeds per setting, failed jobs listed, a search's best trial."""
+                     best: BestTrial | None = None, beside: list[Job] | None = None,
+                     beside_name: str = "") -> str:
+    """Mean ± std over seeds per setting (beside another multirun's OA), failed jobs listed, the
+    setting of the best mean validation OA, a search's best trial."""
     keys = [k for k in varying_keys(jobs) if k != "seed"]
     fixed = [f"`{k}={jobs[0].overrides[k]}`" for k in all_keys(jobs)
              if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)]
@@ -197,30 +205,77 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
 
     extras = [(key, title, fmt) for key, title, fmt in ((VAL_METRIC, "val OA", ".4f"),
                                                         ("leakage", "leakage", ".3f"),
+                                                        ("n_train", "train px", ".0f"),
+                                                        ("n_test", "test px", ".0f"),
                                                         ("train_seconds", "train s", ".0f"))
               if recorded(jobs, key)]
+    beside_groups = group_settings(beside, keys) if beside else {}
+    beside_titles = ["OA beside", "gap"] if beside else []
     lines += ["| " + " | ".join([*keys, "n", *(m.upper() if m != "kappa" else m for m in METRICS),
-                                 *(title for _, title, _ in extras), "failed"]) + " |",
-              "|" + "---|" * (len(keys) + len(METRICS) + len(extras) + 2)]
+                                 *beside_titles, *(title for _, title, _ in extras), "failed"]) + " |",
+              "|" + "---|" * (len(keys) + len(METRICS) + len(beside_titles) + len(extras) + 2)]
     for values, group in group_settings(jobs, keys).items():
         done = [j for j in group if j.ok]
         cells = [format_mean_std([j.metrics[m] for j in done]) if done else "–" for m in METRICS]
+        if beside:
+            other = [j.metrics["oa"] for j in beside_groups.get(values, []) if j.ok]
+            gap = np.mean(other) - np.mean([j.metrics["oa"] for j in done]) if other and done else None
+            cells += [format_mean_std(other) if other else "–", f"{gap:+.4f}" if gap is not None else "–"]
         for key, _, fmt in extras:  # plain means
             numbers = recorded(done, key)
             cells.append(format(np.mean(numbers), fmt) if numbers else "–")
         lines.append("| " + " | ".join([*(str(v) for v in values), str(len(done)), *cells,
                                         str(len(group) - len(done))]) + " |")
+    if beside:
+        lines += ["", f"OA beside: the same setting's OA in {beside_name} (mean ± std over its runs); "
+                  "gap: that mean minus this table's mean OA."]
     failed = [j for j in jobs if not j.ok]
     if failed:
         lines += ["", f"**{len(failed)} failed job(s)**, left out of the means above:", ""]
         for job in failed:
             setting = ", ".join(f"{k}={v}" for k, v in job.overrides.items() if k in keys or k == "seed")
             lines.append(f"- job {job.name} ({setting or 'no overrides'}): {job.problem}")
+    chosen = best_setting(multirun, jobs, keys) if best is None else None
+    if chosen is not None:
+        lines += ["", "## Best setting on validation", "", chosen[0], "", "```bash", chosen[1], "```"]
     if best is not None:
         lines += ["", "## Best trial", "", best.describe(), "", "```bash", best.command, "```"]
     if figure:
         lines += ["", f"![mean OA]({figure})"]
     return "\n".join(lines) + "\n"
+
+
+def best_setting(multirun: Path, jobs: list[Job], keys: list[str]) -> tuple[str, str] | None:
+    """The setting with the best mean validation OA, and a command that trains it again over the
+    same seeds (one of its jobs' overrides with the seeds swept); None without validation OA or
+    with a single setting."""
+    groups = {values: [j for j in group if j.ok and _number(j.metrics.get(VAL_METRIC))]
+              for values, group in group_settings(jobs, keys).items()}
+    groups = {values: group for values, group in groups.items() if group}
+    if len(groups) < 2:
+        return None
+    values, group = max(groups.items(),
+                        key=lambda item: np.mean([j.metrics[VAL_METRIC] for j in item[1]]))
+    try:
+        overrides = multirun / group[0].name / ".hydra" / "overrides.yaml"
+        lines = list(yaml.safe_load(overrides.read_text()) or [])
+    except (OSError, yaml.YAMLError):
+        return None
+    seeds = sorted({str(j.overrides["seed"]) for j in group if "seed" in j.overrides}, key=_seed_order)
+    lines = [line for line in lines if _override_key(line) != "seed"]
+    if seeds:
+        lines.append("seed=" + ",".join(seeds))
+    setting = ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "the only setting"
+    mean_val = np.mean([j.metrics[VAL_METRIC] for j in group])
+    text = (f"{setting}: mean {VAL_METRIC} {mean_val:.4f} over {len(group)} run(s), the best of "
+            f"{len(groups)} settings on validation pixels (the test metrics played no part). Train "
+            "it again with:")
+    multi = ["-m"] if len(seeds) > 1 else []
+    return text, " ".join(["python -m hsi.train", *multi, *(shlex.quote(o) for o in lines)])
+
+
+def _seed_order(seed: str) -> tuple[int, int | str]:
+    return (0, int(seed)) if seed.lstrip("-").isdigit() else (1, seed)
 
 
 def _numeric_sorted(values: set[Any]) -> list[Any]:
@@ -352,22 +407,32 @@ def best_trial(multirun: Path, jobs: list[Job]) -> BestTrial | None:
     return BestTrial(params, results.get("best_value"), command, match)
 
 
-def summarize(multirun: str | Path) -> dict[str, Any]:
-    """Write results.csv, results.md and the OA figure into `multirun`; return a summary."""
-    multirun = Path(multirun)
+def _jobs_of(multirun: Path) -> list[Job]:
     if not multirun.is_dir():
         raise FileNotFoundError(f"No multirun folder at {multirun}")
     jobs = find_jobs(multirun)
     if not jobs:
         raise FileNotFoundError(f"No job folders (with .hydra/ or metrics.json) in {multirun}: "
                                 f"pass the multirun folder itself, e.g. outputs/train/multiruns/<time>")
+    return jobs
+
+
+def summarize(multirun: str | Path, beside: str | Path | None = None) -> dict[str, Any]:
+    """Write results.csv, results.md and the OA figure into `multirun`; return a summary.
+
+    `beside`: another multirun whose OA for the same settings goes into a column of results.md.
+    """
+    multirun = Path(multirun)
+    jobs = _jobs_of(multirun)
+    other = _jobs_of(Path(beside)) if beside is not None else None
     for job in jobs:
         if not job.ok:
             log.warning("Job %s failed: %s", job.name, job.problem)
     atomic_write_text(multirun / "results.csv", results_csv(jobs))
     figure = oa_figure(jobs, multirun)
     best = best_trial(multirun, jobs)
-    atomic_write_text(multirun / "results.md", results_markdown(multirun, jobs, figure, best))
+    atomic_write_text(multirun / "results.md", results_markdown(
+        multirun, jobs, figure, best, other, str(beside) if beside is not None else ""))
     failed = [j.name for j in jobs if not j.ok]
     log.info("%d jobs (%d failed); wrote results.csv, results.md%s in %s", len(jobs), len(failed),
              f", {figure}" if figure else "", multirun)
@@ -379,10 +444,13 @@ def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") ->
     """The command line of the multirun summary: exit status 1 when a job failed."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("multirun", type=Path, help="a multirun folder (outputs/<task>/multiruns/<time>)")
+    parser.add_argument("--beside", type=Path, default=None,
+                        help="another multirun (same settings, e.g. on the random split) whose OA "
+                             "goes beside each setting's, with the gap")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        summary = summarize(args.multirun)
+        summary = summarize(args.multirun, args.beside)
     except FileNotFoundError as error:
         parser.error(str(error))
     print((args.multirun / "results.md").read_text())

@@ -157,10 +157,10 @@ class DisjointSplit(SplitStrategy):
         check_block_size(self.block_size)
         check_every_class(self.every_class)
         self.block_size, self.every_class = int(self.block_size), bool(self.every_class)
-        if self.margin is not None:
-            if isinstance(self.margin, bool) or not isinstance(self.margin, int) or self.margin < 0:
-                raise ConfigError(f"data.split.margin={self.margin!r} must be a whole number of "
-                                  "pixels >= 0, or null for the window's own (patch_size // 2).")
+        if self.margin is not None and (isinstance(self.margin, bool)
+                                        or not isinstance(self.margin, int) or self.margin < 0):
+            raise ConfigError(f"data.split.margin={self.margin!r} must be a whole number of "
+                              "pixels >= 0, or null for the window's own (patch_size // 2).")
 
     def __call__(self, labels: np.ndarray, coords: np.ndarray, patch_size: int, seed: int,
                  class_names: Sequence[str] | None = None) -> SplitResult:

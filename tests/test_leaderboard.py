@@ -1,0 +1,128 @@
+"""The honest leaderboard: its rows, the one split every row of a seed is tested on, the
+summary beside the random split and the command that trains the best setting again."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hydra.utils import instantiate
+
+from hsi.data.io import read_array
+from hsi.data.leakage import window_mask
+from hsi.data.split import DisjointSplit
+from hsi.errors import ConfigError
+from hsi.multirun import summarize
+from hsi.validation import check_train_config
+from tests.conftest import PROJECT_ROOT, compose_train
+
+ROWS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "leaderboard").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", ["honest_leaderboard", "random_leaderboard"])
+def test_the_sweep_lists_every_row_and_each_row_composes(experiment: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"experiment={experiment}", "data=salinas_a"], tmp_path)
+    swept = cfg.hydra.sweeper.params["+leaderboard"].split(",")
+    assert sorted(swept) == ROWS and len(swept) == len(set(swept))
+    assert cfg.hydra.sweeper.params["seed"] == "0,1,2"
+    for row in swept:
+        row_cfg = compose_train([f"experiment={experiment}", "data=salinas_a", f"+leaderboard={row}"],
+                                tmp_path)
+        check_train_config(row_cfg)  # the row's window suits its network
+        network = row.rsplit("_", 1)[0] if row[-1].isdigit() else row
+        assert row_cfg.model.net._target_.lower().endswith(network.replace("_", "")) if "net" in \
+            row_cfg.model else row_cfg.model._target_.endswith("SpectralSVM")
+        if row[-1].isdigit():
+            assert row_cfg.data.patch_size == int(row.rsplit("_", 1)[1])
+        if experiment == "honest_leaderboard":
+            assert row_cfg.data.split.margin == 12 >= row_cfg.data.patch_size // 2
+            assert row_cfg.data.split.every_class and row_cfg.data.pca.fit == "train"
+        else:
+            assert row_cfg.data.split._target_.endswith("RandomSplit")
+        assert row_cfg.callbacks.model_checkpoint.monitor == "val/oa"
+
+
+def test_one_split_for_every_window_of_a_table(shared_data: Path) -> None:
+    """With the largest window's margin, the split is the same whatever the row's window, and no
+    test or validation pixel lies in any training window of any row."""
+    labels = read_array(shared_data / "indian_pines" / "Indian_pines_gt.mat", None, 2, "ground truth")
+    labels = labels.astype(np.int64)
+    coords = np.argwhere(labels > 0)
+    strategy = DisjointSplit(0.9, 0.05, 12, every_class=True, margin=12)
+    splits = [strategy(labels, coords, patch, 0)[0] for patch in (7, 9, 15, 25)]
+    for split in splits[1:]:
+        for k in ("train", "val", "test"):
+            np.testing.assert_array_equal(split[k], splits[0][k])
+    near = window_mask(labels.shape, coords[splits[0]["train"]], 25)
+    for k in ("val", "test"):
+        assert len(splits[0][k]) > 300 and not near[coords[splits[0][k], 0], coords[splits[0][k], 1]].any()
+    # the window's own margin (no margin set) drops fewer pixels: the shared split is a real choice
+    own, _ = DisjointSplit(0.9, 0.05, 12, every_class=True)(labels, coords, 9, 0)
+    assert len(own["test"]) > len(splits[0]["test"])
+
+
+def test_a_margin_smaller_than_the_window_is_refused() -> None:
+    labels = np.ones((32, 32), dtype=np.int64)
+    coords = np.argwhere(labels > 0)
+    with pytest.raises(ConfigError, match=r"data.split.margin=4 is smaller .*patch_size=25"):
+        DisjointSplit(0.5, 0.1, 8, margin=4)(labels, coords, 25, 0)
+    for bad in (-1, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match="data.split.margin"):
+            DisjointSplit(0.5, 0.1, 8, margin=bad)
+    config = DisjointSplit(0.5, 0.1, 8, margin=6).config()
+    assert instantiate(config) == DisjointSplit(0.5, 0.1, 8, margin=6)
+
+
+def _job(folder: Path, overrides: list[str], metrics: dict | None) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (folder / ".hydra" / "config.yaml").write_text("{}\n")
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _fake_multirun(root: Path, oa: dict[str, list[float]], val: dict[str, list[float]]) -> Path:
+    for row, values in oa.items():
+        for seed, value in enumerate(values):
+            _job(root / f"{row}_{seed}", [f"+leaderboard={row}", f"seed={seed}", "data=salinas_a"],
+                 {"oa": value, "aa": value, "kappa": value, "val_oa": val[row][seed],
+                  "n_train": 100 + seed, "n_test": 1000, "train_seconds": 5.0, "leakage": 0.0})
+    return root
+
+
+def test_summary_beside_the_random_split_and_the_best_setting_on_validation(tmp_path: Path) -> None:
+    honest = _fake_multirun(tmp_path / "honest", {"svm": [0.5, 0.6, 0.7], "cnn1d": [0.4, 0.5, 0.6]},
+                            {"svm": [0.1, 0.1, 0.1], "cnn1d": [0.9, 0.8, 0.7]})
+    random = _fake_multirun(tmp_path / "random", {"svm": [0.8, 0.8, 0.8], "cnn1d": [0.9, 0.9, 0.9]},
+                            {"svm": [0.8, 0.8, 0.8], "cnn1d": [0.9, 0.9, 0.9]})
+    summary = summarize(honest, beside=random)
+    assert summary["failed"] == []
+    table = (honest / "results.md").read_text()
+    svm = next(line for line in table.splitlines() if line.startswith("| svm "))
+    head = next(line for line in table.splitlines() if line.startswith("| leaderboard"))
+    row = dict(zip([c.strip() for c in head.strip("|").split("|")],
+                   [c.strip() for c in svm.strip("|").split("|")]))
+    assert row["OA"] == "0.6000 ± 0.1000" and row["OA beside"] == "0.8000 ± 0.0000"
+    assert row["gap"] == "+0.2000" and row["train px"] == "101" and row["test px"] == "1000"
+    # cnn1d has the best mean validation OA although svm has the better test OA
+    section = table.split("## Best setting on validation", 1)[1]
+    assert "leaderboard=cnn1d: mean val_oa 0.8000 over 3 run(s)" in section
+    command = section.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    assert shlex.split(command) == ["python", "-m", "hsi.train", "-m", "+leaderboard=cnn1d",
+                                    "data=salinas_a", "seed=0,1,2"]
+
+
+def test_summary_beside_a_multirun_without_the_setting(tmp_path: Path) -> None:
+    honest = _fake_multirun(tmp_path / "honest", {"svm": [0.5], "cnn1d": [0.4]},
+                            {"svm": [0.1], "cnn1d": [0.9]})
+    other = _fake_multirun(tmp_path / "other", {"svm": [0.7]}, {"svm": [0.7]})
+    summarize(honest, beside=other)
+    cnn1d = next(line for line in (honest / "results.md").read_text().splitlines()
+                 if line.startswith("| cnn1d "))
+    assert "| – | – |" in cnn1d
+    with pytest.raises(FileNotFoundError, match="No multirun folder"):
+        summarize(honest, beside=tmp_path / "missing")
