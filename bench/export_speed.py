@@ -160,21 +160,21 @@ def main(args: argparse.Namespace) -> None:
         checkpoints.append(train_checkpoint(model, args.epochs, work / f"train_{model}"))
     if not checkpoints:
         sys.exit("give --ckpt <file> or --train <model>")
+    import onnxruntime
+
     results = []
     for i, ckpt in enumerate(checkpoints):
         results.append(bench_one(ckpt, work / f"export_{i}", args))
         print(f"{results[-1]['network']}: best s {results[-1]['best_s']}, median s "
               f"{results[-1]['median_s']}", flush=True)
-    import onnxruntime
-
+        if args.json:  # after each network, so a long run keeps what it measured
+            Path(args.json).write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,
+                                                   "results": results}, indent=2) + "\n")
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; threads {args.threads}; torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}; best of {args.repeats} (median in the JSON); scene "
           f"{results[0]['scene']} {results[0]['shape']}x{results[0]['bands']}\n")
     print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,
-                                               "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
