@@ -25,7 +25,7 @@ ROWS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "leaderboard").glob("*.ya
 
 @pytest.mark.parametrize("experiment", ["honest_leaderboard", "random_leaderboard"])
 def test_the_sweep_lists_every_row_and_each_row_composes(experiment: str, tmp_path: Path) -> None:
-    cfg = compose_train([f"experiment={experiment}", "data=salinas_a"], tmp_path)
+    cfg = compose_train([f"experiment={experiment}", "sweep=leaderboard", "data=salinas_a"], tmp_path)
     swept = cfg.hydra.sweeper.params["+leaderboard"].split(",")
     assert sorted(swept) == ROWS and len(swept) == len(set(swept))
     assert cfg.hydra.sweeper.params["seed"] == "0,1,2"
