@@ -16,7 +16,8 @@ it, and results.md then ends with the setting of the best mean validation OA as 
 trains it again over the same seeds (chosen on validation pixels, never on test ones). The mean
 training and test pixel counts get columns too. `--beside <other multirun>` adds that multirun's OA
 for the same setting (e.g. the same rows on the random split, `experiment=random_leaderboard`)
-and the gap between the two (the leakage gap).
+and the gap between the two (the leakage gap). `--with <other multirun>` (repeatable) pools
+another multirun's jobs into the table, for a grid run in several starts.
 
 A search's folder (hparams_search=..., Optuna) also holds the sweeper's
 `optimization_results.yaml`: results.md then ends with the best trial as a command ready to re-run,
@@ -65,6 +66,7 @@ class Job:
     metrics: dict[str, Any] | None = None
     problem: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None  # the job's folder
 
     @property
     def ok(self) -> bool:
@@ -108,7 +110,7 @@ def read_job(folder: Path) -> Job:
         lines = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
     except (OSError, yaml.YAMLError):
         lines = []
-    job = Job(folder.name, parse_overrides(lines, config))
+    job = Job(folder.name, parse_overrides(lines, config), folder=folder)
     metrics_file = folder / "metrics.json"
     if not metrics_file.is_file():
         job.problem = "no metrics.json (the job crashed, was killed or is still running)"
@@ -257,7 +259,7 @@ def best_setting(multirun: Path, jobs: list[Job], keys: list[str]) -> tuple[str,
     values, group = max(groups.items(),
                         key=lambda item: np.mean([j.metrics[VAL_METRIC] for j in item[1]]))
     try:
-        overrides = multirun / group[0].name / ".hydra" / "overrides.yaml"
+        overrides = (group[0].folder or multirun / group[0].name) / ".hydra" / "overrides.yaml"
         lines = list(yaml.safe_load(overrides.read_text()) or [])
     except (OSError, yaml.YAMLError):
         return None
@@ -393,7 +395,7 @@ def best_trial(multirun: Path, jobs: list[Job]) -> BestTrial | None:
     for job in jobs:
         try:
             lines_of[job.name] = list(yaml.safe_load(
-                (multirun / job.name / ".hydra" / "overrides.yaml").read_text()) or [])
+                ((job.folder or multirun / job.name) / ".hydra" / "overrides.yaml").read_text()) or [])
         except (OSError, yaml.YAMLError):
             continue
     match = next((name for name, lines in lines_of.items()
@@ -417,13 +419,20 @@ def _jobs_of(multirun: Path) -> list[Job]:
     return jobs
 
 
-def summarize(multirun: str | Path, beside: str | Path | None = None) -> dict[str, Any]:
+def summarize(multirun: str | Path, beside: str | Path | None = None,
+              more: list[str | Path] | None = None) -> dict[str, Any]:
     """Write results.csv, results.md and the OA figure into `multirun`; return a summary.
 
     `beside`: another multirun whose OA for the same settings goes into a column of results.md.
+    `more`: other multiruns whose jobs join this one's in the table (a grid run in several
+    starts), named `<their folder>/<job>`.
     """
     multirun = Path(multirun)
     jobs = _jobs_of(multirun)
+    for folder in map(Path, more or []):
+        for job in _jobs_of(folder):
+            job.name = f"{folder.name}/{job.name}"
+            jobs.append(job)
     other = _jobs_of(Path(beside)) if beside is not None else None
     for job in jobs:
         if not job.ok:
@@ -444,13 +453,16 @@ def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") ->
     """The command line of the multirun summary: exit status 1 when a job failed."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("multirun", type=Path, help="a multirun folder (outputs/<task>/multiruns/<time>)")
+    parser.add_argument("--with", dest="more", type=Path, action="append", default=[],
+                        help="another multirun whose jobs join the table (a grid run in several "
+                             "starts); repeatable")
     parser.add_argument("--beside", type=Path, default=None,
                         help="another multirun (same settings, e.g. on the random split) whose OA "
                              "goes beside each setting's, with the gap")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        summary = summarize(args.multirun, args.beside)
+        summary = summarize(args.multirun, args.beside, args.more)
     except FileNotFoundError as error:
         parser.error(str(error))
     print((args.multirun / "results.md").read_text())

@@ -126,3 +126,16 @@ def test_summary_beside_a_multirun_without_the_setting(tmp_path: Path) -> None:
     assert "| – | – |" in cnn1d
     with pytest.raises(FileNotFoundError, match="No multirun folder"):
         summarize(honest, beside=tmp_path / "missing")
+
+
+def test_a_grid_run_in_two_starts_is_one_table(tmp_path: Path) -> None:
+    first = _fake_multirun(tmp_path / "first", {"svm": [0.5, 0.6], "cnn1d": [0.4, 0.5]},
+                           {"svm": [0.1, 0.1], "cnn1d": [0.9, 0.8]})
+    second = _fake_multirun(tmp_path / "second", {"cnn2d_9": [0.7, 0.8]}, {"cnn2d_9": [0.95, 0.95]})
+    summary = summarize(first, more=[second])
+    assert summary["jobs"] == 6 and summary["failed"] == []
+    table = (first / "results.md").read_text()
+    assert "| cnn2d_9 | 2 | 0.7500 ± 0.0707 |" in table
+    section = table.split("## Best setting on validation", 1)[1]  # found in the second start
+    assert "leaderboard=cnn2d_9: mean val_oa 0.9500 over 2 run(s), the best of 3 settings" in section
+    assert "second/cnn2d_9_0" in (first / "results.csv").read_text()
