@@ -83,7 +83,12 @@ def test_report_summarises_every_job(multirun: Path, command: str) -> None:
         assert f"| {patch} | 2 | {expected} |" in markdown
         leakage = np.mean([_metrics(j)["leakage"] for j in jobs])
         row = next(line for line in markdown.splitlines() if line.startswith(f"| {patch} | 2 |"))
-        assert row.split(" | ")[-3] == f"{leakage:.3f}"  # ... | leakage | train s | failed |
+        head = next(line for line in markdown.splitlines() if line.startswith("| data.patch_size |"))
+        cells = dict(zip([c.strip() for c in head.strip("|").split("|")],
+                         [c.strip() for c in row.strip("|").split("|")]))
+        assert cells["leakage"] == f"{leakage:.3f}"
+        n_test = np.mean([_metrics(j)["n_test"] for j in jobs])
+        assert cells["test px"] == f"{n_test:.0f}"
     assert "failed job" not in markdown
     # only the patch size varies: a 1-D plot of mean OA ± std instead of a heatmap
     assert (multirun / "oa_plot.png").stat().st_size > 0
