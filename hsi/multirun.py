@@ -129,9 +129,20 @@ def find_jobs(multirun: Path) -> list[Job]:
     return [read_job(p) for p in sorted(folders, key=_job_sort_key)]
 
 
+# overrides that name where a job went or which grid launched it, not what it trained: jobs of
+# several starts of one grid (`--with`) that differ only in these are the same setting
+BOOKKEEPING = ("task_name", "sweep", "hparams_search")
+
+
+def _bookkeeping(key: str) -> bool:
+    return key in BOOKKEEPING or key.startswith("hydra.")
+
+
 def varying_keys(jobs: list[Job]) -> list[str]:
-    """Override keys whose value differs between jobs (or that only some jobs have), in order seen."""
-    return [k for k in all_keys(jobs) if len({json.dumps(j.overrides.get(k)) for j in jobs}) > 1]
+    """Override keys whose value differs between jobs (or that only some jobs have), in order seen;
+    bookkeeping keys (`task_name`, `sweep`, `hparams_search`, `hydra.*`) left out."""
+    return [k for k in all_keys(jobs) if not _bookkeeping(k)
+            and len({json.dumps(j.overrides.get(k)) for j in jobs}) > 1]
 
 
 def all_keys(jobs: list[Job]) -> list[str]:
@@ -194,7 +205,8 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
     setting of the best mean validation OA, a search's best trial."""
     keys = [k for k in varying_keys(jobs) if k != "seed"]
     fixed = [f"`{k}={jobs[0].overrides[k]}`" for k in all_keys(jobs)
-             if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)]
+             if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)
+             and len({json.dumps(j.overrides[k]) for j in jobs}) == 1]
     seeds = sorted({str(j.overrides.get("seed")) for j in jobs if "seed" in j.overrides})
     lines = [f"# Results of {multirun.name}", "",
              f"{len(jobs)} jobs, {sum(j.ok for j in jobs)} with metrics.json; mean ± sample std "

@@ -139,3 +139,15 @@ def test_a_grid_run_in_two_starts_is_one_table(tmp_path: Path) -> None:
     section = table.split("## Best setting on validation", 1)[1]  # found in the second start
     assert "leaderboard=cnn2d_9: mean val_oa 0.9500 over 2 run(s), the best of 3 settings" in section
     assert "second/cnn2d_9_0" in (first / "results.csv").read_text()
+
+
+def test_bookkeeping_overrides_do_not_split_a_setting(tmp_path: Path) -> None:
+    first = _fake_multirun(tmp_path / "first", {"svm": [0.5], "cnn1d": [0.3]},
+                           {"svm": [0.1], "cnn1d": [0.1]})
+    second = _fake_multirun(tmp_path / "second", {"svm": [0.7]}, {"svm": [0.2]})
+    overrides = second / "svm_0" / ".hydra" / "overrides.yaml"
+    lines = yaml.safe_load(overrides.read_text()) + ["task_name=second", "sweep=leaderboard"]
+    overrides.write_text(yaml.safe_dump(lines))
+    summarize(first, more=[second])
+    table = (first / "results.md").read_text()
+    assert "| svm | 2 | 0.6000 ± 0.1414 |" in table and "task_name" not in table
