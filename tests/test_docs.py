@@ -172,7 +172,8 @@ def test_documented_command(command: Command, tmp_path: Path, monkeypatch: pytes
 
     # the config's own sweep grid (sweep=patch_pca) must name real keys too: compose its first job
     given = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
-    grid = [f"{key}={values}" for key, values in sweeper_params(cfg).items() if key not in given]
+    grid = [f"{key}={values}" for key, values in sweeper_params(cfg).items()
+            if key.lstrip("+~") not in given]  # the command line wins over the grid, as in Hydra
     if grid:
         cfg = compose_config(config_name or name, [*overrides, *first_of_sweeps(grid, command.where)[0]],
                              tmp_path)
