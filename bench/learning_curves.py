@@ -20,7 +20,6 @@ test pixels left out) and its share of the test pixels, so a class that caps the
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,7 @@ def per_class(jobs: list, key: str) -> None:
     accuracy: dict[str, dict[str, list[float]]] = {}
     share: dict[str, list[float]] = {}
     for job in jobs:
-        metrics = json.loads((job.folder / "metrics.json").read_text())
+        metrics = job.metrics
         setting = accuracy.setdefault(str(job.overrides.get(key, "all")), {})
         for name, value in metrics["per_class_accuracy"].items():
             if value is not None:
@@ -93,11 +92,10 @@ def main() -> None:
         if not val or len(train) < len(val):
             continue  # no network training (an estimator) or an unfinished log
         best = int(np.argmax(val))
-        metrics = json.loads((folder / "metrics.json").read_text())
         settings.setdefault(str(job.overrides.get(args.key, "all")), []).append(
             {"best_epoch": best, "epochs": len(val), "train_at_best": train[best],
              "train_last": train[len(val) - 1], "val_best": val[best], "val_last": val[-1],
-             "test": metrics["oa"]})
+             "test": job.metrics["oa"]})
     header = [args.key, "jobs", "best val epoch", "epochs", "train OA at best", "train OA last",
               "val OA best", "val OA last", "test OA"]
     print("| " + " | ".join(header) + " |")

@@ -67,6 +67,7 @@ class Job:
     problem: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None  # the job's folder
+    lines: list[str] = field(default_factory=list)  # its .hydra/overrides.yaml, as written
 
     @property
     def ok(self) -> bool:
@@ -110,7 +111,7 @@ def read_job(folder: Path) -> Job:
         lines = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
     except (OSError, yaml.YAMLError):
         lines = []
-    job = Job(folder.name, parse_overrides(lines, config), folder=folder)
+    job = Job(folder.name, parse_overrides(lines, config), folder=folder, lines=list(lines))
     metrics_file = folder / "metrics.json"
     if not metrics_file.is_file():
         job.problem = "no metrics.json (the job crashed, was killed or is still running)"
@@ -249,7 +250,7 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
         for job in failed:
             setting = ", ".join(f"{k}={v}" for k, v in job.overrides.items() if k in keys or k == "seed")
             lines.append(f"- job {job.name} ({setting or 'no overrides'}): {job.problem}")
-    chosen = best_setting(multirun, jobs, keys) if best is None else None
+    chosen = best_setting(jobs, keys) if best is None else None
     if chosen is not None:
         lines += ["", "## Best setting on validation", "", chosen[0], "", "```bash", chosen[1], "```"]
     if best is not None:
@@ -259,7 +260,7 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
     return "\n".join(lines) + "\n"
 
 
-def best_setting(multirun: Path, jobs: list[Job], keys: list[str]) -> tuple[str, str] | None:
+def best_setting(jobs: list[Job], keys: list[str]) -> tuple[str, str] | None:
     """The setting with the best mean validation OA, and a command that trains it again over the
     same seeds (one of its jobs' overrides with the seeds swept); None without validation OA or
     with a single setting."""
@@ -270,13 +271,8 @@ def best_setting(multirun: Path, jobs: list[Job], keys: list[str]) -> tuple[str,
         return None
     values, group = max(groups.items(),
                         key=lambda item: np.mean([j.metrics[VAL_METRIC] for j in item[1]]))
-    try:
-        overrides = (group[0].folder or multirun / group[0].name) / ".hydra" / "overrides.yaml"
-        lines = list(yaml.safe_load(overrides.read_text()) or [])
-    except (OSError, yaml.YAMLError):
-        return None
     seeds = sorted({str(j.overrides["seed"]) for j in group if "seed" in j.overrides}, key=_seed_order)
-    lines = [line for line in lines if _override_key(line) != "seed"]
+    lines = [line for line in group[0].lines if _override_key(line) != "seed"]
     if seeds:
         lines.append("seed=" + ",".join(seeds))
     setting = ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "the only setting"
@@ -403,13 +399,7 @@ def best_trial(multirun: Path, jobs: list[Job]) -> BestTrial | None:
     if not isinstance(results, dict) or not isinstance(results.get("best_params"), dict):
         return None  # a multi-objective study (Pareto front) has no single best trial
     params: dict[str, Any] = results["best_params"]
-    lines_of: dict[str, list[str]] = {}
-    for job in jobs:
-        try:
-            lines_of[job.name] = list(yaml.safe_load(
-                ((job.folder or multirun / job.name) / ".hydra" / "overrides.yaml").read_text()) or [])
-        except (OSError, yaml.YAMLError):
-            continue
+    lines_of = {job.name: job.lines for job in jobs if job.lines}
     match = next((name for name, lines in lines_of.items()
                   if all(any(_override_key(line) == key and _same_value(line, value) for line in lines)
                          for key, value in params.items())), None)
