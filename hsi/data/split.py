@@ -51,9 +51,9 @@ def check_block_size(block_size: int) -> None:
         raise ConfigError(f"data.split.block_size={block_size} must be an integer >= 1.")
 
 
-def check_every_class(every_class: bool) -> None:
-    if not isinstance(every_class, (bool, np.bool_)):
-        raise ConfigError(f"data.split.every_class={every_class!r} must be true or false.")
+def check_every_class(value: bool, key: str = "every_class") -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"data.split.{key}={value!r} must be true or false.")
 
 
 def _targets(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -142,6 +142,11 @@ class DisjointSplit(SplitStrategy):
     `margin`: pixels dropped around the training pixels; None (the default) is the window's
     `patch_size // 2`. A larger one lets runs with different windows share one split (that of
     the largest window); a smaller one would put test pixels inside training windows and is refused.
+
+    `every_field`: what `every_class` does for classes, done for fields (8-connected regions of
+    one class, `field_labels`): every field gets training pixels and, where the margin allows,
+    validation and test pixels, and the shares are aimed at per field. Without it a class is
+    often trained on one of its fields and tested on the others (implies `every_class`).
     """
 
     test_ratio: float = 0.9
@@ -149,6 +154,7 @@ class DisjointSplit(SplitStrategy):
     block_size: int = 16
     every_class: bool = False
     margin: int | None = None
+    every_field: bool = False
     method: ClassVar[str] = "disjoint"
 
     def __post_init__(self) -> None:
@@ -156,7 +162,9 @@ class DisjointSplit(SplitStrategy):
         check_ratios(self.test_ratio, self.val_ratio)
         check_block_size(self.block_size)
         check_every_class(self.every_class)
+        check_every_class(self.every_field, "every_field")
         self.block_size, self.every_class = int(self.block_size), bool(self.every_class)
+        self.every_field = bool(self.every_field)
         if self.margin is not None and (isinstance(self.margin, bool)
                                         or not isinstance(self.margin, int) or self.margin < 0):
             raise ConfigError(f"data.split.margin={self.margin!r} must be a whole number of "
@@ -173,7 +181,7 @@ class DisjointSplit(SplitStrategy):
                     "or null to use the window's.")
             patch_size = 2 * self.margin + 1  # the split sees the window whose margin it keeps
         return disjoint_split(labels, coords, self.test_ratio, self.val_ratio, self.block_size,
-                              patch_size, seed, class_names, self.every_class)
+                              patch_size, seed, class_names, self.every_class, self.every_field)
 
 
 @dataclass
@@ -302,7 +310,7 @@ def per_class_split(targets: np.ndarray, train_per_class: int, val_ratio: float 
 def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, val_ratio: float = 0.0,
                    block_size: int = 16, patch_size: int = 1, seed: int = 0,
                    class_names: Sequence[str] | None = None,
-                   every_class: bool = False) -> SplitResult:
+                   every_class: bool = False, every_field: bool = False) -> SplitResult:
     """Spatially disjoint split: whole `block_size` x `block_size` blocks go to one subset.
 
     `labels` is the (H, W) ground truth (0 = unlabelled, k = class k - 1), `coords` the
@@ -310,7 +318,9 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     `assign_blocks` says (`assign_blocks_every_class` with `every_class`, whose blocks may be
     smaller where a class needs it); then every val / test pixel within `patch_size // 2`
     (Chebyshev) of a training pixel is dropped (`margin_keep`), so no evaluation pixel lies in
-    a training window. The report gives each class's achieved shares and dropped pixels.
+    a training window. With `every_field` the every-class assignment runs over fields (8-connected
+    regions of one class) instead of classes. The report gives each class's achieved shares and
+    dropped pixels (and, with `every_field`, how many fields were trained and tested).
     """
     check_ratios(test_ratio, val_ratio)
     check_block_size(block_size)
@@ -318,8 +328,13 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     targets = _targets(labels, coords)
     n_classes = int(targets.max()) + 1
     names = _names(class_names, n_classes)
-    sides = None
-    if every_class:
+    sides = fields = None
+    if every_field:
+        fields = field_labels(labels, coords)
+        subset_of_block, block_of, sides = assign_blocks_every_class(
+            labels.shape, coords, fields, int(fields.max()) + 1, test_ratio, val_ratio, block_size,
+            patch_size, seed)
+    elif every_class:
         subset_of_block, block_of, sides = assign_blocks_every_class(
             labels.shape, coords, targets, n_classes, test_ratio, val_ratio, block_size, patch_size,
             seed)
@@ -353,12 +368,31 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
         side, n = np.unique(sides, return_counts=True)
         report["every_class"] = True
         report["block_sides"] = {int(s): int(k) for s, k in zip(side[::-1], n[::-1])}
+    if fields is not None:
+        report["every_field"] = True
+        report["fields"] = {"total": int(fields.max()) + 1,
+                            **{k: len(np.unique(fields[v])) for k, v in split.items()}}
     log.info("data/split=disjoint: %d blocks of %d px; %d val/test pixels within %d px of training "
              "dropped; shares per class (train/val/test): %s", len(subset_of_block), block_size,
              len(dropped), patch_size // 2,
              "; ".join(f"{r['name']} {r['train_share']:.2f}/{r['val_share']:.2f}/"
                        f"{r['test_share']:.2f}" for r in report["classes"]))
     return split, report
+
+
+def field_labels(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Field (0-based) of each labelled pixel (row, col) in `coords`: the 8-connected regions of
+    each class in the (H, W) ground truth `labels`, numbered class by class."""
+    from scipy.ndimage import label
+
+    fields = np.zeros(labels.shape, dtype=np.int64)
+    count = 0
+    for value in np.unique(labels[labels > 0]):
+        regions, n = label(labels == value, structure=np.ones((3, 3), dtype=bool))
+        fields[regions > 0] = regions[regions > 0] + count
+        count += n
+    coords = np.asarray(coords)
+    return fields[coords[:, 0], coords[:, 1]] - 1
 
 
 def assign_blocks(shape: tuple[int, int], coords: np.ndarray, targets: np.ndarray, n_classes: int,
