@@ -102,7 +102,7 @@ def test_split_keys_override_on_the_command_line(tmp_path: Path) -> None:
                          "data.pca.components=12", "data.pca.fit=train"], tmp_path)
     assert cfg.data.split == {"_target_": "hsi.data.split.DisjointSplit", "test_ratio": 0.9,
                               "val_ratio": 0.05, "block_size": 8, "every_class": False,
-                              "margin": None}
+                              "margin": None, "every_field": False}
     dm = instantiate(cfg.data)
     assert dm.split_strategy.block_size == 8 and dm.hparams["split"]["block_size"] == 8
     assert dm.pca_settings.components == 12 and dm.hparams["pca"]["fit"] == "train"

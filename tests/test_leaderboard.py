@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from hsi.data.io import read_array
 from hsi.data.leakage import window_mask
-from hsi.data.split import DisjointSplit
+from hsi.data.split import DisjointSplit, field_labels
 from hsi.errors import ConfigError
 from hsi.multirun import summarize
 from hsi.validation import check_train_config
@@ -151,3 +151,68 @@ def test_bookkeeping_overrides_do_not_split_a_setting(tmp_path: Path) -> None:
     summarize(first, more=[second])
     table = (first / "results.md").read_text()
     assert "| svm | 2 | 0.6000 ± 0.1414 |" in table and "task_name" not in table
+
+
+# -- every field in training (experiment=honest_fields) -------------------------------------------
+def test_fields_are_the_connected_regions_of_each_class() -> None:
+    labels = np.zeros((8, 8), dtype=np.int64)
+    labels[0:2, 0:2] = 1          # field 0
+    labels[2, 2] = 1              # touches it at a corner: the same field
+    labels[5:7, 5:7] = 1          # another field of class 1
+    labels[0:2, 5:8] = 2          # class 2
+    labels[2, 3] = 2              # touches class 1 only: a field of its own
+    coords = np.argwhere(labels > 0)
+    fields = field_labels(labels, coords)
+    by_pixel = dict(zip(map(tuple, coords.tolist()), fields.tolist()))
+    assert by_pixel[(0, 0)] == by_pixel[(2, 2)] != by_pixel[(5, 5)]
+    assert by_pixel[(0, 5)] != by_pixel[(2, 3)] and len(set(fields.tolist())) == 4
+    assert sorted(set(fields.tolist())) == [0, 1, 2, 3]
+
+
+def test_every_field_trains_validates_and_tests_every_field(shared_data: Path) -> None:
+    """On Indian Pines, every field (not just every class) gets training, validation and test
+    pixels, none of them within 4 px of a training pixel; the split is the same for every window
+    of the table, and the class-level split it replaces trains Soybean-mintill on one field only."""
+    labels = read_array(shared_data / "indian_pines" / "Indian_pines_gt.mat", None, 2, "ground truth")
+    labels = labels.astype(np.int64)
+    coords = np.argwhere(labels > 0)
+    fields = field_labels(labels, coords)
+    strategy = DisjointSplit(0.9, 0.05, 6, every_class=True, margin=4, every_field=True)
+    split, report = strategy(labels, coords, 9, 0)
+    for subset in ("train", "val", "test"):
+        assert set(fields[split[subset]].tolist()) == set(fields.tolist())
+    assert report["every_field"] and report["fields"] == {"total": 42, "train": 42, "val": 42, "test": 42}
+    near = window_mask(labels.shape, coords[split["train"]], 9)
+    for subset in ("val", "test"):
+        assert not near[coords[split[subset], 0], coords[split[subset], 1]].any()
+    assert 0.10 < len(split["train"]) / len(coords) < 0.16 and len(split["test"]) > 4000
+    smaller, _ = strategy(labels, coords, 5, 0)
+    for k in ("train", "val", "test"):
+        np.testing.assert_array_equal(smaller[k], split[k])
+    soybean_mintill = labels[coords[:, 0], coords[:, 1]] == 11
+    per_class, _ = DisjointSplit(0.9, 0.05, 12, every_class=True, margin=12)(labels, coords, 25, 0)
+    trained = soybean_mintill[per_class["train"]]
+    assert len(set(fields[per_class["train"]][trained].tolist())) == 1
+    assert len(set(fields[split["train"]][soybean_mintill[split["train"]]].tolist())) == 5
+
+
+def test_every_field_is_checked_and_round_trips() -> None:
+    with pytest.raises(ConfigError, match=r"data\.split\.every_field='yes' must be true or false"):
+        DisjointSplit(every_field="yes")
+    config = DisjointSplit(0.9, 0.05, 6, margin=4, every_field=True).config()
+    assert config["every_field"] is True and instantiate(config).every_field is True
+    assert DisjointSplit().every_field is False  # older runs rebuild their split unchanged
+
+
+def test_the_small_grid_composes_on_a_margin_every_row_fits(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=honest_fields", "sweep=leaderboard_small", "data=salinas_a"],
+                        tmp_path)
+    swept = cfg.hydra.sweeper.params["+leaderboard"].split(",")
+    assert set(swept) <= set(ROWS) and cfg.hydra.sweeper.params["seed"] == "0,1,2"
+    for row in swept:
+        row_cfg = compose_train(["experiment=honest_fields", "data=salinas_a", f"+leaderboard={row}"],
+                                tmp_path)
+        check_train_config(row_cfg)
+        assert row_cfg.data.split.every_field and row_cfg.data.pca.fit == "train"
+        assert row_cfg.data.split.margin == 4 >= row_cfg.data.patch_size // 2
+    assert {r for r in ROWS if not r[-1].isdigit() or int(r.rsplit("_", 1)[1]) <= 9} == set(swept)
