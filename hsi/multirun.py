@@ -132,7 +132,7 @@ def find_jobs(multirun: Path) -> list[Job]:
 
 # overrides that name where a job went or which grid launched it, not what it trained: jobs of
 # several starts of one grid (`--with`) that differ only in these are the same setting
-BOOKKEEPING = ("task_name", "sweep", "hparams_search")
+BOOKKEEPING = ("task_name", "sweep", "hparams_search", "paths.log_dir", "paths.output_dir")
 
 
 def _bookkeeping(key: str) -> bool:
@@ -141,7 +141,8 @@ def _bookkeeping(key: str) -> bool:
 
 def varying_keys(jobs: list[Job]) -> list[str]:
     """Override keys whose value differs between jobs (or that only some jobs have), in order seen;
-    bookkeeping keys (`task_name`, `sweep`, `hparams_search`, `hydra.*`) left out."""
+    bookkeeping keys (`task_name`, `sweep`, `hparams_search`, where outputs go: `paths.log_dir`,
+    `paths.output_dir`, and `hydra.*`) left out."""
     return [k for k in all_keys(jobs) if not _bookkeeping(k)
             and len({json.dumps(j.overrides.get(k)) for j in jobs}) > 1]
 

@@ -146,11 +146,13 @@ def test_bookkeeping_overrides_do_not_split_a_setting(tmp_path: Path) -> None:
                            {"svm": [0.1], "cnn1d": [0.1]})
     second = _fake_multirun(tmp_path / "second", {"svm": [0.7]}, {"svm": [0.2]})
     overrides = second / "svm_0" / ".hydra" / "overrides.yaml"
-    lines = yaml.safe_load(overrides.read_text()) + ["task_name=second", "sweep=leaderboard"]
+    lines = yaml.safe_load(overrides.read_text()) + ["task_name=second", "sweep=leaderboard",
+                                                     "paths.log_dir=/elsewhere"]
     overrides.write_text(yaml.safe_dump(lines))
     summarize(first, more=[second])
     table = (first / "results.md").read_text()
-    assert "| svm | 2 | 0.6000 ± 0.1414 |" in table and "task_name" not in table
+    assert "| svm | 2 | 0.6000 ± 0.1414 |" in table
+    assert "task_name" not in table and "paths.log_dir" not in table
 
 
 # -- every field in training (experiment=honest_fields) -------------------------------------------
