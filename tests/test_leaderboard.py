@@ -218,3 +218,23 @@ def test_the_small_grid_composes_on_a_margin_every_row_fits(tmp_path: Path) -> N
         assert row_cfg.data.split.every_field and row_cfg.data.pca.fit == "train"
         assert row_cfg.data.split.margin == 4 >= row_cfg.data.patch_size // 2
     assert {r for r in ROWS if not r[-1].isdigit() or int(r.rsplit("_", 1)[1]) <= 9} == set(swept)
+
+
+def test_an_every_field_run_trains_on_every_field_of_a_synthetic_scene(tmp_path: Path) -> None:
+    from hsi.train import train
+
+    cfg = compose_train(["experiment=honest_fields", "data=synthetic", "data.height=48", "data.width=48",
+                         "data.bands=30", "data.classes=4", "data.pca.components=12", "model=cnn1d",
+                         "trainer=cpu", "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"],
+                        tmp_path)
+    metrics = train(cfg)
+    split = np.load(tmp_path / "split.npz")
+    labels = split["labels"]
+    fields = field_labels(labels, np.argwhere(labels > 0))
+    assert fields.max() + 1 > 4  # the synthetic scene's classes have several fields each
+    report = metrics["split"]
+    assert report["every_field"] and report["margin"] == 4 and metrics["leakage"] == 0.0
+    assert report["fields"]["train"] == report["fields"]["total"] == fields.max() + 1
+    near_train = window_mask(labels.shape, split["train"], 9)
+    for subset in ("val", "test"):
+        assert len(split[subset]) and not near_train[split[subset][:, 0], split[subset][:, 1]].any()
