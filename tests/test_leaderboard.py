@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from hsi.data.io import read_array
 from hsi.data.leakage import window_mask
-from hsi.data.split import DisjointSplit, field_labels
+from hsi.data.split import DisjointSplit, field_labels, pool_small_fields
 from hsi.errors import ConfigError
 from hsi.multirun import summarize
 from hsi.validation import check_train_config
@@ -183,7 +183,8 @@ def test_every_field_trains_validates_and_tests_every_field(shared_data: Path) -
     split, report = strategy(labels, coords, 9, 0)
     for subset in ("train", "val", "test"):
         assert set(fields[split[subset]].tolist()) == set(fields.tolist())
-    assert report["every_field"] and report["fields"] == {"total": 42, "train": 42, "val": 42, "test": 42}
+    assert report["every_field"] and report["fields"] == {"total": 42, "pooled": 4, "train": 42,
+                                                          "val": 42, "test": 42}
     near = window_mask(labels.shape, coords[split["train"]], 9)
     for subset in ("val", "test"):
         assert not near[coords[split[subset], 0], coords[split[subset], 1]].any()
@@ -196,6 +197,31 @@ def test_every_field_trains_validates_and_tests_every_field(shared_data: Path) -
     trained = soybean_mintill[per_class["train"]]
     assert len(set(fields[per_class["train"]][trained].tolist())) == 1
     assert len(set(fields[split["train"]][soybean_mintill[split["train"]]].tolist())) == 5
+
+
+def test_fields_smaller_than_a_block_are_pooled_per_class() -> None:
+    fields = np.array([0, 0, 0, 1, 2, 2, 3, 4, 4, 4])
+    targets = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    groups = pool_small_fields(fields, targets, min_pixels=3)
+    # fields 0 and 4 are big enough; 1 and 2 (class 0) share a group, 3 (class 1) is its own
+    np.testing.assert_array_equal(groups, [0, 0, 0, 1, 1, 1, 2, 3, 3, 3])
+    np.testing.assert_array_equal(pool_small_fields(fields, targets, 1), fields)  # none pooled
+
+
+def test_every_field_on_a_scene_of_many_fragments(shared_data: Path) -> None:
+    """KSC's ground truth has 52 fields, 12 of them smaller than a 6 px block: every other field is
+    trained, the fragments are pooled per class, and nothing lies in a training window."""
+    labels = read_array(shared_data / "ksc" / "KSC_gt.mat", None, 2, "ground truth").astype(np.int64)
+    coords = np.argwhere(labels > 0)
+    fields = field_labels(labels, coords)
+    split, report = DisjointSplit(0.9, 0.05, 6, every_class=True, margin=4, every_field=True)(
+        labels, coords, 9, 0)
+    sizes = np.bincount(fields)
+    assert report["fields"]["total"] == 52 and report["fields"]["pooled"] == int((sizes < 36).sum()) == 12
+    assert set(np.flatnonzero(sizes >= 36).tolist()) <= set(fields[split["train"]].tolist())
+    near = window_mask(labels.shape, coords[split["train"]], 9)
+    for subset in ("val", "test"):
+        assert len(split[subset]) and not near[coords[split[subset], 0], coords[split[subset], 1]].any()
 
 
 def test_every_field_is_checked_and_round_trips() -> None:

@@ -145,8 +145,9 @@ class DisjointSplit(SplitStrategy):
 
     `every_field`: what `every_class` does for classes, done for fields (8-connected regions of
     one class, `field_labels`): every field gets training pixels and, where the margin allows,
-    validation and test pixels, and the shares are aimed at per field. Without it a class is
-    often trained on one of its fields and tested on the others (implies `every_class`).
+    validation and test pixels, and the shares are aimed at per field; fields smaller than one
+    block are pooled per class (`pool_small_fields`). Without it a class is often trained on one
+    of its fields and tested on the others (implies `every_class`).
     """
 
     test_ratio: float = 0.9
@@ -331,8 +332,9 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     sides = fields = None
     if every_field:
         fields = field_labels(labels, coords)
+        groups = pool_small_fields(fields, targets, block_size ** 2)
         subset_of_block, block_of, sides = assign_blocks_every_class(
-            labels.shape, coords, fields, int(fields.max()) + 1, test_ratio, val_ratio, block_size,
+            labels.shape, coords, groups, int(groups.max()) + 1, test_ratio, val_ratio, block_size,
             patch_size, seed)
     elif every_class:
         subset_of_block, block_of, sides = assign_blocks_every_class(
@@ -370,7 +372,8 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
         report["block_sides"] = {int(s): int(k) for s, k in zip(side[::-1], n[::-1])}
     if fields is not None:
         report["every_field"] = True
-        report["fields"] = {"total": int(fields.max()) + 1,
+        sizes = np.bincount(fields)
+        report["fields"] = {"total": len(sizes), "pooled": int((sizes < block_size ** 2).sum()),
                             **{k: len(np.unique(fields[v])) for k, v in split.items()}}
     log.info("data/split=disjoint: %d blocks of %d px; %d val/test pixels within %d px of training "
              "dropped; shares per class (train/val/test): %s", len(subset_of_block), block_size,
@@ -393,6 +396,20 @@ def field_labels(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
         count += n
     coords = np.asarray(coords)
     return fields[coords[:, 0], coords[:, 1]] - 1
+
+
+def pool_small_fields(fields: np.ndarray, targets: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Groups (0-based, numbered as the fields) the split serves one by one: each field of at
+    least `min_pixels` pixels on its own, and the smaller fields of each class together (a field
+    smaller than one block cannot hold a training, a validation and a test block; Pavia
+    University's ground truth has 194 such fragments among its 250 fields)."""
+    small = np.bincount(fields)[fields] < min_pixels
+    pooled = np.where(small, fields.max() + 1 + targets, fields)
+    # number the groups by their first field, so a scene without small fields keeps its numbering
+    first = np.full(int(pooled.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, pooled, fields)
+    order = np.unique(first[pooled])
+    return np.searchsorted(order, first[pooled])
 
 
 def assign_blocks(shape: tuple[int, int], coords: np.ndarray, targets: np.ndarray, n_classes: int,
