@@ -16,7 +16,7 @@ it, and results.md then ends with the setting of the best mean validation OA as 
 trains it again over the same seeds (chosen on validation pixels, never on test ones). The mean
 training and test pixel counts get columns too. `--beside <other multirun>` adds that multirun's OA
 for the same setting (e.g. the same rows on the random split, `experiment=random_leaderboard`)
-and the gap between the two (the leakage gap). `--with <other multirun>` (repeatable) pools
+and the gap between the two (the leakage gap); repeated, its starts are pooled. `--with <other multirun>` (repeatable) pools
 another multirun's jobs into the table, for a grid run in several starts.
 
 A search's folder (hparams_search=..., Optuna) also holds the sweeper's
@@ -422,11 +422,12 @@ def _jobs_of(multirun: Path) -> list[Job]:
     return jobs
 
 
-def summarize(multirun: str | Path, beside: str | Path | None = None,
+def summarize(multirun: str | Path, beside: str | Path | list[str | Path] | None = None,
               more: list[str | Path] | None = None) -> dict[str, Any]:
     """Write results.csv, results.md and the OA figure into `multirun`; return a summary.
 
-    `beside`: another multirun whose OA for the same settings goes into a column of results.md.
+    `beside`: another multirun (or several, pooled: one grid run in several starts) whose OA
+    for the same settings goes into a column of results.md.
     `more`: other multiruns whose jobs join this one's in the table (a grid run in several
     starts), named `<their folder>/<job>`.
     """
@@ -436,7 +437,8 @@ def summarize(multirun: str | Path, beside: str | Path | None = None,
         for job in _jobs_of(folder):
             job.name = f"{folder.name}/{job.name}"
             jobs.append(job)
-    other = _jobs_of(Path(beside)) if beside is not None else None
+    besides = [beside] if isinstance(beside, (str, Path)) else list(beside or [])
+    other = [job for folder in besides for job in _jobs_of(Path(folder))] if besides else None
     for job in jobs:
         if not job.ok:
             log.warning("Job %s failed: %s", job.name, job.problem)
@@ -444,7 +446,7 @@ def summarize(multirun: str | Path, beside: str | Path | None = None,
     figure = oa_figure(jobs, multirun)
     best = best_trial(multirun, jobs)
     atomic_write_text(multirun / "results.md", results_markdown(
-        multirun, jobs, figure, best, other, str(beside) if beside is not None else ""))
+        multirun, jobs, figure, best, other, ", ".join(map(str, besides))))
     failed = [j.name for j in jobs if not j.ok]
     log.info("%d jobs (%d failed); wrote results.csv, results.md%s in %s", len(jobs), len(failed),
              f", {figure}" if figure else "", multirun)
@@ -459,9 +461,9 @@ def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") ->
     parser.add_argument("--with", dest="more", type=Path, action="append", default=[],
                         help="another multirun whose jobs join the table (a grid run in several "
                              "starts); repeatable")
-    parser.add_argument("--beside", type=Path, default=None,
+    parser.add_argument("--beside", type=Path, action="append", default=[],
                         help="another multirun (same settings, e.g. on the random split) whose OA "
-                             "goes beside each setting's, with the gap")
+                             "goes beside each setting's, with the gap; repeatable (its starts pooled)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

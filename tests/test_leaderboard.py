@@ -16,7 +16,7 @@ from hsi.data.io import read_array
 from hsi.data.leakage import window_mask
 from hsi.data.split import DisjointSplit, field_labels, pool_small_fields
 from hsi.errors import ConfigError
-from hsi.multirun import summarize
+from hsi.multirun import cli, summarize
 from hsi.validation import check_train_config
 from tests.conftest import PROJECT_ROOT, compose_train
 
@@ -126,6 +126,17 @@ def test_summary_beside_a_multirun_without_the_setting(tmp_path: Path) -> None:
     assert "| – | – |" in cnn1d
     with pytest.raises(FileNotFoundError, match="No multirun folder"):
         summarize(honest, beside=tmp_path / "missing")
+
+
+def test_the_random_split_beside_pools_its_starts(tmp_path: Path) -> None:
+    honest = _fake_multirun(tmp_path / "honest", {"svm": [0.5, 0.6], "cnn1d": [0.5, 0.5]},
+                            {"svm": [0.1, 0.1], "cnn1d": [0.1, 0.1]})
+    first = _fake_multirun(tmp_path / "first", {"svm": [0.8]}, {"svm": [0.8]})
+    second = _fake_multirun(tmp_path / "second", {"svm": [0.6, 0.7]}, {"svm": [0.8, 0.8]})
+    assert cli([str(honest), "--beside", str(first), "--beside", str(second)]) == 0
+    table = (honest / "results.md").read_text()
+    assert "| svm | 2 | 0.5500 ± 0.0707 |" in table and "| 0.7000 ± 0.1000 | +0.1500 |" in table
+    assert f"{first}, {second}" in table
 
 
 def test_a_grid_run_in_two_starts_is_one_table(tmp_path: Path) -> None:
