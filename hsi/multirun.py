@@ -16,8 +16,9 @@ it, and results.md then ends with the setting of the best mean validation OA as 
 trains it again over the same seeds (chosen on validation pixels, never on test ones). The mean
 training and test pixel counts get columns too. `--beside <other multirun>` adds that multirun's OA
 for the same setting (e.g. the same rows on the random split, `experiment=random_leaderboard`)
-and the gap between the two (the leakage gap); repeated, its starts are pooled. `--with <other multirun>` (repeatable) pools
-another multirun's jobs into the table, for a grid run in several starts.
+and the gap between the two (the leakage gap); repeated, its starts are pooled. `--with <other
+multirun>` (repeatable) pools another multirun's jobs into the table, for a grid run in several
+starts.
 
 A search's folder (hparams_search=..., Optuna) also holds the sweeper's
 `optimization_results.yaml`: results.md then ends with the best trial as a command ready to re-run,
