@@ -51,7 +51,8 @@ def check_block_size(block_size: int) -> None:
         raise ConfigError(f"data.split.block_size={block_size} must be an integer >= 1.")
 
 
-def check_every_class(value: bool, key: str = "every_class") -> None:
+def check_flag(value: bool, key: str) -> None:
+    """`data.split.<key>` must be a boolean."""
     if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(f"data.split.{key}={value!r} must be true or false.")
 
@@ -162,8 +163,8 @@ class DisjointSplit(SplitStrategy):
         self.test_ratio, self.val_ratio = float(self.test_ratio), float(self.val_ratio)
         check_ratios(self.test_ratio, self.val_ratio)
         check_block_size(self.block_size)
-        check_every_class(self.every_class)
-        check_every_class(self.every_field, "every_field")
+        check_flag(self.every_class, "every_class")
+        check_flag(self.every_field, "every_field")
         self.block_size, self.every_class = int(self.block_size), bool(self.every_class)
         self.every_field = bool(self.every_field)
         if self.margin is not None and (isinstance(self.margin, bool)
@@ -330,16 +331,13 @@ def disjoint_split(labels: np.ndarray, coords: np.ndarray, test_ratio: float, va
     n_classes = int(targets.max()) + 1
     names = _names(class_names, n_classes)
     sides = fields = None
-    if every_field:
-        fields = field_labels(labels, coords)
-        groups = pool_small_fields(fields, targets, block_size ** 2)
+    if every_class or every_field:
+        # the groups that each get a training, a validation and a test block: classes, or fields
+        fields = field_labels(labels, coords) if every_field else None
+        groups = targets if fields is None else pool_small_fields(fields, targets, block_size ** 2)
         subset_of_block, block_of, sides = assign_blocks_every_class(
             labels.shape, coords, groups, int(groups.max()) + 1, test_ratio, val_ratio, block_size,
             patch_size, seed)
-    elif every_class:
-        subset_of_block, block_of, sides = assign_blocks_every_class(
-            labels.shape, coords, targets, n_classes, test_ratio, val_ratio, block_size, patch_size,
-            seed)
     else:
         subset_of_block, block_of = assign_blocks(labels.shape, coords, targets, n_classes,
                                                   test_ratio, val_ratio, block_size, seed)
