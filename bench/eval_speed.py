@@ -25,8 +25,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from hsi.config import CONFIG_DIR
-from hsi.training import build_datamodule, build_model
+from hsi.run.config import CONFIG_DIR
+from hsi.run.training import build_datamodule, build_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CUBE = SHARED / "indian_pines_8bit" / "IP_200_M.mat"

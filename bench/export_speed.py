@@ -5,14 +5,14 @@
 
 Each checkpoint (or a short training run on the 8-bit Indian Pines cube,
 ../shared/data/indian_pines_8bit/IP_200_M.mat with ../shared/data/indian_pines/Indian_pines_gt.mat,
-experiment=seed_recipe_cosine) is exported with `quantize=int8` (hsi.onnx_export, its checks
+experiment=seed_recipe_cosine) is exported with `quantize=int8` (hsi.deploy.export, its checks
 included), then its whole scene is classified from the raw cube by three engines, in one process,
 with the same number of threads (`--threads`, default 1: torch.set_num_threads, onnxruntime's
 intra-op threads, and the BLAS threads of the numpy PCA):
 
-- torch: the checkpoint's PCA (numpy, float64) + hsi.inference.predict_labels (dense where the
+- torch: the checkpoint's PCA (numpy, float64) + hsi.run.inference.predict_labels (dense where the
   network allows it, else batched windows), what hsi.predict runs;
-- onnx fp32 / onnx int8: hsi.runtime.OnnxClassifier.predict (PCA inside the graph on the dense
+- onnx fp32 / onnx int8: hsi.deploy.runtime.OnnxClassifier.predict (PCA inside the graph on the dense
   path, pca.onnx + windows cut in numpy on the window path).
 
 One warm-up run each, then `--repeats` rounds, the engines interleaved in each round; the best
@@ -69,7 +69,7 @@ def train_checkpoint(model: str, epochs: int, folder: Path) -> Path:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from hsi.config import CONFIG_DIR
+    from hsi.run.config import CONFIG_DIR
     from hsi.train import train
 
     if not CUBE.is_file() or not GT.is_file():
@@ -87,10 +87,10 @@ def train_checkpoint(model: str, epochs: int, folder: Path) -> Path:
 
 
 def bench_one(ckpt: Path, out: Path, args: argparse.Namespace) -> dict:
-    from hsi.checkpoint import load_checkpoint
-    from hsi.inference import predict_labels
-    from hsi.onnx_export import Int8Settings, export_checkpoint, overall_accuracy
-    from hsi.runtime import OnnxClassifier
+    from hsi.deploy.export import Int8Settings, export_checkpoint, overall_accuracy
+    from hsi.deploy.runtime import OnnxClassifier
+    from hsi.run.checkpoint import load_checkpoint
+    from hsi.run.inference import predict_labels
 
     meta = export_checkpoint(ckpt, out, quantize="int8", threads=args.threads, tile_rows=args.tile_rows,
                              batch_size=args.batch_size, int8=Int8Settings(max_oa_drop=None))
@@ -100,7 +100,7 @@ def bench_one(ckpt: Path, out: Path, args: argparse.Namespace) -> dict:
     datamodule.setup()
     scene = datamodule.scene
     cube = scene.cube
-    patch = checkpoint.scene["patch_size"]
+    patch = checkpoint.data_state["patch_size"]
     fp32 = OnnxClassifier.load(out / "model.onnx", threads=args.threads)
     int8 = OnnxClassifier.load(out / "model.int8.onnx", threads=args.threads)
 
@@ -121,7 +121,7 @@ def bench_one(ckpt: Path, out: Path, args: argparse.Namespace) -> dict:
     test = datamodule.split["test"]
     sizes = meta["sizes_bytes"]
     return {
-        "network": meta["network"], "path": meta["path"], "checkpoint": str(ckpt),
+        "network": meta["network"], "path": meta["eval_path"], "checkpoint": str(ckpt),
         "scene": scene.name, "shape": list(scene.shape), "bands": meta["bands"],
         "patch_size": patch, "best_s": {k: min(v) for k, v in times.items()},
         "median_s": {k: float(np.median(v)) for k, v in times.items()},

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from hsi.config import CONFIG_DIR
 from hsi.models.cost import count_macs, count_parameters, evaluating, window_shape
-from hsi.profiling import build_net
+from hsi.run.config import CONFIG_DIR
+from hsi.studies.profiling import build_net
 
 DEFAULT_MODELS = ["hybridsn", "hybridsn_lite", "hybridsn_fast"]
 

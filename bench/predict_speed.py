@@ -6,8 +6,8 @@ One run, one process, the same network (HybridSN or `--model`'s `conf/model/<nam
 with its default settings, untrained, 30 PCA components, 25x25 windows,
 16 classes, eval mode) on the same 145x145x200 cube (the 8-bit Indian Pines cube when
 ../shared/data has it, else a synthetic one of that size):
-- dense: the trunk once over the padded scene, the classifier as convolutions (hsi.inference);
-- windows: every pixel's window cut from the padded cube, batches of 64 (hsi.inference);
+- dense: the trunk once over the padded scene, the classifier as convolutions (hsi.run.inference);
+- windows: every pixel's window cut from the padded cube, batches of 64 (hsi.run.inference);
 - notebook: every window materialised as float64 first (21,025 x 25 x 25 x 30), then
   predicted in batches of 32, as the notebook's map code does.
 All three must give the same labels; the script checks and prints the ratios.
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hsi.config import CONFIG_DIR
 from hsi.data.patches import pad_cube
 from hsi.data.preprocessing import fit_pca
-from hsi.inference import dense_logits, window_logits
+from hsi.run.config import CONFIG_DIR
+from hsi.run.inference import dense_logits, window_logits
 
 SHARED_CUBE = Path(__file__).resolve().parents[2] / "shared/data/indian_pines_8bit/IP_200_M.mat"
 PATCH, COMPONENTS, CLASSES = 25, 30, 16
@@ -94,8 +94,8 @@ def main() -> None:
     assert torch.equal(dense_labels, windows.argmax(1)), "dense and window labels differ"
     gap = (dense.reshape(CLASSES, -1).T - windows).abs().max()
     print(f"max |dense - window| logit difference: {gap:.2e}")
-    rows = [("dense (hsi.inference.dense_logits)", t_dense),
-            ("windows, batch 64 (hsi.inference.window_logits)", t_windows)]
+    rows = [("dense (hsi.run.inference.dense_logits)", t_dense),
+            ("windows, batch 64 (hsi.run.inference.window_logits)", t_windows)]
     if not args.skip_notebook:
         notebook, t_notebook = timed(notebook_logits, net, reduced)
         assert torch.equal(dense_labels, notebook.argmax(1)), "dense and notebook labels differ"

@@ -6,7 +6,7 @@
 One scene and split for every row: 8-bit Indian Pines beside the repository with the recipe
 (PCA 30 whitened, 25x25 windows, 10% stratified training pixels, random state 345, batch 32,
 Adam 1e-3). The notebook's way: every training window materialised in one tensor, a
-`TensorDataset`, a plain PyTorch loop over HybridSN. hsi's way: `hsi.training`'s datamodule
+`TensorDataset`, a plain PyTorch loop over HybridSN. hsi's way: `hsi.run.training`'s datamodule
 (windows cut on the fly from the padded cube), LightningModule and Trainer with the default
 callbacks and TensorBoard logger, exactly as `python -m hsi.train` builds them. Every row runs
 the same epochs at the same thread count; the first epoch is warm-up, the others are timed.
@@ -71,7 +71,7 @@ def compose(overrides: list[str], output_dir: Path):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
-    from hsi.config import CONFIG_DIR
+    from hsi.run.config import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -91,9 +91,9 @@ def hsi_epochs(model: str, precision: str, epochs: int, output_dir: Path) -> tup
     """hsi's Trainer as `python -m hsi.train` builds it: (epoch seconds, windows, MACs per window)."""
     from hydra.utils import instantiate
 
-    from hsi.config import instantiate_group
     from hsi.models.cost import count_macs, window_shape
-    from hsi.training import build_datamodule, build_model
+    from hsi.run.config import instantiate_group
+    from hsi.run.training import build_datamodule, build_model
 
     cfg = compose(recipe(model, precision, epochs, output_dir), output_dir)
     L.seed_everything(0)
@@ -112,7 +112,7 @@ def notebook_epochs(precision: str, epochs: int, output_dir: Path) -> tuple[list
     """The notebook's loop over materialised windows (the same training windows as hsi's)."""
     from hsi.models import HybridSN
     from hsi.models.cost import count_macs, window_shape
-    from hsi.training import build_datamodule
+    from hsi.run.training import build_datamodule
 
     cfg = compose(recipe("hybridsn", precision, epochs, output_dir), output_dir)
     datamodule = build_datamodule(cfg)

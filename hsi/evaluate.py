@@ -11,14 +11,14 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
-from hsi.checkpoint import load_checkpoint
-from hsi.config import instantiate_group
-from hsi.errors import report_errors
-from hsi.inference import check_method, supports_dense
+import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.models.cost import model_cost
-from hsi.run_files import finish_run, update_metrics, write_scene_map, write_split
-from hsi.validation import check_predict_config
+from hsi.models.dense import check_eval_path, supports_dense
+from hsi.run.checkpoint import load_checkpoint
+from hsi.run.config import instantiate_group
+from hsi.run.outputs import finish_run, update_metrics, write_scene_map, write_split
+from hsi.run.validation import check_predict_config
+from hsi.utils.reporting import report_errors
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = checkpoint.classifier()
     if cfg.get("map", True):
-        check_method(model.net, cfg.method)
+        check_eval_path(model.net, cfg.eval_path)
     datamodule = checkpoint.datamodule(data_dir=cfg.get("data_dir"), cube_path=cfg.get("cube_path"),
                                        gt_path=cfg.get("gt_path"))
     datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
@@ -48,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = finish_run(output_dir, datamodule, model.test_report, extra, loggers, 0, hparams, cfg.seed)
     if cfg.get("map", True):
         drawn = write_scene_map(output_dir, model.net, datamodule.state_dict(), datamodule.scene,
-                                cfg.method, loggers)
+                                cfg.eval_path, loggers)
         metrics = update_metrics(output_dir, drawn)
     return metrics
 

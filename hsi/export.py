@@ -1,8 +1,8 @@
 """Deploy a checkpoint as ONNX: `python -m hsi.export ckpt_path=<file> [quantize=int8]`.
 
 Writes model.onnx (+ model.int8.onnx, pca.onnx where needed) and model.json into the run folder,
-each checked against PyTorch on the checkpoint's whole scene (see hsi.onnx_export; running the
-result needs only numpy and onnxruntime: hsi.runtime).
+each checked against PyTorch on the checkpoint's whole scene (see hsi.deploy.export; running the
+result needs only numpy and onnxruntime: hsi.deploy.runtime).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
-from hsi.errors import report_errors
-from hsi.onnx_export import export
+import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
+from hsi.deploy.export import export
+from hsi.utils.reporting import report_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

@@ -1,14 +1,18 @@
 """Figures: a fixed colour table for classes, label images with a legend, the 4-panel map figure,
 the confusion matrix.
 
-Only builds matplotlib figures; `hsi.run_files` writes them.
+Builds matplotlib figures and saves them (`write_figure`); `hsi.run.outputs` decides which.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from hsi.utils.files import atomic_write
 
 # Class k (1-based) gets PALETTE[(k - 1) % len(PALETTE)]; 0 (unlabelled / unknown) is black.
 PALETTE = np.array([
@@ -17,6 +21,13 @@ PALETTE = np.array([
     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128],
 ], dtype=np.uint8)
+
+
+def write_figure(path: str | Path, fig, dpi: int = 120, **savefig: Any) -> Path:
+    """Save a matplotlib figure as PNG (atomically) and close it."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig))
+    pyplot().close(fig)
+    return Path(path)
 
 
 def pyplot():

@@ -1,72 +1,28 @@
-"""Classify every pixel of a scene with a checkpoint: `python -m hsi.predict ckpt_path=<file>`."""
+"""Classify every pixel of a scene: `python -m hsi.predict ckpt_path=<file>` (a checkpoint) or
+`model_path=<export>/model.onnx` (an exported graph, onnxruntime)."""
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 import hydra
-import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
-from hsi.checkpoint import Checkpoint, load_checkpoint
-from hsi.data.io import read_array
-from hsi.data.scene import Scene, fill_nonfinite
-from hsi.errors import ConfigError, report_errors
-from hsi.inference import check_method, predict_labels
-from hsi.onnx_export import predict_onnx
-from hsi.run_files import write_prediction_run
-from hsi.validation import check_predict_config
-
-log = logging.getLogger(__name__)
-
-
-def scene_from_config(data_cfg: DictConfig | None,
-                      checkpoint: Checkpoint) -> tuple[np.ndarray, Scene | None]:
-    """(cube, scene with ground truth or None) from `data=...`, or the checkpoint's own scene."""
-    if data_cfg is None:
-        scene = checkpoint.datamodule().load_scene()
-        return scene.cube, scene
-    datamodule = instantiate(data_cfg)
-    options = dict(datamodule.scene_options)
-    if options.get("gt_path") is None and datamodule.hparams.scene == "custom":
-        cube_path = options["cube_path"]
-        try:  # a cube file with no ground truth in it is fine for prediction
-            read_array(cube_path, options.get("gt_key"), 2, "ground truth")
-        except (KeyError, ValueError):
-            return read_array(cube_path, options.get("cube_key"), 3, "cube"), None
-    scene = datamodule.load_scene()
-    return scene.cube, scene
+import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
+from hsi.deploy.predict import predict_onnx
+from hsi.errors import ConfigError
+from hsi.run.prediction import predict_checkpoint
+from hsi.run.validation import check_predict_config
+from hsi.utils.reporting import report_errors
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     check_predict_config(cfg)
-    if cfg.get("model_path"):  # an exported graph (hsi.export): onnxruntime, no checkpoint
-        return predict_onnx(cfg, scene_from_config)
+    if cfg.get("model_path"):
+        return predict_onnx(cfg)
     if cfg.get("ckpt_path") is None:
         raise ConfigError("hsi.predict needs ckpt_path=<checkpoint> or model_path=<exported model.onnx>.")
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    model = checkpoint.classifier(cfg.get("device", "auto"))
-    check_method(model.net, cfg.method)
-    state = checkpoint.scene
-    cube, scene = scene_from_config(cfg.get("data"), checkpoint)
-    filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
-    if bad.any():
-        log.warning("%d pixels hold NaN or inf values: filled with band means for the network and "
-                    "left unclassified (0) in prediction.npy.", int(bad.sum()))
-    start = time.perf_counter()
-    prediction, path = predict_labels(model.net, checkpoint.reduce(filled), state["patch_size"], cfg.method,
-                                      cfg.batch_size, cfg.tile_rows, cfg.progress)
-    seconds = time.perf_counter() - start
-    title = f"{type(model.net).__name__} on {scene.name if scene else 'cube'} ({path} inference)"
-    same_scene = scene is not None and scene.name == state["scene"]
-    return write_prediction_run(cfg.paths.output_dir, filled, scene, prediction, bad,
-                                list(state["class_names"]), title,
-                                state.get("rgb_bands") if same_scene else None, path, seconds,
-                                {"checkpoint": str(checkpoint.path.resolve())})
+    return predict_checkpoint(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

@@ -1,5 +1,5 @@
 """Cost table of networks: `python -m hsi.profile [model=<name>] [all=true] [data=<scene>]`, a Hydra
-app over `conf/` (the work is `hsi.profiling.profile`).
+app over `conf/` (the work is `hsi.studies.profiling.profile`).
 
 Per network: parameters, multiply-accumulates per window, weight size, CPU latency per window at
 the first batch size and throughput at the others, for a scene's window (`data=<scene>`) or the
@@ -11,8 +11,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
-from hsi.profiling import profile
+import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
+from hsi.studies.profiling import profile
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="profile")

@@ -21,8 +21,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hsi.errors import ConfigError, exit_with
+from hsi.errors import ConfigError
 from hsi.utils.files import release_run_folder
+from hsi.utils.reporting import exit_with
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
-from hsi.errors import report_errors
-from hsi.training import train
+import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
+from hsi.run.training import train
+from hsi.utils.reporting import report_errors
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hsi.config import PROJECT_ROOT
+from hsi.run.config import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "hsi"
 
@@ -47,7 +47,7 @@ def imported_modules(path: Path) -> set[str]:
 def test_the_commands_are_found() -> None:
     assert {"hsi.train", "hsi.evaluate", "hsi.predict", "hsi.profile", "hsi.summarize",
             "hsi.report"} <= set(COMMANDS)
-    assert "hsi.training" not in COMMANDS and "hsi.run_files" not in COMMANDS
+    assert "hsi.run.training" not in COMMANDS and "hsi.run.outputs" not in COMMANDS
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -22,10 +22,10 @@ import pytest
 import scipy.io
 import torch
 
-from hsi.config import PROJECT_ROOT
 from hsi.data.preprocessing import PCATransform, cached_fit_pca, fit_pca
 from hsi.data.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError, DataError
+from hsi.run.config import PROJECT_ROOT
 from hsi.utils.files import LOCK_NAME, RunFolderTaken, claim_run_folder
 from tests.conftest import FAST_SYNTHETIC
 
@@ -97,9 +97,11 @@ def cases(files: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
         "window_larger_than_scene": ("hsi.train", [*TINY, "data.patch_size=201"],
                                      "data.patch_size=201 is larger than the scene"),
         "constant_bands": ("hsi.train", custom(files, cube="constant"), "constant"),
-        "map_method_typo": ("hsi.train", [*TINY, "map=true", "map_method=bogus"], "map_method='bogus'"),
-        "map_dense_for_se": ("hsi.train", [*TINY, "map=true", "model=hybridsn_se", "map_method=dense"],
-                             "map_method=dense"),
+        "map_method_typo": ("hsi.train", [*TINY, "map=true", "data.eval_path=bogus"], "data.eval_path='bogus'"),
+        "map_method_renamed": ("hsi.train", [*TINY, "map=true", "map_method=dense"],
+                               "map_method= is now data.eval_path="),
+        "map_dense_for_se": ("hsi.train", [*TINY, "map=true", "model=hybridsn_se", "data.eval_path=dense"],
+                             "data.eval_path=dense"),
         "batch_size_zero": ("hsi.train", [*TINY, "data.batch_size=0"], "data.batch_size=0"),
         "window_too_small_for_network": ("hsi.train", [*TINY, "data.patch_size=5"],
                                          "at least 9x9 pixels"),
@@ -127,7 +129,7 @@ def cases(files: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
 
 
 CASE_NAMES = ["window_larger_than_scene", "window_too_small_for_network", "constant_bands",
-              "map_method_typo", "map_dense_for_se",
+              "map_method_typo", "map_method_renamed", "map_dense_for_se",
               "batch_size_zero", "num_workers_negative", "seed_not_a_number", "pca_fraction",
               "class_weights_length", "zero_epochs", "endless_epochs", "single_class", "truncated_mat",
               "empty_mat", "cube_is_a_folder", "missing_cube", "checkpoint_is_a_folder",
@@ -166,11 +168,11 @@ def run_in_process(module: str, overrides: list[str], run_dir: Path) -> int:
     """The command's work through its error reporting, in this process (fast): exit status."""
     import importlib
 
-    from hsi.errors import report_errors
+    from hsi.utils.reporting import report_errors
     from tests.conftest import compose_config
 
     name = module.removeprefix("hsi.")
-    module_name, function = {"train": ("hsi.training", "train"), "predict": ("hsi.predict", "predict"),
+    module_name, function = {"train": ("hsi.run.training", "train"), "predict": ("hsi.predict", "predict"),
                              "evaluate": ("hsi.evaluate", "evaluate")}[name]
     cfg = compose_config(name, overrides, run_dir)
     try:
@@ -201,7 +203,7 @@ def test_the_traceback_is_there_when_asked(files: dict[str, Path], tmp_path: Pat
 
 # -- 1. a window larger than the scene, or a network that explodes with it -------------------
 def test_an_exploding_network_is_refused_before_training(synthetic_cfg, tmp_path: Path) -> None:
-    from hsi.training import train
+    from hsi.run.training import train
 
     cfg = synthetic_cfg("data.height=96", "data.width=96", "data.patch_size=95", "data.pca.components=30",
                         "data.bands=60")  # HybridSN: 64 x 87 x 87 features x 256 = 124 M parameters
@@ -243,7 +245,7 @@ def test_a_non_finite_loss_stops_the_run() -> None:
 # -- 3. prediction on a cube with NaN pixels ---------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hsi.training import train
+    from hsi.run.training import train
     from tests.conftest import compose_train
 
     run_dir = tmp_path_factory.mktemp("trained")
@@ -325,14 +327,14 @@ def test_the_lock_is_exclusive(tmp_path: Path) -> None:
 # -- 6. a failing map step loses nothing ------------------------------------------------------
 def test_metrics_are_written_before_the_map(synthetic_cfg, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import hsi.training
+    import hsi.run.training
 
     def broken_map(*args, **kwargs):
         raise RuntimeError("the map step failed")
 
-    monkeypatch.setattr(hsi.training, "write_scene_map", broken_map)
+    monkeypatch.setattr(hsi.run.training, "write_scene_map", broken_map)
     with pytest.raises(RuntimeError, match="map step failed"):
-        hsi.training.train(synthetic_cfg("trainer.max_epochs=1", "logger=none"))
+        hsi.run.training.train(synthetic_cfg("trainer.max_epochs=1", "logger=none"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 <= metrics["oa"] <= 1 and (tmp_path / "confusion_matrix.csv").is_file()
 
@@ -370,7 +372,7 @@ def test_untested_classes_are_null_and_named(tmp_path: Path) -> None:
 
 
 def test_n_test_counts_the_pixels_really_evaluated(synthetic_cfg, tmp_path: Path) -> None:
-    from hsi.training import train
+    from hsi.run.training import train
 
     metrics = train(synthetic_cfg("trainer.max_epochs=1", "logger=none", "map=false",
                                   "+trainer.limit_test_batches=1", "data.eval_batch_size=16",
@@ -379,7 +381,7 @@ def test_n_test_counts_the_pixels_really_evaluated(synthetic_cfg, tmp_path: Path
 
 
 def test_disjoint_split_names_untested_classes(synthetic_cfg, tmp_path: Path) -> None:
-    from hsi.training import train
+    from hsi.run.training import train
 
     metrics = train(synthetic_cfg("model=svm", "data/split=disjoint", "data.split.block_size=12",
                                   "data.split.test_ratio=0.5", "data.height=36", "data.width=36",
@@ -390,7 +392,7 @@ def test_disjoint_split_names_untested_classes(synthetic_cfg, tmp_path: Path) ->
 
 # -- surprising settings --------------------------------------------------------------------
 def test_a_huge_label_value_is_reindexed_without_a_huge_table(files: dict[str, Path]) -> None:
-    from hsi.data.scenes import load_custom_scene
+    from hsi.data.loading import load_custom_scene
 
     start = time.perf_counter()
     scene = load_custom_scene(files["cube"], files["huge_label"])
@@ -399,7 +401,7 @@ def test_a_huge_label_value_is_reindexed_without_a_huge_table(files: dict[str, P
 
 
 def test_resuming_with_other_settings_names_the_keys(synthetic_cfg, tmp_path: Path) -> None:
-    from hsi.training import train
+    from hsi.run.training import train
 
     first = train(synthetic_cfg("trainer.max_epochs=1", "logger=none", "map=false"))
     ckpt = first["checkpoint"]
@@ -412,7 +414,7 @@ def test_evaluate_can_be_pointed_at_a_moved_cube(files: dict[str, Path], tmp_pat
     import shutil
 
     from hsi.evaluate import evaluate
-    from hsi.training import train
+    from hsi.run.training import train
     from tests.conftest import compose_config, compose_train
 
     moved_from = tmp_path / "data"

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from hsi.config import CONFIG_DIR
 from hsi.data import CATALOGUE, DatasetNotFoundError, HSIDataModule, load_scene
 from hsi.data import download as dl
 from hsi.data.catalogue import load_ground_truth, prepare_scene
 from hsi.data.split import RandomSplit
+from hsi.run.config import CONFIG_DIR
 from tests.data.make_fake_scenes import fake_spec, serve_from, write_fake_scene
 
 EHU = "http://www.ehu.eus/ccwintco/uploads/"

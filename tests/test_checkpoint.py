@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from hsi.checkpoint import CheckpointError, load_checkpoint
 from hsi.data.synthetic import make_synthetic_scene
-from hsi.inference import predict_labels
+from hsi.run.checkpoint import CheckpointError, load_checkpoint
+from hsi.run.inference import predict_labels
 
 DATA = Path(__file__).parent / "data" / "checkpoints"
 FORMAT1 = DATA / "format1_cnn2d_synthetic.ckpt"
@@ -34,15 +34,15 @@ def test_a_format1_checkpoint_rebuilds_its_datamodule_and_split() -> None:
     checkpoint = load_checkpoint(FORMAT1)
     datamodule = checkpoint.datamodule()
     datamodule.setup()  # raises if the rebuilt split differed from the recorded one
-    for subset, coords in checkpoint.scene["split"].items():
+    for subset, coords in checkpoint.data_state["split"].items():
         np.testing.assert_array_equal(datamodule.split[subset], coords.numpy())
-    recorded = checkpoint.scene["pca"]["components"].numpy()
+    recorded = checkpoint.data_state["pca"]["components"].numpy()
     np.testing.assert_allclose(datamodule.pca.components, recorded)
 
 
 def test_todays_checkpoint_carries_the_datamodule_state(synthetic_cfg, tmp_path: Path) -> None:
     from hsi.data.datamodule import HSIDataModule
-    from hsi.training import train
+    from hsi.run.training import train
 
     metrics = train(synthetic_cfg("trainer.max_epochs=1", "logger=none", "map=false"))
     path = Path(metrics["checkpoint"])

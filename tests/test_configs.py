@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from hsi.config import CONFIG_DIR
+from hsi.run.config import CONFIG_DIR
 from tests.conftest import compose_train
 
 

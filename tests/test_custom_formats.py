@@ -160,7 +160,7 @@ def test_label_mapping_is_written_by_the_datamodule(tmp_path: Path) -> None:
     cube, gt = _pair(values=(5, 9, 12))
     np.save(tmp_path / "c.npy", cube)
     np.save(tmp_path / "g.npy", gt)
-    from hsi.run_files import write_label_mapping
+    from hsi.run.outputs import write_label_mapping
 
     dm = HSIDataModule("custom", pca={"components": 3}, patch_size=3,
                        split=RandomSplit(test_ratio=0.5, val_ratio=0.0),

@@ -95,7 +95,7 @@ def test_class_too_small_to_split_is_named() -> None:
 
 
 def test_saved_split_matches_datamodule(tmp_path: Path) -> None:
-    from hsi.run_files import write_split
+    from hsi.run.outputs import write_split
 
     dm = HSIDataModule("synthetic", pca={"components": 10}, patch_size=5, height=20, width=20, bands=20)
     dm.setup()

@@ -50,7 +50,7 @@ def test_ddp_cpu_test_metrics_equal_a_single_process_evaluation(tmp_path: Path, 
     # the same weights tested window by window in one process: the same predictions
     import lightning as L
 
-    from hsi.checkpoint import load_checkpoint
+    from hsi.run.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(trained["checkpoint"])
     assert checkpoint.data["eval_path"] == eval_path

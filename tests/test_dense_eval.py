@@ -12,12 +12,12 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-import hsi.training
-from hsi.config import CONFIG_DIR
+import hsi.run.training
 from hsi.data.datamodule import HSIDataModule
 from hsi.data.patches import PatchDataset, TileDataset, pad_cube, plan_tiles
 from hsi.errors import ConfigError
-from hsi.training import build_datamodule, build_model
+from hsi.run.config import CONFIG_DIR
+from hsi.run.training import build_datamodule, build_model
 from tests.conftest import FAST_SYNTHETIC, compose_train
 
 
@@ -115,7 +115,7 @@ def test_dense_with_a_network_that_cannot_is_refused(synthetic_cfg) -> None:
     """Even when nobody told the datamodule about the network, the classifier refuses."""
     cfg = synthetic_cfg(*SMALL, "model=hybridsn_se", "data.eval_path=dense")
     with pytest.raises(ConfigError, match="data.eval_path=dense"):
-        hsi.training.train(cfg)
+        hsi.run.training.train(cfg)
 
 
 # -- dense == window --------------------------------------------------------------------------
@@ -127,16 +127,16 @@ def assert_same_report(dense: dict, window: dict) -> None:
 
 
 def trained_report(cfg, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """`hsi.training.train(cfg)`'s test report (what metrics.json is written from)."""
+    """`hsi.run.training.train(cfg)`'s test report (what metrics.json is written from)."""
     seen = {}
-    record = hsi.training.record_run
+    record = hsi.run.training.record_run
 
     def spy(cfg, datamodule, report, *args, **kwargs):
         seen["report"] = report
         return record(cfg, datamodule, report, *args, **kwargs)
 
-    monkeypatch.setattr(hsi.training, "record_run", spy)
-    metrics = hsi.training.train(cfg)
+    monkeypatch.setattr(hsi.run.training, "record_run", spy)
+    metrics = hsi.run.training.train(cfg)
     assert metrics["oa"] == pytest.approx(seen["report"]["oa"])
     return seen["report"]
 

@@ -23,7 +23,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hsi.config import PROJECT_ROOT
+from hsi.run.config import PROJECT_ROOT
 from tests.conftest import compose_config
 
 README = PROJECT_ROOT / "README.md"

@@ -1,4 +1,4 @@
-"""ONNX export (`python -m hsi.export`) and torch-free prediction (`hsi.runtime`).
+"""ONNX export (`python -m hsi.export`) and torch-free prediction (`hsi.deploy.runtime`).
 
 Tiny networks are trained in-process on the small synthetic scene (one epoch), exported, and
 their graphs compared with PyTorch: logits and labels on every pixel, on the whole scene and on
@@ -22,17 +22,17 @@ pytest.importorskip("onnxscript")
 
 import torch  # noqa: E402
 
-from hsi.checkpoint import load_checkpoint  # noqa: E402
-from hsi.config import PROJECT_ROOT  # noqa: E402
 from hsi.data.synthetic import make_synthetic_scene  # noqa: E402
+from hsi.deploy.export import ExportError, export  # noqa: E402
+from hsi.deploy.runtime import OnnxClassifier, read_cube  # noqa: E402
 from hsi.errors import DataError, HsiError  # noqa: E402
-from hsi.inference import predict_labels, scene_logits  # noqa: E402
-from hsi.onnx_export import ExportError, export  # noqa: E402
-from hsi.runtime import OnnxClassifier, read_cube  # noqa: E402
+from hsi.run.checkpoint import load_checkpoint  # noqa: E402
+from hsi.run.config import PROJECT_ROOT  # noqa: E402
+from hsi.run.inference import predict_labels, scene_logits  # noqa: E402
 from tests.conftest import FAST_SYNTHETIC, compose_config  # noqa: E402
 
 # network config name -> the graph hsi.export writes for it
-PATHS = {"hybridsn": "dense", "cnn2d": "dense", "cnn3d": "dense", "hybridsn_se": "windows"}
+PATHS = {"hybridsn": "dense", "cnn2d": "dense", "cnn3d": "dense", "hybridsn_se": "window"}
 SCENE = {"height": 24, "width": 24, "bands": 30, "classes": 4}  # FAST_SYNTHETIC's scene
 
 
@@ -81,7 +81,7 @@ def torch_reference(ckpt: Path, cube: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """PyTorch's (labels, logits) for a raw cube, as hsi.predict computes them."""
     checkpoint = load_checkpoint(ckpt)
     net = checkpoint.classifier("cpu").net
-    patch = checkpoint.scene["patch_size"]
+    patch = checkpoint.data_state["patch_size"]
     from hsi.data.patches import pad_cube
 
     logits, _ = scene_logits(net, pad_cube(checkpoint.reduce(cube), patch), patch)
@@ -92,12 +92,12 @@ def torch_reference(ckpt: Path, cube: np.ndarray) -> tuple[np.ndarray, np.ndarra
 @pytest.mark.parametrize("model", sorted(PATHS))
 def test_export_matches_pytorch_on_every_pixel(model: str, exported, trained) -> None:
     folder, meta = exported(model)
-    expected = {"model.onnx", "model.json"} | ({"pca.onnx"} if PATHS[model] == "windows" else set())
+    expected = {"model.onnx", "model.json"} | ({"pca.onnx"} if PATHS[model] == "window" else set())
     assert {p.name for p in folder.iterdir()} >= expected
     assert not [p for p in folder.iterdir() if p.name.startswith(".export-")]
     written = json.loads((folder / "model.json").read_text())
     assert written == meta
-    assert meta["path"] == PATHS[model] and meta["bands"] == 30 and meta["patch_size"] == 9
+    assert meta["eval_path"] == PATHS[model] and meta["bands"] == 30 and meta["patch_size"] == 9
     assert meta["pca"]["components"] == 15 and meta["pca"]["in_graph"] == (PATHS[model] == "dense")
     assert meta["class_names"] == [f"class_{k}" for k in range(1, 5)] and len(meta["colours"]) == 4
     assert meta["label_values"] == [1, 2, 3, 4] and meta["opset"] == 18
@@ -151,7 +151,7 @@ def test_int8_export_reports_its_agreement(model: str, exported) -> None:
 def test_float_prefix_ends_at_the_last_thin_3d_convolution(exported) -> None:
     import onnx
 
-    from hsi.onnx_export import _float_prefix
+    from hsi.deploy.export import _float_prefix
 
     hybridsn = onnx.load(str(exported("hybridsn")[0] / "model.onnx"))
     weights = {init.name: list(init.dims) for init in hybridsn.graph.initializer}
@@ -165,7 +165,7 @@ def test_float_prefix_ends_at_the_last_thin_3d_convolution(exported) -> None:
 
 
 def test_int8_calibration_uses_training_pixels_only(trained) -> None:
-    from hsi.onnx_export import calibration_batches
+    from hsi.deploy.export import calibration_batches
 
     for model, dense in (("hybridsn", True), ("hybridsn_se", False)):
         checkpoint = load_checkpoint(trained(model))
@@ -208,7 +208,7 @@ def test_bad_cubes_are_refused_clearly(exported) -> None:
 
 
 def test_prediction_without_torch_matches_hsi_predict(exported, trained, tmp_path: Path) -> None:
-    """hsi.runtime in a process where `import torch` fails gives hsi.predict's labels."""
+    """hsi.deploy.runtime in a process where `import torch` fails gives hsi.predict's labels."""
     from hsi.predict import predict
 
     ckpt = trained("hybridsn")
@@ -221,7 +221,7 @@ def test_prediction_without_torch_matches_hsi_predict(exported, trained, tmp_pat
             import sys
             sys.modules["torch"] = None  # `import torch` now fails
             import numpy as np
-            import hsi.runtime as runtime
+            import hsi.deploy.runtime as runtime
             model = runtime.OnnxClassifier.load({str(folder)!r}, precision="fp32", threads=1)
             cube = runtime.read_cube({str(tmp_path / 'cube.npy')!r})
             np.save({str(tmp_path / 'labels.npy')!r}, model.predict(cube, tile_rows=5))
@@ -240,31 +240,31 @@ def test_prediction_without_torch_matches_hsi_predict(exported, trained, tmp_pat
 
 def test_predict_command_runs_an_exported_model(exported, trained, tmp_path: Path) -> None:
     """hsi.predict model_path=<export>/model.onnx writes what it writes from the checkpoint."""
-    from hsi.onnx_export import predict_onnx
-    from hsi.predict import predict, scene_from_config
+    from hsi.deploy.predict import predict_onnx
+    from hsi.predict import predict
 
     def predict_exported(cfg):  # through hsi.predict once conf/predict.yaml has model_path
         return predict(cfg) if "model_path" in compose_config("predict", [], tmp_path / "c") else \
-            predict_onnx(cfg, scene_from_config)
+            predict_onnx(cfg)
 
     folder = exported("cnn2d")[0]
     summary = predict_exported(compose_config("predict", [f"++model_path={folder / 'model.onnx'}",
                                                           "progress=false"], tmp_path / "onnx"))
     for name in ("prediction.npy", "prediction.png", "map.png", "prediction.json"):
         assert (tmp_path / "onnx" / name).is_file(), name
-    assert summary["path"] == "onnx-dense-fp32" and "oa" in summary
+    assert summary["eval_path"] == "onnx-dense-fp32" and "oa" in summary
     predict(compose_config("predict", [f"ckpt_path={trained('cnn2d')}", "progress=false"], tmp_path / "pt"))
     assert np.array_equal(np.load(tmp_path / "onnx" / "prediction.npy"),
                           np.load(tmp_path / "pt" / "prediction.npy"))
     assert json.loads((tmp_path / "pt" / "prediction.json").read_text())["oa"] == pytest.approx(summary["oa"])
     assert summary["nonfinite_pixels"] == 0
-    with pytest.raises(HsiError, match="is a dense graph; use method=auto"):
-        predict_exported(compose_config("predict", [f"++model_path={folder}", "method=window"],
+    with pytest.raises(HsiError, match="is a dense graph; use eval_path=auto"):
+        predict_exported(compose_config("predict", [f"++model_path={folder}", "eval_path=window"],
                                         tmp_path / "bad"))
 
 
 def test_a_failed_check_writes_nothing(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hsi.onnx_export as onnx_export
+    import hsi.deploy.export as onnx_export
 
     real = onnx_export.reference_logits
 
@@ -282,7 +282,7 @@ def test_a_failed_check_writes_nothing(trained, tmp_path: Path, monkeypatch: pyt
 def test_missing_extra_names_it(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    import hsi.onnx_export as onnx_export
+    import hsi.deploy.export as onnx_export
 
     real = importlib.import_module
 
@@ -349,7 +349,7 @@ def test_a_format1_checkpoint_exports(tmp_path: Path) -> None:
     """Checkpoints written before the datamodule carried its state export too."""
     ckpt = PROJECT_ROOT / "tests" / "data" / "checkpoints" / "format1_cnn2d_synthetic.ckpt"
     meta = export(compose_config("export", [f"ckpt_path={ckpt}"], tmp_path))
-    assert meta["checkpoint"]["format"] == 1 and meta["path"] == "dense"
+    assert meta["checkpoint"]["format"] == 1 and meta["eval_path"] == "dense"
     assert meta["verification"]["fp32"]["labels_identical"]
     expected = np.load(ckpt.with_name("format1_cnn2d_synthetic_prediction.npy"))
     scene = load_checkpoint(ckpt).datamodule().load_scene()

@@ -17,7 +17,7 @@ from hsi.data.io import read_array
 from hsi.data.leakage import window_mask
 from hsi.data.split import DisjointSplit, disjoint_split
 from hsi.errors import ConfigError
-from hsi.run_files import write_run_start
+from hsi.run.outputs import write_run_start
 from hsi.train import train
 from tests.conftest import compose_train
 

@@ -16,8 +16,8 @@ from hsi.data.io import read_array
 from hsi.data.leakage import window_mask
 from hsi.data.split import DisjointSplit, field_labels, pool_small_fields
 from hsi.errors import ConfigError
-from hsi.multirun import cli, summarize
-from hsi.validation import check_train_config
+from hsi.run.validation import check_train_config
+from hsi.studies.summaries import cli, summarize
 from tests.conftest import PROJECT_ROOT, compose_train
 
 ROWS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "leaderboard").glob("*.yaml"))

@@ -10,13 +10,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.config import CONFIG_DIR
 from hsi.data.patches import pad_cube
 from hsi.data.synthetic import make_synthetic_scene
-from hsi.inference import DenseHead, scene_logits, supports_dense
 from hsi.models import HybridSN, HybridSNFast
 from hsi.models.blocks import FusedBlock, GridLinear, PixelGate, crop_to
 from hsi.models.cost import model_cost
+from hsi.run.config import CONFIG_DIR
+from hsi.models.dense import DenseHead, supports_dense
+from hsi.run.inference import scene_logits
 
 RECIPE = (30, 25, 16)  # bands, patch, classes
 

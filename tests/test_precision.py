@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hsi.config import CONFIG_DIR
+from hsi.run.config import CONFIG_DIR
 
 NETWORKS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")
                   if not p.stem.startswith("_") and "net" in OmegaConf.load(p))
@@ -19,7 +19,7 @@ def test_every_network_is_listed() -> None:
 
 @pytest.mark.parametrize("model", NETWORKS)
 def test_bf16_mixed_trains_and_tests(model: str, synthetic_cfg, tmp_path: Path) -> None:
-    from hsi.training import train
+    from hsi.run.training import train
 
     metrics = train(synthetic_cfg(f"model={model}", "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
                                   "logger=none", "data.height=20", "data.width=20", "data.patch_size=9"))

@@ -12,7 +12,8 @@ import torch
 
 from hsi.data.patches import pad_cube
 from hsi.data.synthetic import make_synthetic_scene
-from hsi.inference import scene_logits, supports_dense
+from hsi.models.dense import supports_dense
+from hsi.run.inference import scene_logits
 from hsi.train import train
 
 # network config, and odd patch sizes from its smallest window up to 25
@@ -76,7 +77,7 @@ def test_squeeze_excitation_falls_back_to_windows() -> None:
     assert not supports_dense(net)
     logits, used = scene_logits(net, padded, 9, "auto")
     assert used == "window" and logits.shape == (3, 6, 5)
-    with pytest.raises(ValueError, match="use method=window"):
+    with pytest.raises(ValueError, match="use eval_path=window"):
         scene_logits(net, padded, 9, "dense")
 
 
@@ -122,7 +123,7 @@ def test_predict_from_a_moved_checkpoint_writes_every_file(trained_checkpoint: P
     assert set(np.unique(prediction)) <= set(range(1, 5))
     labelled = scene.labels > 0
     assert summary["oa"] == pytest.approx((prediction[labelled] == scene.labels[labelled]).mean())
-    assert summary["path"] == "dense"
+    assert summary["eval_path"] == "dense"
     assert json.loads((out / "prediction.json").read_text())["oa"] == summary["oa"]
 
 
@@ -135,8 +136,8 @@ def test_predict_on_a_custom_cube_and_refuse_other_band_counts(trained_checkpoin
     out = tmp_path / "pred"
     summary = predict(_compose("predict", [f"ckpt_path={trained_checkpoint}", "data=custom",
                                            f"data.cube_path={tmp_path / 'cube.npy'}",
-                                           "method=window", "progress=false"], out))
-    assert summary["path"] == "window" and "oa" not in summary  # no ground truth given
+                                           "eval_path=window", "progress=false"], out))
+    assert summary["eval_path"] == "window" and "oa" not in summary  # no ground truth given
     assert np.load(out / "prediction.npy").shape == (10, 12)
     np.save(tmp_path / "cube.npy", scene.cube[:10, :12, :20])
     with pytest.raises(ValueError, match="trained on cubes with 30 bands.*this cube has 20"):

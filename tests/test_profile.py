@@ -1,5 +1,5 @@
 """Cost measures (parameters, MACs, weight size, latency) and the `hsi.profile` entry point
-(`hsi.profiling`)."""
+(`hsi.studies.profiling`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from hsi.models import HybridSN, model_cost
 from hsi.models.cost import count_macs, count_parameters, measure_latency, weights_mb
-from hsi.profiling import profile
+from hsi.studies.profiling import profile
 from tests.conftest import compose_config
 
 FAST = ["repeats=1", "batch_repeats=1", "warmup=0", "batch_sizes=[1,2]"]

@@ -1,5 +1,5 @@
 """CNN1D (`model=cnn1d`) and SSFTT (`model=ssftt`): shapes, gradients, dense == window inference
-for CNN1D, SSFTT's tokenizer and cost, training through `hsi.training.train`, and the window
+for CNN1D, SSFTT's tokenizer and cost, training through `hsi.run.training.train`, and the window
 sizes every network of conf/model/ accepts."""
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.config import CONFIG_DIR
 from hsi.data.patches import pad_cube
 from hsi.data.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError
-from hsi.inference import scene_logits, supports_dense
 from hsi.models import CNN1D, SSFTT
 from hsi.models.cost import count_macs, count_parameters, window_shape
+from hsi.run.config import CONFIG_DIR
+from hsi.models.dense import supports_dense
+from hsi.run.inference import scene_logits
 
 PAPER = (30, 13, 16)  # SSFTT's setting: 30 PCA bands, 13x13 windows, Indian Pines' 16 classes
 
@@ -237,11 +238,11 @@ def test_ssftt_depth_stacks_encoder_blocks() -> None:
     assert count_parameters(three) == count_parameters(one) + 2 * block
 
 
-# -- training through hsi.training.train ------------------------------------------------------
+# -- training through hsi.run.training.train ------------------------------------------------------
 @pytest.mark.parametrize(("model", "path"), [("cnn1d", "dense"), ("ssftt", "window")])
 def test_trains_one_epoch_on_the_synthetic_scene(model: str, path: str, synthetic_cfg,
                                                  tmp_path: Path) -> None:
-    from hsi.training import train
+    from hsi.run.training import train
 
     metrics = train(synthetic_cfg(f"model={model}", "trainer.max_epochs=1", "logger=none"))
     assert 0.0 <= metrics["oa"] <= 1.0 and metrics["n_test"] > 0

@@ -17,9 +17,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 
-from hsi.config import CONFIG_DIR
-from hsi.multirun import format_mean_std
-from hsi.multirun import summarize as report
+from hsi.run.config import CONFIG_DIR
+from hsi.studies.summaries import format_mean_std
+from hsi.studies.summaries import summarize as report
 from tests.conftest import FAST_SYNTHETIC, PROJECT_ROOT
 
 

@@ -8,10 +8,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.config import CONFIG_DIR
 from hsi.models import CNN2D, CNN3D, HybridSN, HybridSNLite, HybridSNSE
 from hsi.models.blocks import TrunkHead, pool_window
 from hsi.models.cost import model_cost
+from hsi.run.config import CONFIG_DIR
 
 NETWORKS = ["hybridsn", "hybridsn_se", "hybridsn_lite", "cnn2d", "cnn3d"]
 RECIPE = (30, 25, 16)  # bands, patch, classes

@@ -2,7 +2,7 @@
 
 from hsi.data.catalogue import CATALOGUE, DatasetNotFoundError
 from hsi.data.datamodule import HSIDataModule
+from hsi.data.loading import load_scene
 from hsi.data.scene import Scene
-from hsi.data.scenes import load_scene
 
 __all__ = ["CATALOGUE", "DatasetNotFoundError", "HSIDataModule", "Scene", "load_scene"]

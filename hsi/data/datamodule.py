@@ -25,10 +25,10 @@ from hsi.data.augment import BatchAugment
 from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.download import user_cache_dir
 from hsi.data.leakage import leakage
-from hsi.data.patches import PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
+from hsi.data.loading import load_scene
+from hsi.data.patches import EVAL_PATHS, PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
 from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
 from hsi.data.scene import Scene
-from hsi.data.scenes import load_scene
 from hsi.data.split import RandomSplit, SplitStrategy
 from hsi.errors import ConfigError, DataError
 from hsi.maps import class_colours
@@ -37,9 +37,8 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = 2  # version of `HSIDataModule.state_dict()`
 SUBSETS = ("train", "val", "test")
-EVAL_PATHS = ("auto", "dense", "window")  # data.eval_path: how validation and test run
 
-# Datamodule arguments of format 1 (flat keys) and where they live now (hsi.checkpoint
+# Datamodule arguments of format 1 (flat keys) and where they live now (hsi.run.checkpoint
 # upgrades a format-1 checkpoint's settings; these names are refused with their new spelling).
 _RENAMED = {"pca_components": "pca.components", "pca_whiten": "pca.whiten", "pca_fit": "pca.fit",
             "pca_cache": "pca.cache", "pca_cache_dir": "pca.cache_dir",
@@ -231,7 +230,7 @@ class HSIDataModule(L.LightningDataModule):
     # -- evaluation path --------------------------------------------------------------------
     def use_dense_evaluation(self, capable: bool, network: str = "this network") -> bool:
         """Choose how validation and test run, given whether the network is dense-capable
-        (`hsi.inference.supports_dense(model.net)`); returns True when they will run densely.
+        (`hsi.run.inference.supports_dense(model.net)`); returns True when they will run densely.
 
         `data.eval_path=auto` runs densely when it is, `window` never; `dense` raises a
         ConfigError for a network that is not. Without this call, `auto` means windows.

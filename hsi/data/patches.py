@@ -8,6 +8,10 @@ from torch.utils.data import Dataset
 
 from hsi.errors import ConfigError
 
+# how validation, test and whole-scene maps run (`eval_path` everywhere): dense row tiles, the trunk
+# once per tile | window by window | auto (dense when the network allows it)
+EVAL_PATHS = ("auto", "dense", "window")
+
 
 def pad_cube(cube: np.ndarray, patch_size: int) -> torch.Tensor:
     """Zero-pad a (H, W, B) cube by patch_size // 2 and return it band-first: (B, H+2m, W+2m)."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hsi.errors import ConfigError
-from hsi.models.blocks import ConvBNAct, TrunkHead, dense_head, min_input_size, require_input
+from hsi.models.blocks import ConvBNAct, TrunkHead, linear_head, min_input_size, require_input
 
 
 class CNN2D(TrunkHead):
@@ -30,7 +30,7 @@ class CNN2D(TrunkHead):
         self.features = nn.Sequential(*[ConvBNAct(c_in, c_out, kernel_size, dims=2)
                                         for c_in, c_out in zip(widths, channels)])
         side = patch_size - sum(k - 1 for k in kernels)
-        self.classifier = dense_head(channels[-1] * side * side, hidden, num_classes, dropout)
+        self.classifier = linear_head(channels[-1] * side * side, hidden, num_classes, dropout)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, bands, H, W) -> (N, channels[-1], H - 6, W - 6) with the default 3 stages."""
@@ -59,4 +59,4 @@ class CNN3D(TrunkHead):
             c_in, depth = c_out, (depth - k) // s + 1
         self.features = nn.Sequential(*layers)
         side = patch_size - 2 * len(channels)
-        self.classifier = dense_head(c_in * depth * side * side, hidden, num_classes, dropout)
+        self.classifier = linear_head(c_in * depth * side * side, hidden, num_classes, dropout)

@@ -186,7 +186,7 @@ class TrunkHead(nn.Module):
     (subclasses whose trunk is more than one `nn.Sequential` override `trunk`).
 
     `dense_capable`: the trunk is unpadded, spatially unstrided convolutions only, so it can
-    slide over a whole scene and the head be rewritten as convolutions (see hsi.inference);
+    slide over a whole scene and the head be rewritten as convolutions (see hsi.run.inference);
     subclasses with window-global steps inside the trunk set it to False.
     """
 
@@ -205,7 +205,7 @@ class TrunkHead(nn.Module):
         return self.classifier(self.trunk(x))
 
 
-def dense_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float = 0.0,
+def linear_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float = 0.0,
                act: str = "relu") -> nn.Sequential:
     """Flatten, then (Linear, Dropout, activation) per hidden width, then Linear to the classes."""
     layers: list[nn.Module] = [nn.Flatten()]
@@ -293,7 +293,7 @@ class GridLinear(nn.Linear):
     subsampled at `stride`, without a strided step in the trunk.
 
     `weight` is the equivalent full (out, channels * size * size) weight, zero off the grid, so
-    dense inference (hsi.inference) turns it into a (size x size) convolution like any Linear
+    dense inference (hsi.run.inference) turns it into a (size x size) convolution like any Linear
     after a flatten; training multiplies only the grid's features (`grid_weight`).
     """
 

@@ -2,7 +2,7 @@
 
 Validation and test take either batches of windows `(x, y)` or, for dense-capable networks,
 tiles of the padded scene (`hsi.data.patches.TileDataset`: a dict with `tile`, `pos`, `target`,
-`index`): the trunk runs once over the tile, the head as convolutions (`hsi.inference`), and
+`index`): the trunk runs once over the tile, the head as convolutions (`hsi.models.dense`), and
 the logits at the tile's pixels go through the same loss, metrics and predictions as windows.
 """
 
@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from hsi.errors import ConfigError, DataError
+from hsi.models.dense import build_dense_head, check_eval_path, tile_logits
 from hsi.models.metrics import accuracy_report, classification_metrics
 
 Batch = tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]
@@ -145,15 +146,9 @@ class HSIClassifier(L.LightningModule):
     def dense_logits_at(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits (n, K) of a tile's pixels: the trunk once over the tile, the head as
         convolutions (built once per evaluation epoch from the current weights)."""
-        # local: hsi.inference imports hsi.models (cost), whose package imports this module
-        from hsi.inference import build_dense_head, supports_dense, tile_logits
-
         head = self._dense_cache.get("head")
         if head is None:
-            if not supports_dense(self.net):
-                raise ConfigError(f"data.eval_path=dense: {type(self.net).__name__} has window-global "
-                                  f"steps inside its trunk and cannot be evaluated densely; use "
-                                  f"data.eval_path=window (or auto)")
+            check_eval_path(self.net, "dense", "data.eval_path")
             head = build_dense_head(self.net, self.hparams.num_bands, self.hparams.patch_size)
             self._dense_cache["head"] = head
         logits = tile_logits(self.net, head, batch["tile"])  # (K, rows, W)

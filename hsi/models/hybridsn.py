@@ -7,14 +7,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hsi.models.blocks import TrunkHead, dense_head, min_input_size, require_input
+from hsi.models.blocks import TrunkHead, linear_head, min_input_size, require_input
 
 
 class HybridSN(TrunkHead):
     """HybridSN over windows (N, 1, bands, patch, patch), every size derived from the input.
 
     `trunk`: the 3-D convolutions, bands folded into channels, the 2-D convolution (all
-    unpadded, so it slides over a whole scene: see hsi.inference); `head` (`classifier`): flatten
+    unpadded, so it slides over a whole scene: see hsi.run.inference); `head` (`classifier`): flatten
     and the dense layers. With 30 bands, 25x25 windows and 16 classes it has 5,122,416
     parameters, as the notebook's network does.
     """
@@ -42,7 +42,7 @@ class HybridSN(TrunkHead):
         self.features_2d = nn.Sequential(nn.Conv2d(in_channels * depth, channels_2d, 3),
                                          nn.BatchNorm2d(channels_2d), nn.ReLU(inplace=True))
         side = patch_size - sum(k - 1 for k in spatial_kernels)
-        self.classifier = dense_head(channels_2d * side * side, hidden, num_classes, dropout)
+        self.classifier = linear_head(channels_2d * side * side, hidden, num_classes, dropout)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Convolutions: (N, 1, bands, H, W) -> (N, channels_2d, H - 8, W - 8)."""

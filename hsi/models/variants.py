@@ -15,7 +15,7 @@ from hsi.models.blocks import (
     DepthwiseSeparable,
     InvertedResidual,
     SqueezeExcite,
-    dense_head,
+    linear_head,
     make_divisible,
     min_input_size,
     pool_window,
@@ -109,7 +109,7 @@ class HybridSNLite(nn.Module):
         self.features_2d = nn.Sequential(*layers)
         self.pool, features = pool_window(pool, c2d[-1], patch_size - 2 * len(c3d) - 2,
                                           scaled(flatten_channels), act)
-        self.classifier = dense_head(features, (scaled(hidden),), num_classes, dropout, act=act)
+        self.classifier = linear_head(features, (scaled(hidden),), num_classes, dropout, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features_3d(x)

@@ -23,7 +23,7 @@ import torch
 
 from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
 from hsi.data.preprocessing import PCATransform
-from hsi.errors import ConfigError, HsiError
+from hsi.errors import ConfigError, HsiError, first_line
 from hsi.models.classifier import HSIClassifier
 
 DATAMODULE_KEY = HSIDataModule.__qualname__
@@ -36,12 +36,13 @@ class CheckpointError(HsiError, ValueError):
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: its file, format, datamodule settings (`data`) and state (`scene`)."""
+    """A loaded checkpoint: its file, format, settings (`data`) and recorded state
+    (`data_state`: PCA, split, window, classes)."""
 
     path: Path
     format: int
     data: dict[str, Any]
-    scene: dict[str, Any]
+    data_state: dict[str, Any]
     contents: dict[str, Any]
 
     def classifier(self, device: str = "auto") -> HSIClassifier:
@@ -53,7 +54,7 @@ class Checkpoint:
             model.load_state_dict(self.contents["state_dict"])
         except (KeyError, TypeError, RuntimeError) as error:
             raise CheckpointError(f"{self.path}: the network in this checkpoint cannot be rebuilt "
-                                  f"({str(error).splitlines()[0]}); it was not written by this "
+                                  f"({first_line(error)}); it was not written by this "
                                   f"version of hsi.train.") from error
         return model.to(device).eval()
 
@@ -68,11 +69,11 @@ class Checkpoint:
                               f"was trained on the scene {self.data.get('scene')!r}: give data_dir=<the "
                               f"folder that holds '{self.data.get('scene')}/'> instead.")
         datamodule = HSIDataModule(**(self.data | overrides))
-        datamodule.load_state_dict(self.scene)
+        datamodule.load_state_dict(self.data_state)
         return datamodule
 
     def reduce(self, cube: np.ndarray) -> np.ndarray:
-        return reduce_cube(self.scene, cube)
+        return reduce_cube(self.data_state, cube)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -112,7 +113,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         return Checkpoint(path, STATE_FORMAT, data, scene, contents)
     if "hsi" in contents:
         info = contents["hsi"]
-        return Checkpoint(path, 1, upgrade_format1_data(info["data"]), upgrade_format1_scene(info),
+        return Checkpoint(path, 1, upgrade_format1_data(info["data"]), upgrade_format1_state(info),
                           contents)
     raise CheckpointError(f"{path} is a Lightning checkpoint but carries no scene information (no "
                           f"{DATAMODULE_KEY!r} state, no format-1 'hsi' record): it was not written "
@@ -155,7 +156,7 @@ def upgrade_format1_data(flat: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "split": split, "pca": pca}
 
 
-def upgrade_format1_scene(info: dict[str, Any]) -> dict[str, Any]:
+def upgrade_format1_state(info: dict[str, Any]) -> dict[str, Any]:
     """Format 1's scene record as today's datamodule state."""
     return {"format_version": STATE_FORMAT, "scene": info["scene"], "raw_bands": info["raw_bands"],
             "shape": None, "patch_size": info["patch_size"], "pca": info["pca"], "split": info["split"],

@@ -19,9 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from hsi.config import CONFIG_DIR
 from hsi.errors import ConfigError
 from hsi.models.cost import count_macs, count_parameters, measure_latency, weights_mb, window_shape
+from hsi.run.config import CONFIG_DIR
 from hsi.utils.files import atomic_write_text
 
 log = logging.getLogger(__name__)

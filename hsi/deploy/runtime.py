@@ -4,7 +4,7 @@ This module imports only numpy, onnxruntime and the standard library (and `hsi.e
 imports nothing heavy; scipy / h5py only to read `.mat` files), so a deployment needs neither
 torch nor Lightning:
 
-    from hsi.runtime import OnnxClassifier, read_cube
+    from hsi.deploy.runtime import OnnxClassifier, read_cube
     model = OnnxClassifier.load("outputs/export/runs/<timestamp>")     # or .../model.int8.onnx
     labels = model.predict(read_cube("scene.mat"))                       # (H, W), 1..K, 0 = NaN
 
@@ -16,7 +16,7 @@ window by window). Two kinds of graph:
   PCA as a 1x1 convolution -> zero padding by the window margin -> trunk -> head as convolutions
   -> logits (1, classes, H, W). Large scenes run in bands of `tile_rows` rows, each with `margin`
   rows of halo above and below, so every pixel sees exactly the window it would see in one piece.
-- `windows`: `pca.onnx` reduces the cube (1x1 convolution, row tile by row tile), the reduced cube
+- `window`: `pca.onnx` reduces the cube (1x1 convolution, row tile by row tile), the reduced cube
   is zero-padded and cut into windows (N, 1, components, p, p) here, and the network graph gives
   logits (N, classes) batch by batch.
 
@@ -30,13 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hsi.errors import DataError, HsiError, MissingFileError
+from hsi.errors import DataError, HsiError, MissingFileError, first_line
+from hsi.utils.tiles import row_tiles
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,6 @@ def _onnxruntime():
         raise HsiError(f"Running an exported model needs onnxruntime: {EXTRA} (or pip install "
                        f"onnxruntime).") from error
     return onnxruntime
-
-
-def _tiles(height: int, tile_rows: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, height, tile_rows):
-        yield start, min(start + tile_rows, height)
 
 
 class OnnxClassifier:
@@ -128,7 +123,7 @@ class OnnxClassifier:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types for broken files
             raise ModelFileError(f"{path} cannot be loaded by onnxruntime ({type(error).__name__}: "
-                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                                 f"{first_line(error)}); "
                                  f"export it again.") from error
 
     # -- what the model expects ----------------------------------------------------------------
@@ -142,8 +137,10 @@ class OnnxClassifier:
 
     @property
     def kind(self) -> str:
-        """`dense` or `windows`."""
-        return str(self.meta["path"])
+        """`dense` or `window` (model.json's `eval_path`; exports before it was named wrote `path`,
+        with `windows`)."""
+        kind = str(self.meta.get("eval_path", self.meta.get("path")))
+        return "window" if kind == "windows" else kind
 
     @property
     def class_names(self) -> list[str]:
@@ -183,9 +180,9 @@ class OnnxClassifier:
             raise DataError(f"tile_rows={tile_rows} and batch_size={batch_size} must be >= 1.")
         if self.kind == "dense":
             return self._dense(cube, tile_rows)
-        if self.kind == "windows":
+        if self.kind == "window":
             return self._windows(self._reduce(cube, tile_rows), batch_size)
-        raise ModelFileError(f"{self.folder / METADATA}: unknown path {self.kind!r}.")
+        raise ModelFileError(f"{self.folder / METADATA}: unknown eval_path {self.kind!r}.")
 
     def _dense(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
         """The dense graph over row tiles with `margin` rows of halo; the graph pads by itself."""
@@ -193,7 +190,7 @@ class OnnxClassifier:
         margin = self.patch_size // 2
         name = self.session.get_inputs()[0].name
         out = np.empty((self.num_classes, height, width), dtype=np.float32)
-        for start, stop in _tiles(height, tile_rows):
+        for start, stop in row_tiles(height, tile_rows):
             low, high = max(0, start - margin), min(height, stop + margin)
             tile = np.ascontiguousarray(cube[low:high].transpose(2, 0, 1))[None]
             logits = self.session.run(None, {name: tile})[0][0]
@@ -207,7 +204,7 @@ class OnnxClassifier:
             return planes
         name = self.pca_session.get_inputs()[0].name
         tiles = [self.pca_session.run(None, {name: planes[None, :, start:stop]})[0][0]
-                 for start, stop in _tiles(cube.shape[0], tile_rows)]
+                 for start, stop in row_tiles(cube.shape[0], tile_rows)]
         return np.concatenate(tiles, axis=1)
 
     def _windows(self, reduced: np.ndarray, batch_size: int) -> np.ndarray:

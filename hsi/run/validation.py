@@ -8,8 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from hsi.data.patches import EVAL_PATHS
+from hsi.data.preprocessing import PCA_FITS
 from hsi.errors import ConfigError
-from hsi.inference import METHODS
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
@@ -49,6 +50,17 @@ def _at_least(minimum: int | None) -> str:
     return f" >= {minimum}" if minimum is not None else ""
 
 
+# keys that were renamed: refused with their new spelling (one name per idea)
+RENAMED = {"method": "eval_path", "map_method": "data.eval_path"}
+
+
+def refuse_renamed(cfg: DictConfig) -> None:
+    old = [key for key in RENAMED if cfg.get(key) is not None]
+    if old:
+        raise ConfigError(", ".join(f"{key}= is now {RENAMED[key]}=" for key in old)
+                          + ": give the new name.")
+
+
 def check_data(cfg: DictConfig) -> None:
     """The `data` node: window, PCA, loaders, seed of the split."""
     if "data" not in cfg or cfg.data is None:
@@ -62,11 +74,11 @@ def check_data(cfg: DictConfig) -> None:
     require_int(cfg, "data.eval_batch_size", 1)
     require_int(cfg, "data.num_workers", 0)
     if _value(cfg, "data.eval_path") is not None:
-        require_choice(cfg, "data.eval_path", ("auto", "dense", "window"))
+        require_choice(cfg, "data.eval_path", EVAL_PATHS)
     if "pca" in cfg.data and cfg.data.pca is not None:
         require_int(cfg, "data.pca.components", 1, optional=True,
                     hint=" (or null to keep all bands)")
-        require_choice(cfg, "data.pca.fit", ("scene", "train"))
+        require_choice(cfg, "data.pca.fit", PCA_FITS)
 
 
 def check_model(cfg: DictConfig) -> None:
@@ -102,7 +114,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_data(cfg)
     check_model(cfg)
     check_trainer(cfg)
-    require_choice(cfg, "map_method", METHODS)
+    refuse_renamed(cfg)
     metric = cfg.get("optimized_metric")
     if metric is not None and metric not in ("val_oa",):
         raise ConfigError(f"optimized_metric={metric!r}: a search may only optimise val_oa (the best "
@@ -113,7 +125,8 @@ def check_train_config(cfg: DictConfig) -> None:
 
 def check_predict_config(cfg: DictConfig) -> None:
     """`python -m hsi.predict` and `python -m hsi.evaluate`."""
-    require_choice(cfg, "method", METHODS)
+    refuse_renamed(cfg)
+    require_choice(cfg, "eval_path", EVAL_PATHS)
     for key, minimum in (("batch_size", 1), ("tile_rows", 1)):
         if key in cfg:
             require_int(cfg, key, minimum)

@@ -10,10 +10,11 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hsi.errors import HsiError, exit_with
+from hsi.errors import HsiError
 from hsi.utils.files import claim_run_folder, release_run_folder
+from hsi.utils.reporting import exit_with
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
 

@@ -14,30 +14,24 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hsi.checkpoint import reduce_cube
 from hsi.data.scene import Scene
-from hsi.inference import predict_labels
-from hsi.maps import confusion_matrix_figure, label_figure, map_figure, pyplot, split_figure
+from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_figure, write_figure
 from hsi.models.metrics import accuracy_report
+from hsi.run.checkpoint import reduce_cube
+from hsi.run.inference import predict_labels
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hsi")
 
 
 # -- files -----------------------------------------------------------------------------------
-def write_figure(path: str | Path, fig, dpi: int = 120, **savefig: Any) -> Path:
-    """Save a matplotlib figure as PNG (atomically) and close it."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig))
-    pyplot().close(fig)
-    return Path(path)
-
-
 def write_npy(path: str | Path, array: np.ndarray) -> Path:
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -201,30 +195,51 @@ def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, pr
     return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
 
 
-def write_prediction_run(output_dir: str | Path, cube: np.ndarray, scene: Scene | None,
-                         prediction: np.ndarray, bad: np.ndarray, class_names: list[str], title: str,
-                         rgb_bands: list[int] | None, path: str, seconds: float,
-                         source: dict[str, Any]) -> dict[str, Any]:
-    """What `hsi.predict` writes (checkpoint or exported graph alike): the map files and
-    prediction.json; pixels in `bad` (NaN / inf spectra) are left unclassified (0)."""
+@dataclass
+class PredictionResult:
+    """One whole-scene prediction, from a checkpoint or an exported graph alike.
+
+    `cube`: the scene as classified (NaN / inf filled); `scene`: with its ground truth, or None;
+    `bad`: pixels whose spectrum was NaN / inf (left unclassified, 0); `eval_path`: how it ran;
+    `source`: where the model came from (recorded in prediction.json)."""
+
+    cube: np.ndarray
+    scene: Scene | None
+    prediction: np.ndarray
+    bad: np.ndarray
+    class_names: list[str]
+    title: str
+    rgb_bands: list[int] | None
+    eval_path: str
+    seconds: float
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def write_prediction_run(output_dir: str | Path, result: PredictionResult) -> dict[str, Any]:
+    """What `hsi.predict` writes: the map files and prediction.json; pixels in `result.bad`
+    (NaN / inf spectra) are left unclassified (0)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    prediction[bad] = 0  # no label where the spectrum was not measured
-    metrics = write_prediction(output_dir, cube, scene, prediction, class_names, title, rgb_bands=rgb_bands)
-    summary = {**source, "path": path, "seconds": round(seconds, 2), "shape": list(prediction.shape),
-               "nonfinite_pixels": int(bad.sum()), "class_names": list(class_names), **metrics}
+    prediction = result.prediction
+    prediction[result.bad] = 0  # no label where the spectrum was not measured
+    metrics = write_prediction(output_dir, result.cube, result.scene, prediction, result.class_names,
+                               result.title, rgb_bands=result.rgb_bands)
+    summary = {**result.source, "eval_path": result.eval_path, "seconds": round(result.seconds, 2),
+               "shape": list(prediction.shape), "nonfinite_pixels": int(result.bad.sum()),
+               "class_names": list(result.class_names), **metrics}
     atomic_write_json(output_dir / "prediction.json", summary)
-    log.info("%s inference over %dx%d pixels in %.1f s%s; outputs in %s", path, *prediction.shape,
-             seconds, f", OA {metrics['oa']:.4f} on labelled pixels" if metrics else "", output_dir)
+    log.info("%s inference over %dx%d pixels in %.1f s%s; outputs in %s", result.eval_path,
+             *prediction.shape, result.seconds,
+             f", OA {metrics['oa']:.4f} on labelled pixels" if metrics else "", output_dir)
     return summary
 
 
 def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: Scene,
-                    method: str = "auto", loggers: Sequence[Any] = (), step: int = 0) -> dict[str, Any]:
+                    eval_path: str = "auto", loggers: Sequence[Any] = (), step: int = 0) -> dict[str, Any]:
     """Classify every pixel of the scene a model was trained on (`state`: the datamodule's
     checkpoint state); write the map files; return how it ran."""
     start = time.perf_counter()
-    prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], method)
+    prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], eval_path)
     seconds = time.perf_counter() - start
     title = f"{type(net).__name__} on {scene.name} ({path} inference)"
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,

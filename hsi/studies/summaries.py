@@ -45,7 +45,7 @@ import numpy as np
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hsi.maps import pyplot
+from hsi.maps import pyplot, write_figure
 from hsi.utils.files import atomic_write_text
 
 log = logging.getLogger("hsi.summarize")
@@ -336,14 +336,8 @@ def oa_figure(jobs: list[Job], out_dir: Path) -> str | None:
         name = "oa_plot.png"
     ax.set_title("Test OA" + note, fontsize=10)
     fig.tight_layout()
-    _write_figure(out_dir / name, fig)
+    write_figure(out_dir / name, fig)
     return name
-
-
-def _write_figure(path: Path, fig) -> None:
-    from hsi.run_files import write_figure  # heavy (torch, Lightning): only when there is a figure
-
-    write_figure(path, fig)
 
 
 @dataclass

@@ -18,17 +18,17 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from hsi.checkpoint import load_checkpoint
-from hsi.config import instantiate_group
 from hsi.data.datamodule import HSIDataModule
 from hsi.errors import ConfigError
-from hsi.inference import check_method, supports_dense
 from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
+from hsi.models.dense import check_eval_path, supports_dense
 from hsi.models.metrics import accuracy_report
-from hsi.run_files import finish_run, update_metrics, write_run_start, write_scene_map
+from hsi.run.checkpoint import load_checkpoint
+from hsi.run.config import instantiate_group
+from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
+from hsi.run.validation import check_train_config
 from hsi.utils.files import atomic_write
-from hsi.validation import check_train_config
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     model = build_model(cfg, datamodule)
     datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     if cfg.get("map", True):  # a bad map option fails now, not after training
-        check_method(model.net, cfg.get("map_method", "auto"), "map_method")
+        check_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -164,7 +164,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
                          **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
-                                datamodule.scene, cfg.get("map_method", "auto"), trainer.loggers,
+                                datamodule.scene, cfg.data.get("eval_path", "auto"), trainer.loggers,
                                 trainer.global_step)
         metrics = update_metrics(cfg.paths.output_dir, drawn)
     return metrics

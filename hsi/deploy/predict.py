@@ -1,0 +1,49 @@
+"""Prediction from an exported model (`python -m hsi.predict model_path=<export>/model.onnx`): every
+pixel of a scene classified with onnxruntime; writes what a prediction from a checkpoint writes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from hsi.data.datamodule import HSIDataModule
+from hsi.deploy.runtime import OnnxClassifier
+from hsi.errors import ConfigError
+from hsi.run.outputs import PredictionResult, write_prediction_run
+from hsi.run.prediction import scene_from_config
+
+
+# -- prediction from an exported model (hsi.predict model_path=...) ----------------------------
+class RecordedData:
+    """The scene settings an export recorded (model.json's `data`), standing in for a checkpoint
+    where only `datamodule()` is needed (loading the scene it was trained on)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def datamodule(self, **overrides: Any) -> HSIDataModule:
+        return HSIDataModule(**(self.data | {k: v for k, v in overrides.items() if v is not None}))
+
+
+def predict_onnx(cfg: Any) -> dict[str, Any]:
+    """`python -m hsi.predict model_path=<export>/model.onnx [data=...]`: every pixel of a scene
+    classified by an exported graph; writes what a prediction from a checkpoint writes."""
+    model = OnnxClassifier.load(cfg.model_path, threads=cfg.get("threads"))
+    eval_path = cfg.get("eval_path", "auto")
+    if eval_path != "auto" and eval_path != model.kind:
+        raise ConfigError(f"eval_path={eval_path}: {cfg.model_path} is a {model.kind} graph; use "
+                          f"eval_path=auto.")
+    cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]))
+    filled, bad = model.check_cube(cube)  # band count, shape; NaN / inf filled with band means
+    start = time.perf_counter()
+    prediction = model.predict(filled, cfg.get("tile_rows", 128), cfg.get("batch_size", 256))
+    path = f"onnx-{model.kind}-{model.precision}"
+    same_scene = scene is not None and scene.name == model.meta.get("scene")
+    return write_prediction_run(cfg.paths.output_dir, PredictionResult(
+        cube=filled, scene=scene, prediction=prediction, bad=bad, class_names=model.class_names,
+        title=f"{model.meta['network']} on {scene.name if scene else 'cube'} ({path} inference)",
+        rgb_bands=model.meta.get("rgb_bands") if same_scene else None, eval_path=path,
+        seconds=time.perf_counter() - start,
+        source={"model": str(Path(cfg.model_path).resolve()),
+                "checkpoint": model.meta["checkpoint"]["path"]}))

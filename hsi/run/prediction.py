@@ -1,0 +1,67 @@
+"""Prediction from a checkpoint: every pixel of a scene classified by the trained network
+(`python -m hsi.predict ckpt_path=<file>`), and the scene a prediction reads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from hsi.data.datamodule import HSIDataModule
+from hsi.data.io import read_array
+from hsi.data.scene import Scene, fill_nonfinite
+from hsi.models.dense import check_eval_path
+from hsi.run.checkpoint import load_checkpoint
+from hsi.run.inference import predict_labels
+from hsi.run.outputs import PredictionResult, write_prediction_run
+
+log = logging.getLogger(__name__)
+
+
+class RecordsData(Protocol):
+    """A checkpoint, or an export's model.json: rebuilds the datamodule it was trained with."""
+
+    def datamodule(self, **overrides: Any) -> HSIDataModule: ...
+
+
+def scene_from_config(data_cfg: DictConfig | None, recorded: RecordsData) -> tuple[np.ndarray, Scene | None]:
+    """(cube, scene with ground truth or None) from `data=...`, or the scene `recorded` was trained on."""
+    if data_cfg is None:
+        scene = recorded.datamodule().load_scene()
+        return scene.cube, scene
+    datamodule = instantiate(data_cfg)
+    options = dict(datamodule.scene_options)
+    if options.get("gt_path") is None and datamodule.hparams.scene == "custom":
+        cube_path = options["cube_path"]
+        try:  # a cube file with no ground truth in it is fine for prediction
+            read_array(cube_path, options.get("gt_key"), 2, "ground truth")
+        except (KeyError, ValueError):
+            return read_array(cube_path, options.get("cube_key"), 3, "cube"), None
+    scene = datamodule.load_scene()
+    return scene.cube, scene
+
+
+def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """`python -m hsi.predict ckpt_path=<file> [data=...]`: the map files and prediction.json."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    model = checkpoint.classifier(cfg.get("device", "auto"))
+    check_eval_path(model.net, cfg.eval_path)
+    state = checkpoint.data_state
+    cube, scene = scene_from_config(cfg.get("data"), checkpoint)
+    filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
+    if bad.any():
+        log.warning("%d pixels hold NaN or inf values: filled with band means for the network and "
+                    "left unclassified (0) in prediction.npy.", int(bad.sum()))
+    start = time.perf_counter()
+    prediction, path = predict_labels(model.net, checkpoint.reduce(filled), state["patch_size"],
+                                      cfg.eval_path, cfg.batch_size, cfg.tile_rows, cfg.progress)
+    same_scene = scene is not None and scene.name == state["scene"]
+    return write_prediction_run(cfg.paths.output_dir, PredictionResult(
+        cube=filled, scene=scene, prediction=prediction, bad=bad, class_names=list(state["class_names"]),
+        title=f"{type(model.net).__name__} on {scene.name if scene else 'cube'} ({path} inference)",
+        rgb_bands=state.get("rgb_bands") if same_scene else None, eval_path=path,
+        seconds=time.perf_counter() - start, source={"checkpoint": str(checkpoint.path.resolve())}))

@@ -1,0 +1,1 @@
+"""Studies over many runs: multirun summaries, hyperparameter search, model cost profiles."""
