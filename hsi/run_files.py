@@ -25,6 +25,7 @@ from hsi.data.scene import Scene
 from hsi.inference import predict_labels
 from hsi.maps import confusion_matrix_figure, label_figure, map_figure, pyplot, split_figure
 from hsi.models.metrics import accuracy_report
+from hsi.run import dashboard
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hsi")
@@ -141,17 +142,12 @@ def update_metrics(output_dir: str | Path, extra: dict[str, Any]) -> dict[str, A
 
 
 def log_to_tensorboard(loggers: Sequence[Any], hparams: dict[str, Any], report: dict[str, Any],
-                       class_names: list[str], step: int) -> None:
-    """Hyperparameters with the final metrics, and the confusion matrix as a figure."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in loggers:
-        if not isinstance(logger, TensorBoardLogger):
-            continue
-        logger.log_hyperparams(hparams, metrics={f"hp/{k}": report[k] for k in ("oa", "aa", "kappa")})
-        fig = confusion_matrix_figure(np.asarray(report["confusion_matrix"]), class_names)
-        logger.experiment.add_figure("test/confusion_matrix", fig, global_step=step)
-        logger.experiment.flush()
+                       class_names: list[str], metrics: dict[str, Any]) -> None:
+    """Hyperparameters with the final metrics, per-class test accuracy, the confusion matrix and
+    the classification report (`hsi.run.dashboard.finish`)."""
+    text = classification_report_text(np.asarray(report["preds"]), np.asarray(report["targets"]),
+                                      class_names)
+    dashboard.finish(list(loggers), hparams, report, class_names, metrics, text)
 
 
 def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], extra: dict[str, Any],
@@ -175,7 +171,7 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
     extra = {**sizes, **extra, "untested_classes": untested, "leakage": datamodule.leakage(),
              "split": datamodule.split_report, "scene": datamodule.scene.name, "seed": seed}
     metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
-    log_to_tensorboard(loggers, hparams, report, datamodule.class_names, step)
+    log_to_tensorboard(loggers, hparams, report, datamodule.class_names, metrics)
     log.info("Test OA %.4f  AA %.4f  kappa %.4f  (%d test pixels); outputs in %s",
              metrics["oa"], metrics["aa"], metrics["kappa"], extra["n_test"], output_dir)
     return metrics

@@ -1,0 +1,1 @@
+"""One run's machinery: configuration, training, outputs and its TensorBoard dashboard."""
