@@ -180,13 +180,15 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
 # -- maps ------------------------------------------------------------------------------------
 def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, prediction: np.ndarray,
                      class_names: list[str], title: str, loggers: Sequence[Any] = (),
-                     step: int = 0, rgb_bands: list[int] | None = None) -> dict[str, Any]:
-    """prediction.npy, prediction.png, map.png and, with a ground truth, accuracy over labelled pixels."""
+                     step: int = 0, rgb_bands: list[int] | None = None,
+                     evaluated: np.ndarray | None = None) -> dict[str, Any]:
+    """prediction.npy, prediction.png, map.png and, with a ground truth, accuracy over labelled pixels
+    (map.png counts its errors over `evaluated`, a mask of the validation and test pixels, if given)."""
     write_npy(output_dir / "prediction.npy", prediction.astype(np.int16))
     write_figure(output_dir / "prediction.png", label_figure(prediction, class_names, title), dpi=130,
                  bbox_inches="tight")
     truth = scene.labels if scene is not None and scene.num_classes == len(class_names) else None
-    fig = map_figure(cube, truth, prediction, class_names, rgb_bands, title=title)
+    fig = map_figure(cube, truth, prediction, class_names, rgb_bands, title=title, evaluated=evaluated)
     _figure_to_loggers(loggers, "map", fig, step)
     write_figure(output_dir / "map.png", fig, dpi=110)
     if truth is None:
@@ -223,7 +225,11 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
     prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], method)
     seconds = time.perf_counter() - start
     title = f"{type(net).__name__} on {scene.name} ({path} inference)"
+    evaluated = np.zeros(prediction.shape, dtype=bool)  # errors are counted on val + test pixels
+    for subset in ("val", "test"):
+        coords = np.asarray(state.get("split", {}).get(subset, np.zeros((0, 2)))).reshape(-1, 2).astype(int)
+        evaluated[coords[:, 0], coords[:, 1]] = True
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
-                               loggers, step, state.get("rgb_bands"))
+                               loggers, step, state.get("rgb_bands"), evaluated)
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
     return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}

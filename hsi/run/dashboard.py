@@ -435,7 +435,8 @@ def finish(loggers: list[Any], hparams: dict[str, Any], report: dict[str, Any], 
         for k, value in enumerate(report["per_class_accuracy"]):
             if value is not None:
                 experiment.add_scalar(_class_tag("test", k, class_names[k]), value, step)
-        fig = confusion_matrix_figure(np.asarray(report["confusion_matrix"]), class_names, report_title(report))
+        fig = confusion_matrix_figure(np.asarray(report["confusion_matrix"]), class_names,
+                                      report_title(report))
         experiment.add_figure("test/confusion_matrix", fig, global_step=step)
         experiment.add_text("test/classification_report", _code(report_text), step)
         experiment.flush()
