@@ -36,7 +36,7 @@ def curves(job: Path) -> dict[str, list[float]]:
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         # `*/oa` before the dashboard layout (hsi.run.dashboard), `curves/oa_*` since
-        for tag, older in (("val/oa", "curves/oa_val"), ("train/oa", "curves/oa_train")):
+        for tag, older in (("val/oa", "curves/OA_val"), ("train/oa", "curves/OA_train")):
             for name in (tag, older):
                 if name in accumulator.Tags()["scalars"]:
                     out[tag] = [e.value for e in accumulator.Scalars(name)]

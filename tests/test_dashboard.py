@@ -70,14 +70,14 @@ def test_a_run_reads_as_a_dashboard(synthetic_cfg, tmp_path: Path) -> None:
     classes = metrics["class_names"]
     assert {f"per_class/val/{k:02d}_{name}" for k, name in enumerate(classes, 1)} <= scalars
     assert {f"per_class/test/{k:02d}_{name}" for k, name in enumerate(classes, 1)} <= scalars
-    assert {"curves/oa_train", "curves/oa_val", "curves/loss_train", "curves/loss_val", "curves/lr",
+    assert {"curves/OA_train", "curves/OA_val", "curves/loss_train", "curves/loss_val", "curves/lr",
             "test/oa"} <= scalars
     assert not {"epoch", "train/oa", "val/oa"} & scalars  # no step counter, no duplicate curves
     assert {"run/config/text_summary", "run/overrides/text_summary",
             "test/classification_report/text_summary"} <= text
     assert {"test/confusion_matrix", "map", "split"} <= set(acc.Tags()["images"])
     # the epoch is the step: 1 after the first epoch; the learning rate on the same steps; test at the end
-    for tag in ("curves/oa_train", "curves/oa_val", "curves/loss_val", "curves/lr",
+    for tag in ("curves/OA_train", "curves/OA_val", "curves/loss_val", "curves/lr",
                 "per_class/val/01_class_1"):
         assert [e.step for e in acc.Scalars(tag)] == [1, 2], tag
     assert [e.step for e in acc.Scalars("test/oa")] == [2]
@@ -105,9 +105,9 @@ def test_a_run_reads_as_a_dashboard(synthetic_cfg, tmp_path: Path) -> None:
     assert saved["model.optimizer.lr"] == 0.001
     # the end-of-run metrics beside the session (the HPARAMS table's metric columns)
     summary = accumulate(run / SESSION_RUN)
-    assert summary.Scalars("summary/oa_test")[0].value == pytest.approx(metrics["oa"], abs=1e-6)
-    assert summary.Scalars("summary/oa_val_best")[0].value == pytest.approx(metrics["val_oa"], abs=1e-6)
-    assert {"summary/aa_test", "summary/kappa_test", "summary/train_seconds"} <= set(
+    assert summary.Scalars("summary/OA_test")[0].value == pytest.approx(metrics["oa"], abs=1e-6)
+    assert summary.Scalars("summary/OA_val_best")[0].value == pytest.approx(metrics["val_oa"], abs=1e-6)
+    assert {"summary/AA_test", "summary/kappa_test", "summary/train_seconds"} <= set(
         summary.Tags()["scalars"])
 
 
@@ -155,5 +155,5 @@ def test_a_sweep_names_its_runs_and_puts_the_varying_keys_first(tmp_path: Path) 
     assert [v for v in infos["model.scheduler"].domain_discrete] == ["null"]
     assert not [n for n in infos if any(part in n.split(".") for part in BOOKKEEPING)]
     metrics = [m.name.tag for m in exp.metric_infos]
-    assert metrics == ["summary/aa_test", "summary/kappa_test", "summary/oa_test", "summary/oa_val_best",
+    assert metrics == ["summary/AA_test", "summary/OA_test", "summary/OA_val_best", "summary/kappa_test",
                        "summary/train_seconds"]

@@ -72,7 +72,7 @@ def test_training_run_writes_every_output(synthetic_cfg, tmp_path: Path) -> None
         acc = EventAccumulator(str(event_file), size_guidance={"images": 0})
         acc.Reload()
         tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
-    assert {"curves/loss_train", "curves/oa_val", "test/oa", "test/confusion_matrix", "map"} <= tags
+    assert {"curves/loss_train", "curves/OA_val", "test/oa", "test/confusion_matrix", "map"} <= tags
 
 
 def test_no_validation_tests_last_epoch_weights(synthetic_cfg, tmp_path: Path,

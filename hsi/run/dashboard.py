@@ -57,8 +57,9 @@ BOOKKEEPING = re.compile(
 # trainer settings that change the result
 TRAINER_KEYS = ("max_epochs", "min_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val",
                 "limit_train_batches", "check_val_every_n_epoch")
-# Lightning's epoch-level metrics shown first (the `curves` group sorts first in Time Series)
-CURVES = {"train/oa": "curves/oa_train", "val/oa": "curves/oa_val",
+# Lightning's epoch-level metrics shown first: Time Series sorts groups and cards by name and opens
+# the first two groups; `curves` comes first, and in it OA (upper case sorts first) before loss
+CURVES = {"train/oa": "curves/OA_train", "val/oa": "curves/OA_val",
           "train/loss": "curves/loss_train", "val/loss": "curves/loss_val"}
 SESSION_RUN = "hparams"  # child run of the hparams session and the end-of-run metrics
 MAX_NAME = 120
@@ -220,7 +221,7 @@ def run_hparams(cfg: DictConfig, context: RunContext | None = None) -> dict[str,
         value = OmegaConf.select(cfg, f"trainer.{key}", default="__absent__")
         if value != "__absent__":
             flat[f"trainer.{key}"] = value
-    for key in ("early_stopping.patience", "early_stopping.monitor", "model_checkpoint.monitor"):
+    for key in ("early_stopping.patience", "early_stopping.monitor"):
         value = OmegaConf.select(cfg, f"callbacks.{key}", default="__absent__")
         if value != "__absent__":
             flat[f"callbacks.{key}"] = value
@@ -267,6 +268,12 @@ class DashboardLogger(TensorBoardLogger):
         self._session: SummaryWriter | None = None
 
     @property
+    def trial_id(self) -> str:
+        """HPARAMS' trial ID: the run's name, then its folder (`<sweep>/<job>`), unique per run."""
+        folder = Path(self.save_dir).resolve().parent
+        return f"{self.version} ({folder.parent.name}/{folder.name})"
+
+    @property
     def session_dir(self) -> str:
         return os.path.join(self.log_dir, SESSION_RUN)
 
@@ -292,7 +299,8 @@ class DashboardLogger(TensorBoardLogger):
         params = {k: _value(v) for k, v in dict(params).items()}
         self.hparams.update(params)
         writer = self.session_writer()
-        writer.file_writer.add_summary(hp.hparams_pb(params, start_time_secs=self._start_time))
+        writer.file_writer.add_summary(hp.hparams_pb(params, trial_id=self.trial_id,
+                                                     start_time_secs=self._start_time))
         for key, value in (metrics or {}).items():
             if value is not None and math.isfinite(float(value)):
                 writer.add_scalar(key, float(value), step or 0)
@@ -409,8 +417,8 @@ def start(cfg: DictConfig, loggers: list[Any]) -> None:
 # -- end of a run ----------------------------------------------------------------------------
 def summary_metrics(report: dict[str, Any], metrics: dict[str, Any]) -> dict[str, float | None]:
     """The HPARAMS table's metric columns (TensorBoard shows the first five: all of them)."""
-    return {"summary/oa_test": report["oa"], "summary/aa_test": report["aa"],
-            "summary/kappa_test": report["kappa"], "summary/oa_val_best": metrics.get("val_oa"),
+    return {"summary/OA_test": report["oa"], "summary/AA_test": report["aa"],
+            "summary/kappa_test": report["kappa"], "summary/OA_val_best": metrics.get("val_oa"),
             "summary/train_seconds": metrics.get("train_seconds")}
 
 
