@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, metadata
 
-from hsi.run.dashboard import SESSION_RUN
+from hsi.run.dashboard import SESSION_RUN, run_context, run_hparams, run_name
 from hsi.train import train
 from tests.conftest import FAST_SYNTHETIC, PROJECT_ROOT, compose_train
 
@@ -82,6 +82,12 @@ def test_a_run_reads_as_a_dashboard(synthetic_cfg, tmp_path: Path) -> None:
         assert [e.step for e in acc.Scalars(tag)] == [1, 2], tag
     assert [e.step for e in acc.Scalars("test/oa")] == [2]
     assert [e.step for e in acc.Scalars("per_class/test/01_class_1")] == [2]
+    # each validation's per-class accuracies average to its AA (over the classes it has)
+    for step in (1, 2):
+        recalls = [e.value for k, name in enumerate(classes, 1)
+                   for e in acc.Scalars(f"per_class/val/{k:02d}_{name}") if e.step == step]
+        aa = [e.value for e in acc.Scalars("val/aa") if e.step == step]
+        assert sum(recalls) / len(recalls) == pytest.approx(aa[0], abs=1e-5)
     # the per-class test accuracy is metrics.json's
     for k, name in enumerate(classes, 1):
         if metrics["per_class_accuracy"][name] is not None:
@@ -157,3 +163,14 @@ def test_a_sweep_names_its_runs_and_puts_the_varying_keys_first(tmp_path: Path) 
     metrics = [m.name.tag for m in exp.metric_infos]
     assert metrics == ["summary/AA_test", "summary/OA_test", "summary/OA_val_best", "summary/kappa_test",
                        "summary/train_seconds"]
+
+
+def test_a_sweep_config_names_its_jobs_after_its_params(tmp_path: Path) -> None:
+    """`sweep=patch_pca` varies keys through `hydra.sweeper.params`, not the command line."""
+    cfg = compose_train([*FAST_SYNTHETIC, "sweep=patch_pca", "data.patch_size=11", "data.pca.components=15"],
+                        tmp_path)
+    context = run_context()
+    assert context.multirun and context.varying == ["data.patch_size", "data.pca.components"]
+    assert context.job_count == 16
+    assert run_name(context) == "patch_size=11,components=15"
+    assert list(run_hparams(cfg, context))[:2] == ["data.patch_size", "data.pca.components"]

@@ -105,22 +105,21 @@ def run_context() -> RunContext:
     swept: list[Any] = []
     saved = Path(context.sweep_dir or "") / "multirun.yaml"
     if context.sweep_dir and saved.is_file():  # the sweep's command line, written before its jobs
-        given = OmegaConf.load(saved)
-        context.sweep_overrides = [str(o) for o in OmegaConf.select(given, "hydra.overrides.task") or []]
+        sweep_cfg = OmegaConf.load(saved)
+        context.sweep_overrides = [str(o) for o in OmegaConf.select(sweep_cfg, "hydra.overrides.task") or []]
         swept = [o for o in _parse(context.sweep_overrides) if o.is_sweep_override()]
     params = OmegaConf.select(hc, "sweeper.params") or {}  # a sweep config's or a search's space
-    keys = [o.key_or_group for o in swept] + [str(k) for k in params]
-    context.varying = list(dict.fromkeys(keys))
-    count = 1
+    given = {o.key_or_group for o in swept}
+    spaced = [o for o in _parse([f"{k}={v}" for k, v in params.items()]) if o.key_or_group not in given]
+    context.varying = list(dict.fromkeys([o.key_or_group for o in swept] + [str(k) for k in params]))
+    trials = OmegaConf.select(hc, "sweeper.n_trials")
+    if trials is not None:  # a search: as many jobs as trials
+        context.job_count = int(trials)
+        return context
     try:
-        for override in swept:
-            count *= len(list(override.sweep_string_iterator()))
-        context.job_count = count if not params else None
+        context.job_count = math.prod(len(list(o.sweep_string_iterator())) for o in [*swept, *spaced])
     except Exception:  # a range or interval: the count is the sweeper's
         context.job_count = None
-    trials = OmegaConf.select(hc, "sweeper.n_trials")
-    if trials is not None and params:
-        context.job_count = int(trials)
     return context
 
 
