@@ -213,8 +213,9 @@ def run_hparams(cfg: DictConfig, context: RunContext | None = None) -> dict[str,
         _flatten("data", {k: v for k, v in data.items() if k != "_target_"}, flat)
     if "data" in context.choices:
         flat["data"] = context.choices["data"]
-    if context.choices.get("augment"):
-        flat["augment"] = context.choices["augment"]
+    for group in ("augment", "experiment"):  # the named recipe a run starts from
+        if context.choices.get(group):
+            flat[group] = context.choices[group]
     flat["seed"] = cfg.get("seed")
     for key in TRAINER_KEYS:
         value = OmegaConf.select(cfg, f"trainer.{key}", default="__absent__")
