@@ -35,9 +35,11 @@ def curves(job: Path) -> dict[str, list[float]]:
     for events in sorted(job.glob("tensorboard/**/events.out.tfevents.*")):
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
-        for tag in ("val/oa", "train/oa"):
-            if tag in accumulator.Tags()["scalars"]:
-                out[tag] = [e.value for e in accumulator.Scalars(tag)]
+        # `*/oa` before the dashboard layout (hsi.run.dashboard), `curves/oa_*` since
+        for tag, older in (("val/oa", "curves/OA_val"), ("train/oa", "curves/OA_train")):
+            for name in (tag, older):
+                if name in accumulator.Tags()["scalars"]:
+                    out[tag] = [e.value for e in accumulator.Scalars(name)]
     return out
 
 

@@ -83,8 +83,11 @@ def label_figure(labels: np.ndarray, class_names: Sequence[str], title: str = ""
 
 
 def map_figure(cube: np.ndarray, truth: np.ndarray | None, prediction: np.ndarray,
-               class_names: Sequence[str], rgb_bands: Sequence[int] | None = None, title: str = ""):
-    """False-colour cube | ground truth | prediction | errors on labelled pixels."""
+               class_names: Sequence[str], rgb_bands: Sequence[int] | None = None, title: str = "",
+               evaluated: np.ndarray | None = None):
+    """False-colour cube | ground truth | prediction | errors on labelled pixels; with `evaluated`
+    (a mask: a run's validation and test pixels) the errors are counted there only and the other
+    labelled pixels (training, dropped) are drawn dark grey."""
     k = len(class_names)
     panels = [("false colour", false_colour(cube, rgb_bands))]
     if truth is not None:
@@ -93,10 +96,14 @@ def map_figure(cube: np.ndarray, truth: np.ndarray | None, prediction: np.ndarra
     if truth is not None:
         labelled = truth > 0
         errors = np.zeros((*truth.shape, 3))
-        errors[labelled & (prediction == truth)] = (0.85, 0.85, 0.85)
-        errors[labelled & (prediction != truth)] = (0.85, 0.0, 0.0)
-        wrong = int((labelled & (prediction != truth)).sum())
-        panels.append((f"errors ({wrong} of {int(labelled.sum())} labelled, red)", errors))
+        counted, what = labelled, "labelled"
+        if evaluated is not None:
+            counted, what = labelled & evaluated, "val + test"
+            errors[labelled & ~evaluated] = (0.35, 0.35, 0.35)
+        errors[counted & (prediction == truth)] = (0.85, 0.85, 0.85)
+        errors[counted & (prediction != truth)] = (0.85, 0.0, 0.0)
+        wrong = int((counted & (prediction != truth)).sum())
+        panels.append((f"errors ({wrong} of {int(counted.sum())} {what} pixels, red)", errors))
     fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels) + 2, 4.6))
     for ax, (name, image) in zip(np.atleast_1d(axes), panels):
         ax.imshow(image, interpolation="nearest")

@@ -15,8 +15,8 @@ from hsi.data.synthetic import make_synthetic_scene
 from hsi.models import HybridSN, HybridSNFast
 from hsi.models.blocks import FusedBlock, GridLinear, PixelGate, crop_to
 from hsi.models.cost import model_cost
-from hsi.run.config import CONFIG_DIR
 from hsi.models.dense import DenseHead, supports_dense
+from hsi.run.config import CONFIG_DIR
 from hsi.run.inference import scene_logits
 
 RECIPE = (30, 25, 16)  # bands, patch, classes

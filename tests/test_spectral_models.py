@@ -17,8 +17,8 @@ from hsi.data.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError
 from hsi.models import CNN1D, SSFTT
 from hsi.models.cost import count_macs, count_parameters, window_shape
-from hsi.run.config import CONFIG_DIR
 from hsi.models.dense import supports_dense
+from hsi.run.config import CONFIG_DIR
 from hsi.run.inference import scene_logits
 
 PAPER = (30, 13, 16)  # SSFTT's setting: 30 PCA bands, 13x13 windows, Indian Pines' 16 classes

@@ -43,7 +43,7 @@ def test_training_run_writes_every_output(synthetic_cfg, tmp_path: Path) -> None
         assert (tmp_path / name).is_file(), name
     assert {p.name for p in (tmp_path / "checkpoints").iterdir()} >= {"last.ckpt"}
     assert len(list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))) == 1
-    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     assert events
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -72,7 +72,7 @@ def test_training_run_writes_every_output(synthetic_cfg, tmp_path: Path) -> None
         acc = EventAccumulator(str(event_file), size_guidance={"images": 0})
         acc.Reload()
         tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
-    assert {"train/loss", "val/oa", "test/oa", "test/confusion_matrix", "map"} <= tags
+    assert {"curves/loss_train", "curves/OA_val", "test/oa", "test/confusion_matrix", "map"} <= tags
 
 
 def test_no_validation_tests_last_epoch_weights(synthetic_cfg, tmp_path: Path,
@@ -132,5 +132,5 @@ def test_svm_baseline_writes_the_same_files_as_networks(synthetic_cfg, tmp_path:
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["estimator"]["C"] in (1, 100) and saved["params"] is None
     assert metrics["oa"] > 0.8  # the synthetic classes differ by spectrum alone
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     assert Path(saved["checkpoint"]).name == "model.pkl"

@@ -24,6 +24,7 @@ import torch
 from hsi.data.scene import Scene
 from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_figure, write_figure
 from hsi.models.metrics import accuracy_report
+from hsi.run import dashboard
 from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
@@ -135,17 +136,12 @@ def update_metrics(output_dir: str | Path, extra: dict[str, Any]) -> dict[str, A
 
 
 def log_to_tensorboard(loggers: Sequence[Any], hparams: dict[str, Any], report: dict[str, Any],
-                       class_names: list[str], step: int) -> None:
-    """Hyperparameters with the final metrics, and the confusion matrix as a figure."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in loggers:
-        if not isinstance(logger, TensorBoardLogger):
-            continue
-        logger.log_hyperparams(hparams, metrics={f"hp/{k}": report[k] for k in ("oa", "aa", "kappa")})
-        fig = confusion_matrix_figure(np.asarray(report["confusion_matrix"]), class_names)
-        logger.experiment.add_figure("test/confusion_matrix", fig, global_step=step)
-        logger.experiment.flush()
+                       class_names: list[str], metrics: dict[str, Any]) -> None:
+    """Hyperparameters with the final metrics, per-class test accuracy, the confusion matrix and
+    the classification report (`hsi.run.dashboard.finish`)."""
+    text = classification_report_text(np.asarray(report["preds"]), np.asarray(report["targets"]),
+                                      class_names)
+    dashboard.finish(list(loggers), hparams, report, class_names, metrics, text)
 
 
 def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], extra: dict[str, Any],
@@ -169,7 +165,7 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
     extra = {**sizes, **extra, "untested_classes": untested, "leakage": datamodule.leakage(),
              "split": datamodule.split_report, "scene": datamodule.scene.name, "seed": seed}
     metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
-    log_to_tensorboard(loggers, hparams, report, datamodule.class_names, step)
+    log_to_tensorboard(loggers, hparams, report, datamodule.class_names, metrics)
     log.info("Test OA %.4f  AA %.4f  kappa %.4f  (%d test pixels); outputs in %s",
              metrics["oa"], metrics["aa"], metrics["kappa"], extra["n_test"], output_dir)
     return metrics
@@ -178,13 +174,15 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
 # -- maps ------------------------------------------------------------------------------------
 def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, prediction: np.ndarray,
                      class_names: list[str], title: str, loggers: Sequence[Any] = (),
-                     step: int = 0, rgb_bands: list[int] | None = None) -> dict[str, Any]:
-    """prediction.npy, prediction.png, map.png and, with a ground truth, accuracy over labelled pixels."""
+                     step: int = 0, rgb_bands: list[int] | None = None,
+                     evaluated: np.ndarray | None = None) -> dict[str, Any]:
+    """prediction.npy, prediction.png, map.png and, with a ground truth, accuracy over labelled pixels
+    (map.png counts its errors over `evaluated`, a mask of the validation and test pixels, if given)."""
     write_npy(output_dir / "prediction.npy", prediction.astype(np.int16))
     write_figure(output_dir / "prediction.png", label_figure(prediction, class_names, title), dpi=130,
                  bbox_inches="tight")
     truth = scene.labels if scene is not None and scene.num_classes == len(class_names) else None
-    fig = map_figure(cube, truth, prediction, class_names, rgb_bands, title=title)
+    fig = map_figure(cube, truth, prediction, class_names, rgb_bands, title=title, evaluated=evaluated)
     _figure_to_loggers(loggers, "map", fig, step)
     write_figure(output_dir / "map.png", fig, dpi=110)
     if truth is None:
@@ -242,7 +240,11 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
     prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], eval_path)
     seconds = time.perf_counter() - start
     title = f"{type(net).__name__} on {scene.name} ({path} inference)"
+    evaluated = np.zeros(prediction.shape, dtype=bool)  # errors are counted on val + test pixels
+    for subset in ("val", "test"):
+        coords = np.asarray(state.get("split", {}).get(subset, np.zeros((0, 2)))).reshape(-1, 2).astype(int)
+        evaluated[coords[:, 0], coords[:, 1]] = True
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
-                               loggers, step, state.get("rgb_bands"))
+                               loggers, step, state.get("rgb_bands"), evaluated)
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
     return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}

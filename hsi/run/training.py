@@ -24,6 +24,7 @@ from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.models.metrics import accuracy_report
+from hsi.run import dashboard
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
@@ -79,23 +80,8 @@ def is_network(model_cfg: DictConfig) -> bool:
 
 
 def run_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The few settings that identify a run in TensorBoard's hparams view."""
-    target = cfg.model.net._target_ if "net" in cfg.model else cfg.model._target_
-    return {"model": target.rsplit(".", 1)[-1], **_scalars("data", cfg.data),
-            "seed": cfg.seed, "max_epochs": cfg.trainer.get("max_epochs")}
-
-
-def _scalars(prefix: str, node: DictConfig) -> dict[str, Any]:
-    """Scalar settings of a config node, nested nodes flattened (`data.pca.components`)."""
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key.startswith("_"):
-            continue
-        if isinstance(value, DictConfig):
-            out |= _scalars(f"{prefix}.{key}", value)
-        elif isinstance(value, (int, float, str, bool)):
-            out[f"{prefix}.{key}"] = value
-    return out
+    """The settings that identify a run in TensorBoard's hparams view (`hsi.run.dashboard`)."""
+    return dashboard.run_hparams(cfg)
 
 
 @contextmanager
@@ -114,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     loggers = instantiate_group(cfg.get("logger"))
+    dashboard.start(cfg, loggers)
     run = train_network if is_network(cfg.model) else train_estimator
     return run(cfg, datamodule, loggers)
 
@@ -135,7 +122,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     if cfg.get("map", True):  # a bad map option fails now, not after training
         check_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = dashboard.callbacks(loggers, datamodule.class_names) + instantiate_group(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # without a validation set (the notebook recipe) skip the loop, rather than feed it nothing
@@ -159,13 +146,13 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     if not trainer.is_global_zero:
         return {}
     metrics = record_run(cfg, datamodule, model.test_report, times, checkpoint_file, trainer.loggers,
-                         trainer.global_step, epochs=trainer.current_epoch,
+                         trainer.current_epoch, epochs=trainer.current_epoch,
                          val_oa=best_validation_oa(trainer),
                          **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
                                 datamodule.scene, cfg.data.get("eval_path", "auto"), trainer.loggers,
-                                trainer.global_step)
+                                trainer.current_epoch)
         metrics = update_metrics(cfg.paths.output_dir, drawn)
     return metrics
 
