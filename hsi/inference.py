@@ -124,7 +124,7 @@ def _dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_ro
     height, width = padded.shape[1] - patch_size + 1, padded.shape[2] - patch_size + 1
     rows = []
     for start, stop in tqdm(list(_tiles(height, tile_rows)), desc="dense", disable=not progress):
-        tile = padded[:, start:stop + patch_size - 1].to(device)
+        tile = padded[:, start:stop + patch_size - 1].contiguous().to(device)  # same array, any layout
         logits = head(_fold(net.trunk(tile[None, None])))
         rows.append(logits[0].cpu())
     out = torch.cat(rows, dim=1)

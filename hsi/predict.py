@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -13,11 +14,13 @@ from omegaconf import DictConfig
 
 import hsi.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.checkpoint import Checkpoint, load_checkpoint
+from hsi.data.geo_scene import uses_gdal
 from hsi.data.io import read_array
 from hsi.data.scene import Scene, fill_nonfinite
 from hsi.errors import ConfigError, report_errors
 from hsi.inference import check_method, predict_labels
 from hsi.onnx_export import predict_onnx
+from hsi.run.streaming import predict_raster_run
 from hsi.run_files import write_prediction_run
 from hsi.validation import check_predict_config
 
@@ -42,6 +45,18 @@ def scene_from_config(data_cfg: DictConfig | None,
     return scene.cube, scene
 
 
+def raster_input(data_cfg: DictConfig | None, checkpoint: Checkpoint) -> str | None:
+    """The raster to classify through rasterio (`data=custom` with a GDAL raster, or without `data`
+    the georeferenced raster the checkpoint was trained on), else None."""
+    if data_cfg is None:
+        geo = checkpoint.scene.get("geo") or {}
+        return geo.get("gdal_path")
+    if data_cfg.get("scene") != "custom" or not data_cfg.get("cube_path"):
+        return None
+    cube_path = str(Path(str(data_cfg.cube_path)).expanduser().resolve())
+    return cube_path if uses_gdal(cube_path, data_cfg.get("gt_path"), data_cfg.get("gt_field")) else None
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     check_predict_config(cfg)
     if cfg.get("model_path"):  # an exported graph (hsi.export): onnxruntime, no checkpoint
@@ -52,6 +67,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     model = checkpoint.classifier(cfg.get("device", "auto"))
     check_method(model.net, cfg.method)
     state = checkpoint.scene
+    raster = raster_input(cfg.get("data"), checkpoint)
+    if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out; streamed if large
+        return predict_raster_run(cfg, model.net, state, raster,
+                                  {"checkpoint": str(checkpoint.path.resolve())})
     cube, scene = scene_from_config(cfg.get("data"), checkpoint)
     filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
     if bad.any():

@@ -1,0 +1,1 @@
+"""One run's machinery: config, validation, training, checkpoint, outputs, inference, prediction."""

@@ -1,0 +1,237 @@
+"""Classify a raster with a trained network, in memory or streamed block by block.
+
+Both paths compute every pixel the same way, so their labels are identical on every pixel:
+
+- the checkpoint's PCA is applied one image row at a time (the same matrix product for a row
+  whichever block it comes in);
+- invalid pixels (nodata, NaN / inf) become zero after reduction, which is what the window
+  padding outside the scene holds (zero in the reduced space is the training scene's mean
+  spectrum), and are 0 (no class) in the map;
+- the dense path runs row tiles of `tile_rows` output rows with their halo; a streamed block
+  is a whole number of tiles, so each tile the network sees is the same array as in memory (the
+  window path: a block is a whole number of batches).
+
+Streaming reads rows [start - m, stop + m) of the raster through rasterio windows (m = half the
+window), reduces them, runs the network and writes the block of `prediction.tif` and
+`confidence.tif` before reading the next: memory is bounded by the block, not the scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hsi.data.preprocessing import PCATransform
+from hsi.data.raster import RasterInfo, info_of, open_raster, read_block
+from hsi.errors import DataError
+from hsi.inference import check_method, scene_logits
+from hsi.maps import class_colours
+from hsi.utils.files import atomic_write, atomic_write_json
+from hsi.utils.geotiff import GeoTiffWriter, class_dtype, write_class_map, write_confidence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RasterPrediction:
+    """What a prediction over a raster produced (labels / confidence only for the in-memory path)."""
+
+    info: RasterInfo
+    path: str  # "dense" or "window"
+    seconds: float
+    invalid_pixels: int
+    streamed: bool
+    block_rows: int | None = None
+    labels: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+
+    @property
+    def pixels_per_second(self) -> float:
+        return self.info.height * self.info.width / max(self.seconds, 1e-9)
+
+
+def reduce_rows(state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """(rows, W, bands) raw -> (rows, W, components) float32 as the network expects: the
+    checkpoint's PCA (one image row per matrix product), invalid pixels set to 0."""
+    if cube.shape[2] != state["raw_bands"]:
+        raise DataError(f"The checkpoint was trained on cubes with {state['raw_bands']} bands (scene "
+                        f"{state['scene']!r}) but this raster has {cube.shape[2]}; predict on a raster "
+                        f"from the same sensor and band set.")
+    pca = PCATransform.from_tensors(state["pca"])
+    clean = np.where(invalid[..., None], 0, cube) if invalid.any() else cube
+    if pca is None:
+        reduced = clean.astype(np.float32, copy=True)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            reduced = pca(clean, chunk=max(int(cube.shape[1]), 1))
+    reduced[invalid] = 0
+    return reduced
+
+
+def padded_tensor(reduced: np.ndarray, top: int, bottom: int, margin: int) -> torch.Tensor:
+    """(rows, W, C) reduced rows with `top` / `bottom` zero rows and `margin` zero columns each side,
+    band-first, as `hsi.data.patches.pad_cube` lays out a whole scene."""
+    padded = np.pad(reduced, ((top, bottom), (margin, margin), (0, 0)))
+    return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))
+
+
+def labels_and_confidence(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability)."""
+    probabilities = torch.softmax(logits.float(), dim=0)
+    confidence, index = probabilities.max(dim=0)
+    return (index + 1).numpy(), confidence.numpy().astype(np.float32)
+
+
+def aligned_block_rows(block_rows: int, tile_rows: int, width: int, batch_size: int) -> int:
+    """`block_rows` rounded up to a whole number of dense tiles and of window batches."""
+    step = math.lcm(tile_rows, batch_size // math.gcd(width, batch_size))
+    return max(step, math.ceil(block_rows / step) * step)
+
+
+def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str | Path, method: str = "auto",
+                             batch_size: int = 64, tile_rows: int = 128,
+                             progress: bool = False) -> RasterPrediction:
+    """The whole raster read, reduced and classified at once."""
+    check_method(net, method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_raster(raster) as ds:
+            info = info_of(ds)
+            cube, invalid = read_block(ds, 0, ds.height)
+    start = time.perf_counter()
+    labels, confidence, path = classify_reduced(net, state, cube, invalid, method, batch_size, tile_rows,
+                                                progress)
+    seconds = time.perf_counter() - start
+    return RasterPrediction(info, path, seconds, int(invalid.sum()), False, None, labels, confidence)
+
+
+def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
+                     method: str, batch_size: int, tile_rows: int,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """(labels with 0 at invalid pixels, confidence with 0 there, path) of an in-memory raw cube."""
+    patch = int(state["patch_size"])
+    margin = patch // 2
+    padded = padded_tensor(reduce_rows(state, cube, invalid), margin, margin, margin)
+    logits, path = scene_logits(net, padded, patch, method, batch_size, tile_rows, progress)
+    labels, confidence = labels_and_confidence(logits)
+    labels[invalid], confidence[invalid] = 0, 0
+    return labels, confidence, path
+
+
+def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str | Path,
+                             output_dir: str | Path, method: str = "auto", batch_size: int = 64,
+                             tile_rows: int = 128, block_rows: int = 512,
+                             progress: bool = True) -> RasterPrediction:
+    """Classify a raster block by block, writing prediction.tif and confidence.tif as it goes."""
+    check_method(net, method)
+    patch = int(state["patch_size"])
+    margin = patch // 2
+    class_names = list(state["class_names"])
+    output_dir = Path(output_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = open_raster(raster)
+    with ds:
+        info = info_of(ds)
+        height, width = info.height, info.width
+        block_rows = aligned_block_rows(block_rows, tile_rows, width, batch_size)
+        geo = info.geo()
+        labels_out = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
+                                   class_dtype(len(class_names)), "classes", class_names,
+                                   class_colours(len(class_names)))
+        confidence_out = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
+                                       "continuous")
+        invalid_pixels, path = 0, "dense"
+        start_time = time.perf_counter()
+        bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",
+                   disable=not progress)
+        try:
+            for start in range(0, height, block_rows):
+                stop = min(start + block_rows, height)
+                low, high = max(0, start - margin), min(height, stop + margin)
+                cube, invalid = read_block(ds, low, high)
+                reduced = reduce_rows(state, cube, invalid)
+                padded = padded_tensor(reduced, margin - (start - low), margin - (high - stop), margin)
+                logits, path = scene_logits(net, padded, patch, method, batch_size, tile_rows, False)
+                labels, confidence = labels_and_confidence(logits)
+                own = invalid[start - low:stop - low]
+                labels[own], confidence[own] = 0, 0
+                invalid_pixels += int(own.sum())
+                labels_out.write(start, labels)
+                confidence_out.write(start, confidence)
+                bar.update((stop - start) * width)
+            seconds = time.perf_counter() - start_time
+            bar.close()
+            labels_out.close()
+            confidence_out.close()
+        except BaseException:
+            bar.close()
+            labels_out.abort()
+            confidence_out.abort()
+            raise
+    return RasterPrediction(info, path, seconds, invalid_pixels, True, block_rows)
+
+
+def write_raster_maps(output_dir: str | Path, labels: np.ndarray, confidence: np.ndarray,
+                      geo: dict[str, Any] | None, class_names: list[str]) -> list[str]:
+    """prediction.tif and confidence.tif of an in-memory prediction; returns their names."""
+    output_dir = Path(output_dir)
+    write_class_map(output_dir / "prediction.tif", labels, geo, class_names, class_colours(len(class_names)))
+    write_confidence(output_dir / "confidence.tif", confidence, geo)
+    return ["prediction.tif", "confidence.tif"]
+
+
+def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: str | Path,
+                       source: dict[str, Any]) -> dict[str, Any]:
+    """`hsi.predict` on a raster: prediction.tif, confidence.tif and prediction.json in the run folder
+    (and prediction.npy for a raster without georeference, read in memory). `cfg.stream`: true,
+    false, or auto (stream rasters larger than `cfg.stream_above_mb` as float32)."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stream = cfg.get("stream", "auto")
+    options = {"method": cfg.method, "batch_size": int(cfg.batch_size), "tile_rows": int(cfg.tile_rows)}
+    if stream == "auto":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_raster(raster) as ds:
+                size = info_of(ds).nbytes_float32
+        stream = size > float(cfg.get("stream_above_mb", 1024)) * 1e6
+    class_names = list(state["class_names"])
+    files = ["prediction.tif", "confidence.tif"]
+    if stream:
+        result = predict_raster_streaming(net, state, raster, output_dir,
+                                          block_rows=int(cfg.get("block_rows", 512)),
+                                          progress=bool(cfg.progress), **options)
+    else:
+        result = predict_raster_in_memory(net, state, raster, progress=bool(cfg.progress), **options)
+        write_raster_maps(output_dir, result.labels, result.confidence, result.info.geo(), class_names)
+        if not result.info.georeferenced:
+            labels = result.labels.astype(np.int16)
+            atomic_write(output_dir / "prediction.npy", lambda tmp: _save_npy(tmp, labels))
+            files.append("prediction.npy")
+    info = result.info
+    summary = {**source, "raster": info.path, "path": result.path, "streamed": result.streamed,
+               "block_rows": result.block_rows, "seconds": round(result.seconds, 2),
+               "pixels_per_second": round(result.pixels_per_second), "shape": [info.height, info.width],
+               "bands": info.bands, "nodata_pixels": result.invalid_pixels, "class_names": class_names,
+               "crs": info.crs, "transform": info.transform, "files": files}
+    atomic_write_json(output_dir / "prediction.json", summary)
+    log.info("%s inference over %dx%d pixels in %.1f s (%s, %.0f pixels/s); %s in %s", result.path,
+             info.height, info.width, result.seconds, "streamed" if result.streamed else "in memory",
+             result.pixels_per_second, ", ".join(files), output_dir)
+    return summary
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
