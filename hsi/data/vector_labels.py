@@ -123,7 +123,12 @@ def rasterize_labels(path: str | Path, gt_field: str | None, grid: RasterInfo) -
     index = {v: k for k, v in enumerate(classes, start=1)}
     shapes = [geometries[i] for i in keep]
     if source_crs != raster_crs:
-        shapes = transform_geom(source_crs, raster_crs, shapes)
+        try:
+            shapes = transform_geom(source_crs, raster_crs, shapes)
+        except Exception as err:  # noqa: BLE001 - PROJ's errors for coordinates outside the CRS
+            raise DataError(f"The polygons of {path} cannot be reprojected from {source_crs.to_string()} "
+                            f"to the cube's CRS ({first_line(err)}): their coordinates do not fit the "
+                            f"CRS the file declares; set the right CRS on the file.") from err
     shape = (grid.height, grid.width)
     transform = grid.affine()
     count = np.zeros(shape, dtype=np.uint8)

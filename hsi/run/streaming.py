@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import RasterInfo, info_of, open_raster, read_block
 from hsi.errors import DataError
-from hsi.inference import check_method, scene_logits
+from hsi.inference import check_method, scene_logits, supports_dense
 from hsi.maps import class_colours
 from hsi.utils.files import atomic_write, atomic_write_json
 from hsi.utils.geotiff import GeoTiffWriter, class_dtype, write_class_map, write_confidence
@@ -92,9 +92,9 @@ def labels_and_confidence(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     return (index + 1).numpy(), confidence.numpy().astype(np.float32)
 
 
-def aligned_block_rows(block_rows: int, tile_rows: int, width: int, batch_size: int) -> int:
-    """`block_rows` rounded up to a whole number of dense tiles and of window batches."""
-    step = math.lcm(tile_rows, batch_size // math.gcd(width, batch_size))
+def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int) -> int:
+    """`block_rows` rounded up to a whole number of dense tiles (dense path) or of window batches."""
+    step = tile_rows if dense else batch_size // math.gcd(width, batch_size)
     return max(step, math.ceil(block_rows / step) * step)
 
 
@@ -144,7 +144,8 @@ def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str 
     with ds:
         info = info_of(ds)
         height, width = info.height, info.width
-        block_rows = aligned_block_rows(block_rows, tile_rows, width, batch_size)
+        dense = method != "window" and supports_dense(net)
+        block_rows = aligned_block_rows(block_rows, dense, tile_rows, width, batch_size)
         geo = info.geo()
         labels_out = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
                                    class_dtype(len(class_names)), "classes", class_names,
