@@ -45,7 +45,7 @@ def uses_gdal(cube_path: str | Path | None, gt_path: str | Path | None = None,
             with open_raster(path) as ds:
                 info = info_of(ds)
     except HsiError:
-        return not others_read_it  # let the other readers give their own message
+        return False  # not a raster GDAL reads: hsi.data.io says which files are supported
     return info.georeferenced or info.nodata is not None or not others_read_it
 
 
