@@ -92,6 +92,11 @@ def labels_and_confidence(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     return (index + 1).numpy(), confidence.numpy().astype(np.float32)
 
 
+def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
+    """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
+    return max(1, int(block_mb * 1e6 // (width * bands * 4)))
+
+
 def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int) -> int:
     """`block_rows` rounded up to a whole number of dense tiles (dense path) or of window batches."""
     step = tile_rows if dense else batch_size // math.gcd(width, batch_size)
@@ -130,9 +135,10 @@ def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, in
 
 def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str | Path,
                              output_dir: str | Path, method: str = "auto", batch_size: int = 64,
-                             tile_rows: int = 128, block_rows: int = 512,
+                             tile_rows: int = 128, block_rows: int | None = None,
                              progress: bool = True) -> RasterPrediction:
-    """Classify a raster block by block, writing prediction.tif and confidence.tif as it goes."""
+    """Classify a raster block by block, writing prediction.tif and confidence.tif as it goes.
+    `block_rows` None: about 64 MB of raw float32 spectra per block."""
     check_method(net, method)
     patch = int(state["patch_size"])
     margin = patch // 2
@@ -145,6 +151,8 @@ def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str 
         info = info_of(ds)
         height, width = info.height, info.width
         dense = method != "window" and supports_dense(net)
+        if block_rows is None:
+            block_rows = default_block_rows(width, info.bands)
         block_rows = aligned_block_rows(block_rows, dense, tile_rows, width, batch_size)
         geo = info.geo()
         labels_out = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
@@ -211,7 +219,7 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
     files = ["prediction.tif", "confidence.tif"]
     if stream:
         result = predict_raster_streaming(net, state, raster, output_dir,
-                                          block_rows=int(cfg.get("block_rows", 512)),
+                                          block_rows=cfg.get("block_rows"),
                                           progress=bool(cfg.progress), **options)
     else:
         result = predict_raster_in_memory(net, state, raster, progress=bool(cfg.progress), **options)
