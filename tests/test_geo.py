@@ -257,3 +257,26 @@ def test_streamed_labels_equal_in_memory_labels(geo_files: dict[str, Path], tmp_
     assert len(np.unique(memory.labels)) >= 3  # a map with several classes, not a constant
     np.testing.assert_array_equal(labels, memory.labels)
     np.testing.assert_array_equal(confidence, memory.confidence)
+
+
+@pytest.mark.slow
+def test_training_from_polygons_matches_training_from_the_array(shared_data: Path,
+                                                               tmp_path: Path) -> None:
+    """Same OA from the polygons (EPSG:4326) on the GeoTIFF as from the .mat arrays, within the
+    spread over seeds."""
+    from hsi.train import train
+
+    cube, gt = salinas_a_arrays(shared_data)
+    raster = write_geotiff(tmp_path / "salinas_a.tif", cube)
+    write_polygons(tmp_path / "fields.gpkg", gt)
+    common = ["data.patch_size=9", "data.pca.components=15", "model=cnn2d", "trainer=cpu",
+              "trainer.max_epochs=4", "logger=none", "map=false", "callbacks.progress_bar.refresh_rate=0"]
+    sources = {
+        "polygons": ["data=custom", f"data.cube_path={raster}", f"data.gt_path={tmp_path / 'fields.gpkg'}",
+                     "data.gt_field=crop"],
+        "array": ["data=custom", f"data.cube_path={shared_data / 'salinas_a' / 'SalinasA_corrected.mat'}",
+                  f"data.gt_path={shared_data / 'salinas_a' / 'SalinasA_gt.mat'}"]}
+    oa = {name: [train(compose_train([*options, *common, f"seed={seed}"], tmp_path / f"{name}_{seed}"))["oa"]
+                 for seed in (0, 1, 2)] for name, options in sources.items()}
+    spread = max(np.ptp(oa["polygons"]), np.ptp(oa["array"]), 0.005)
+    assert abs(np.mean(oa["polygons"]) - np.mean(oa["array"])) <= spread, oa
