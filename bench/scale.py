@@ -76,6 +76,7 @@ def worker(raster: Path, mode: str, out: Path, work: Path) -> dict:
     torch.manual_seed(0)
     net = CNN2D(COMPONENTS, PATCH, CLASSES).eval()
     out.mkdir(parents=True, exist_ok=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     if mode == "memory":
         result = predict_raster_in_memory(net, state, raster)
@@ -83,8 +84,10 @@ def worker(raster: Path, mode: str, out: Path, work: Path) -> dict:
     else:
         result = predict_raster_streaming(net, state, raster, out, progress=False)
     seconds = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB (Linux)
-    return {"seconds": seconds, "rss_mb": rss, "pixels": result.info.height * result.info.width,
+    done = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = done.ru_utime + done.ru_stime - usage.ru_utime - usage.ru_stime  # the machine is shared
+    rss = done.ru_maxrss / 1024  # kB -> MB (Linux)
+    return {"seconds": seconds, "cpu_seconds": cpu, "rss_mb": rss, "pixels": result.info.height * result.info.width,
             "block_rows": result.block_rows}
 
 
@@ -139,16 +142,17 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         if not args.keep:
             raster.unlink()
-    print("\n| tiles | pixels (H x W) | GeoTIFF (GB, float32) | in memory: s / Mpx "
-          "| in memory: peak RSS (MB) | streamed: s / Mpx | streamed: peak RSS (MB) | block rows "
-          "| labels identical |")
+    print("\n| tiles | pixels (H x W) | GeoTIFF (GB, float32) | in memory: s / Mpx (CPU s / Mpx) "
+          "| in memory: peak RSS (MB) | streamed: s / Mpx (CPU s / Mpx) | streamed: peak RSS (MB) "
+          "| block rows | labels identical |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        memory = (f"{r['memory_seconds'] / r['mpx']:.1f} | {r['memory_rss_mb']:.0f}" if "memory_seconds" in r
-                  else "not run | not run")
+        memory = (f"{r['memory_seconds'] / r['mpx']:.1f} ({r['memory_cpu_seconds'] / r['mpx']:.1f}) | "
+                  f"{r['memory_rss_mb']:.0f}" if "memory_seconds" in r else "not run | not run")
         same = {True: "yes", False: "NO", None: "-"}[r["same"]]
         print(f"| {r['n']} x {r['n']} | {r['shape']} | {r['gb']:.2f} | {memory} | "
-              f"{r['stream_seconds'] / r['mpx']:.1f} | {r['stream_rss_mb']:.0f} | {r['stream_block_rows']} | "
+              f"{r['stream_seconds'] / r['mpx']:.1f} ({r['stream_cpu_seconds'] / r['mpx']:.1f}) | "
+              f"{r['stream_rss_mb']:.0f} | {r['stream_block_rows']} | "
               f"{same} |")
 
 

@@ -162,21 +162,21 @@ def _tags(ds, band: int | None, namespace: str) -> dict[str, str]:
         return {}
 
 
-def read_block(ds, row_start: int, row_stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows [row_start, row_stop) of an open raster as ((rows, W, bands) float32, (rows, W) invalid
-    mask): nodata pixels (every band equal to the nodata value, or GDAL's mask saying so) and
-    pixels holding NaN or inf are invalid; their values are left as read."""
+def read_block(ds, row_start: int, row_stop: int,
+               band_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [row_start, row_stop) of an open raster as ((rows, W, bands) float32, or (bands, rows, W)
+    with `band_first`, which saves a copy; (rows, W) invalid mask): nodata pixels (every band equal
+    to the nodata value) and pixels holding NaN or inf are invalid; their values are left as read."""
     from rasterio.windows import Window
 
     window = Window(0, row_start, ds.width, row_stop - row_start)
-    data = ds.read(window=window)  # (bands, rows, W) in the file's dtype
-    invalid = np.zeros(data.shape[1:], dtype=bool)
-    if ds.nodata is not None:
-        nodata = ds.nodata
-        invalid |= np.isnan(data).all(axis=0) if np.isnan(nodata) else (data == nodata).all(axis=0)
-    cube = np.ascontiguousarray(data.transpose(1, 2, 0), dtype=np.float32)
-    invalid |= ~np.isfinite(cube).all(axis=2)
-    return cube, invalid
+    data = ds.read(window=window, out_dtype="float32")  # (bands, rows, W)
+    invalid = ~np.isfinite(data).all(axis=0)
+    if ds.nodata is not None and not np.isnan(ds.nodata):
+        invalid |= (data == np.float32(ds.nodata)).all(axis=0)
+    if band_first:
+        return data, invalid
+    return np.ascontiguousarray(data.transpose(1, 2, 0)), invalid
 
 
 def read_raster(path: str | Path) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
@@ -211,7 +211,3 @@ def read_label_raster(path: str | Path, grid: RasterInfo | None = None) -> np.nd
                         f"give polygons (data.gt_field=<attribute>).")
     return labels
 
-
-def band_first(cube: np.ndarray) -> np.ndarray:
-    """(bands, H, W) -> (H, W, bands)."""
-    return np.ascontiguousarray(np.moveaxis(cube, 0, -1))

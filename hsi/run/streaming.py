@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import RasterInfo, info_of, open_raster, read_block
+from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
 from hsi.errors import DataError
 from hsi.inference import check_method, scene_logits, supports_dense
 from hsi.maps import class_colours
@@ -40,6 +40,8 @@ from hsi.utils.files import atomic_write, atomic_write_json
 from hsi.utils.geotiff import GeoTiffWriter, class_dtype, write_class_map, write_confidence
 
 log = logging.getLogger(__name__)
+
+GDAL_CACHE_MB = 64  # GDAL's raster block cache while streaming (its default is 5% of the RAM)
 
 
 @dataclass
@@ -60,22 +62,26 @@ class RasterPrediction:
         return self.info.height * self.info.width / max(self.seconds, 1e-9)
 
 
-def reduce_rows(state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """(rows, W, bands) raw -> (rows, W, components) float32 as the network expects: the
-    checkpoint's PCA (one image row per matrix product), invalid pixels set to 0."""
-    if cube.shape[2] != state["raw_bands"]:
+def reduce_rows(state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
+                band_first: bool = False) -> np.ndarray:
+    """(rows, W, bands) raw spectra, or (bands, rows, W) with `band_first`, -> (rows, W, components)
+    float32 as the network expects: the checkpoint's PCA one image row at a time (the same
+    arithmetic for a row whatever block or layout it comes in), invalid pixels set to 0."""
+    bands = cube.shape[0] if band_first else cube.shape[2]
+    if bands != state["raw_bands"]:
         raise DataError(f"The checkpoint was trained on cubes with {state['raw_bands']} bands (scene "
-                        f"{state['scene']!r}) but this raster has {cube.shape[2]}; predict on a raster "
+                        f"{state['scene']!r}) but this raster has {bands}; predict on a raster "
                         f"from the same sensor and band set.")
     pca = PCATransform.from_tensors(state["pca"])
-    clean = np.where(invalid[..., None], 0, cube) if invalid.any() else cube
-    if pca is None:
-        reduced = clean.astype(np.float32, copy=True)
-    else:
-        with np.errstate(invalid="ignore", over="ignore"):
-            reduced = pca(clean, chunk=max(int(cube.shape[1]), 1))
-    reduced[invalid] = 0
-    return reduced
+    rows, width = invalid.shape
+    out = np.empty((rows, width, bands if pca is None else pca.num_components), dtype=np.float32)
+    for r in range(rows):
+        row = cube[:, r, :].T if band_first else cube[r]  # (W, bands)
+        if invalid[r].any():
+            row = np.where(invalid[r][:, None], 0, row)
+        out[r] = row if pca is None else pca(np.ascontiguousarray(row, dtype=np.float32), chunk=width)
+    out[invalid] = 0
+    return out
 
 
 def padded_tensor(reduced: np.ndarray, top: int, bottom: int, margin: int) -> torch.Tensor:
@@ -112,21 +118,22 @@ def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str 
         warnings.simplefilter("ignore")
         with open_raster(raster) as ds:
             info = info_of(ds)
-            cube, invalid = read_block(ds, 0, ds.height)
+            cube, invalid = read_block(ds, 0, ds.height, band_first=True)
     start = time.perf_counter()
     labels, confidence, path = classify_reduced(net, state, cube, invalid, method, batch_size, tile_rows,
-                                                progress)
+                                                progress, band_first=True)
     seconds = time.perf_counter() - start
     return RasterPrediction(info, path, seconds, int(invalid.sum()), False, None, labels, confidence)
 
 
 def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
                      method: str, batch_size: int, tile_rows: int,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
-    """(labels with 0 at invalid pixels, confidence with 0 there, path) of an in-memory raw cube."""
+                     progress: bool = False, band_first: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """(labels with 0 at invalid pixels, confidence with 0 there, path) of an in-memory raw cube
+    ((H, W, bands), or (bands, H, W) with `band_first`)."""
     patch = int(state["patch_size"])
     margin = patch // 2
-    padded = padded_tensor(reduce_rows(state, cube, invalid), margin, margin, margin)
+    padded = padded_tensor(reduce_rows(state, cube, invalid, band_first), margin, margin, margin)
     logits, path = scene_logits(net, padded, patch, method, batch_size, tile_rows, progress)
     labels, confidence = labels_and_confidence(logits)
     labels[invalid], confidence[invalid] = 0, 0
@@ -140,10 +147,16 @@ def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str 
     """Classify a raster block by block, writing prediction.tif and confidence.tif as it goes.
     `block_rows` None: about 64 MB of raw float32 spectra per block."""
     check_method(net, method)
+    with rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # GDAL's block cache would grow with the scene
+        return _stream(net, state, raster, Path(output_dir), method, batch_size, tile_rows, block_rows,
+                       progress)
+
+
+def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_dir: Path, method: str,
+            batch_size: int, tile_rows: int, block_rows: int | None, progress: bool) -> RasterPrediction:
     patch = int(state["patch_size"])
     margin = patch // 2
     class_names = list(state["class_names"])
-    output_dir = Path(output_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = open_raster(raster)
@@ -168,8 +181,9 @@ def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str 
             for start in range(0, height, block_rows):
                 stop = min(start + block_rows, height)
                 low, high = max(0, start - margin), min(height, stop + margin)
-                cube, invalid = read_block(ds, low, high)
-                reduced = reduce_rows(state, cube, invalid)
+                cube, invalid = read_block(ds, low, high, band_first=True)
+                reduced = reduce_rows(state, cube, invalid, band_first=True)
+                del cube
                 padded = padded_tensor(reduced, margin - (start - low), margin - (high - stop), margin)
                 logits, path = scene_logits(net, padded, patch, method, batch_size, tile_rows, False)
                 labels, confidence = labels_and_confidence(logits)
