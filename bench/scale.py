@@ -87,7 +87,8 @@ def worker(raster: Path, mode: str, out: Path, work: Path) -> dict:
     done = resource.getrusage(resource.RUSAGE_SELF)
     cpu = done.ru_utime + done.ru_stime - usage.ru_utime - usage.ru_stime  # the machine is shared
     rss = done.ru_maxrss / 1024  # kB -> MB (Linux)
-    return {"seconds": seconds, "cpu_seconds": cpu, "rss_mb": rss, "pixels": result.info.height * result.info.width,
+    return {"seconds": seconds, "cpu_seconds": cpu, "rss_mb": rss,
+            "pixels": result.info.height * result.info.width,
             "block_rows": result.block_rows}
 
 
