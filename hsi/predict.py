@@ -17,6 +17,7 @@ from hsi.checkpoint import Checkpoint, load_checkpoint
 from hsi.data.geo_scene import uses_gdal
 from hsi.data.io import read_array
 from hsi.data.scene import Scene, fill_nonfinite
+from hsi.deploy.raster import predict_onnx_raster
 from hsi.errors import ConfigError, report_errors
 from hsi.inference import check_method, predict_labels
 from hsi.onnx_export import predict_onnx
@@ -45,11 +46,11 @@ def scene_from_config(data_cfg: DictConfig | None,
     return scene.cube, scene
 
 
-def raster_input(data_cfg: DictConfig | None, checkpoint: Checkpoint) -> str | None:
+def raster_input(data_cfg: DictConfig | None, checkpoint: Checkpoint | None) -> str | None:
     """The raster to classify through rasterio (`data=custom` with a GDAL raster, or without `data`
     the georeferenced raster the checkpoint was trained on), else None."""
     if data_cfg is None:
-        geo = checkpoint.scene.get("geo") or {}
+        geo = (checkpoint.scene.get("geo") if checkpoint is not None else None) or {}
         return geo.get("gdal_path")
     if data_cfg.get("scene") != "custom" or not data_cfg.get("cube_path"):
         return None
@@ -60,6 +61,9 @@ def raster_input(data_cfg: DictConfig | None, checkpoint: Checkpoint) -> str | N
 def predict(cfg: DictConfig) -> dict[str, Any]:
     check_predict_config(cfg)
     if cfg.get("model_path"):  # an exported graph (hsi.export): onnxruntime, no checkpoint
+        raster = raster_input(cfg.get("data"), None)
+        if raster is not None:
+            return predict_onnx_raster(cfg, raster)
         return predict_onnx(cfg, scene_from_config)
     if cfg.get("ckpt_path") is None:
         raise ConfigError("hsi.predict needs ckpt_path=<checkpoint> or model_path=<exported model.onnx>.")

@@ -280,3 +280,23 @@ def test_training_from_polygons_matches_training_from_the_array(shared_data: Pat
                  for seed in (0, 1, 2)] for name, options in sources.items()}
     spread = max(np.ptp(oa["polygons"]), np.ptp(oa["array"]), 0.005)
     assert abs(np.mean(oa["polygons"]) - np.mean(oa["array"])) <= spread, oa
+
+
+def test_an_exported_graph_writes_the_same_georeferenced_maps(polygon_checkpoint: Path,
+                                                              geo_files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from hsi.onnx_export import export_checkpoint
+    from hsi.predict import predict
+
+    export_checkpoint(polygon_checkpoint, tmp_path / "export")
+    out = tmp_path / "pred_onnx"
+    summary = predict(compose_config("predict", [
+        f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
+        f"data.cube_path={geo_files['tif']}", "progress=false"], out))
+    assert summary["path"].startswith("onnx-")
+    labels = _check_prediction_tif(out, geo_files["tif"], sorted(NAMES.values()))
+    with rasterio.open(polygon_checkpoint.parent.parent / "prediction.tif") as ds:  # the checkpoint's map
+        reference = ds.read(1)
+    away = slice(NODATA_ROWS + 9, None)  # nodata is filled differently (band means vs zero after PCA)
+    assert (labels[away] == reference[away]).mean() >= 0.99

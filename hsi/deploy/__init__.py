@@ -1,0 +1,1 @@
+"""Deployment: ONNX graphs, quantization, checks, export, prediction from an exported model, runtime."""
