@@ -300,3 +300,33 @@ def test_an_exported_graph_writes_the_same_georeferenced_maps(polygon_checkpoint
         reference = ds.read(1)
     away = slice(NODATA_ROWS + 9, None)  # nodata is filled differently (band means vs zero after PCA)
     assert (labels[away] == reference[away]).mean() >= 0.99
+
+
+def test_the_geotiff_writer_needs_no_torch(geo_files: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from hsi.config import PROJECT_ROOT
+
+    script = f"""
+import sys
+class NoTorch:
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("torch", "lightning"):
+            raise ImportError("no torch here")
+sys.meta_path.insert(0, NoTorch())
+import numpy as np, rasterio
+from hsi.maps import class_colours
+from hsi.utils.geotiff import read_class_names, write_class_map
+with rasterio.open({str(geo_files["tif"])!r}) as ds:
+    geo = {{"crs": ds.crs.to_wkt(), "transform": list(ds.transform)[:6]}}
+    labels = (np.arange(ds.height * ds.width) % 4).reshape(ds.height, ds.width)
+write_class_map({str(tmp_path / "p.tif")!r}, labels, geo, ["a", "b", "c"], class_colours(3))
+assert read_class_names({str(tmp_path / "p.tif")!r}) == ["a", "b", "c"]
+print("written")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                          env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode == 0 and "written" in done.stdout, done.stderr[-2000:]
+    with rasterio.open(tmp_path / "p.tif") as ds, rasterio.open(geo_files["tif"]) as src:
+        assert ds.crs == src.crs and ds.transform == src.transform
