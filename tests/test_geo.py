@@ -330,3 +330,21 @@ print("written")
     assert done.returncode == 0 and "written" in done.stdout, done.stderr[-2000:]
     with rasterio.open(tmp_path / "p.tif") as ds, rasterio.open(geo_files["tif"]) as src:
         assert ds.crs == src.crs and ds.transform == src.transform
+
+
+def test_an_envi_image_with_map_info_reads_like_the_geotiff(geo_files: dict[str, Path],
+                                                            shared_data: Path) -> None:
+    cube, _ = salinas_a_arrays(shared_data)
+    info = raster_info(geo_files["tif"])
+    path = geo_files["base"] / "salinas_a.img"
+    with rasterio.open(path, "w", driver="ENVI", height=cube.shape[0], width=cube.shape[1],
+                       count=cube.shape[2], dtype="int16", crs=UTM, transform=info.affine()) as ds:
+        ds.write(np.moveaxis(cube, -1, 0))
+        ds.update_tags(ns="ENVI", wavelength="{" + ", ".join(str(400 + 10 * b) for b in range(1, 205)) + "}",
+                       wavelength_units="Nanometers")
+    envi = load_custom_scene(path.with_suffix(".hdr"), geo_files["gpkg"], gt_field="crop")
+    tif = load_custom_scene(geo_files["tif"], geo_files["gpkg"], gt_field="crop")
+    assert envi.geo["transform"] == tif.geo["transform"] and envi.geo["wavelengths"] == tif.geo["wavelengths"]
+    rows = slice(NODATA_ROWS, None)  # the GeoTIFF's first rows are nodata, the ENVI image has none
+    np.testing.assert_array_equal(envi.labels[rows], tif.labels[rows])
+    np.testing.assert_array_equal(envi.cube[rows], tif.cube[rows])
