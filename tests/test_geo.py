@@ -349,3 +349,13 @@ def test_an_envi_image_with_map_info_reads_like_the_geotiff(geo_files: dict[str,
     rows = slice(NODATA_ROWS, None)  # the GeoTIFF's first rows are nodata, the ENVI image has none
     np.testing.assert_array_equal(envi.labels[rows], tif.labels[rows])
     np.testing.assert_array_equal(envi.cube[rows], tif.cube[rows])
+
+
+@pytest.mark.parametrize(("override", "words"), [("stream=maybe", "stream='maybe'"),
+                                                 ("block_rows=0", "block_rows")])
+def test_bad_streaming_settings_are_refused(override: str, words: str, tmp_path: Path) -> None:
+    from hsi.errors import ConfigError
+    from hsi.validation import check_predict_config
+
+    with pytest.raises(ConfigError, match=words):
+        check_predict_config(compose_config("predict", ["ckpt_path=x.ckpt", override], tmp_path))
