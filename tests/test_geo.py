@@ -301,6 +301,20 @@ def test_an_exported_graph_writes_the_same_georeferenced_maps(polygon_checkpoint
         reference = ds.read(1)
     away = slice(NODATA_ROWS + 9, None)  # nodata is filled differently (band means vs zero after PCA)
     assert (labels[away] == reference[away]).mean() >= 0.99
+    streamed = tmp_path / "pred_onnx_streamed"  # 83 rows in blocks of 10 (two 5-row tiles)
+    summary = predict(compose_config("predict", [
+        f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
+        f"data.cube_path={geo_files['tif']}", "progress=false", "stream=true", "block_rows=10",
+        "tile_rows=5"], streamed))
+    assert summary["streamed"] and summary["block_rows"] == 10
+    in_memory = tmp_path / "pred_onnx_tiles_5"
+    predict(compose_config("predict", [
+        f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
+        f"data.cube_path={geo_files['tif']}", "progress=false", "stream=false", "tile_rows=5"], in_memory))
+    for name in ("prediction.tif", "confidence.tif"):
+        with rasterio.open(streamed / name) as a, rasterio.open(in_memory / name) as b:
+            np.testing.assert_array_equal(a.read(1), b.read(1))
+    _check_prediction_tif(streamed, geo_files["tif"], sorted(NAMES.values()))
 
 
 def test_the_geotiff_writer_needs_no_torch(geo_files: dict[str, Path], tmp_path: Path) -> None:
