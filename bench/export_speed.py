@@ -87,7 +87,9 @@ def train_checkpoint(model: str, epochs: int, folder: Path) -> Path:
 
 
 def bench_one(ckpt: Path, out: Path, args: argparse.Namespace) -> dict:
-    from hsi.deploy.export import Int8Settings, export_checkpoint, overall_accuracy
+    from hsi.deploy.checks import overall_accuracy
+    from hsi.deploy.export import export_checkpoint
+    from hsi.deploy.quantize import Int8Settings
     from hsi.deploy.runtime import OnnxClassifier
     from hsi.run.checkpoint import load_checkpoint
     from hsi.run.inference import predict_labels

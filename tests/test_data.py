@@ -376,7 +376,7 @@ def test_state_dict_holds_exactly_the_documented_keys() -> None:
     dm.setup()
     assert sorted(dm.state_dict()) == sorted([
         "format_version", "scene", "raw_bands", "shape", "patch_size", "pca", "split",
-        "class_names", "label_values", "rgb_bands", "colours"])
+        "class_names", "label_values", "rgb_bands", "colours", "geo"])
 
 
 def test_state_of_a_catalogue_scene_has_its_display_bands(shared_data: Path) -> None:

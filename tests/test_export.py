@@ -23,9 +23,13 @@ pytest.importorskip("onnxscript")
 import torch  # noqa: E402
 
 from hsi.data.synthetic import make_synthetic_scene  # noqa: E402
-from hsi.deploy.export import ExportError, export  # noqa: E402
+from hsi.deploy.export import export  # noqa: E402
 from hsi.deploy.runtime import OnnxClassifier, read_cube  # noqa: E402
-from hsi.errors import DataError, HsiError  # noqa: E402
+from hsi.errors import (  # noqa: E402
+    DataError,
+    ExportError,  # noqa: E402
+    HsiError,
+)
 from hsi.run.checkpoint import load_checkpoint  # noqa: E402
 from hsi.run.config import PROJECT_ROOT  # noqa: E402
 from hsi.run.inference import predict_labels, scene_logits  # noqa: E402
@@ -151,7 +155,7 @@ def test_int8_export_reports_its_agreement(model: str, exported) -> None:
 def test_float_prefix_ends_at_the_last_thin_3d_convolution(exported) -> None:
     import onnx
 
-    from hsi.deploy.export import _float_prefix
+    from hsi.deploy.quantize import _float_prefix
 
     hybridsn = onnx.load(str(exported("hybridsn")[0] / "model.onnx"))
     weights = {init.name: list(init.dims) for init in hybridsn.graph.initializer}
@@ -165,7 +169,7 @@ def test_float_prefix_ends_at_the_last_thin_3d_convolution(exported) -> None:
 
 
 def test_int8_calibration_uses_training_pixels_only(trained) -> None:
-    from hsi.deploy.export import calibration_batches
+    from hsi.deploy.quantize import calibration_batches
 
     for model, dense in (("hybridsn", True), ("hybridsn_se", False)):
         checkpoint = load_checkpoint(trained(model))

@@ -174,6 +174,7 @@ class HSIDataModule(L.LightningDataModule):
             "label_values": [int(v) for v in scene.label_values],
             "rgb_bands": [int(b) for b in spec.rgb_bands] if spec is not None else None,
             "colours": class_colours(scene.num_classes)[1:].tolist(),
+            "geo": scene.geo,  # a raster's CRS, transform, nodata, wavelengths (hsi.data.raster)
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -19,7 +19,8 @@ from hsi.errors import (
 )
 
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
-SUPPORTED = ".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.tif / .tiff)"
+SUPPORTED = (".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.tif / .tiff), or any "
+             "raster GDAL reads (hsi.data.raster)")
 
 
 def read_arrays(path: str | Path) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hsi.data.catalogue import CATALOGUE, load_catalogue_scene
+from hsi.data.geo_scene import load_raster_scene, uses_gdal
 from hsi.data.io import pick_array, read_array, read_arrays
 from hsi.data.scene import Scene, build_scene
 from hsi.data.synthetic import make_synthetic_scene
@@ -17,15 +18,20 @@ def load_custom_scene(cube_path: str | Path, gt_path: str | Path | None = None,
                       cube_key: str | None = None, gt_key: str | None = None,
                       class_names: Sequence[str] | None = None, name: str = "custom",
                       ignore_labels: Sequence[int] | None = None,
-                      nan_policy: str = "exclude") -> Scene:
+                      nan_policy: str = "exclude", gt_field: str | None = None) -> Scene:
     """Your own scene: a cube and a ground truth from any file type `hsi.data.io` reads.
 
     Without `gt_path` the ground truth is read from the cube's file (`gt_key`, or its only
     2-D array). A band-first cube (bands, H, W) is transposed. Label values are re-indexed
-    to consecutive classes 1..K; `ignore_labels` (source values) become unlabelled.
+    to consecutive classes 1..K; `ignore_labels` (source values) become unlabelled. A
+    georeferenced raster, or labels as polygons (`gt_field` names their class attribute), go
+    through `hsi.data.geo_scene` (rasterio), which keeps the georeference on the scene.
     """
     if cube_path is None:
         raise ConfigError("data=custom needs data.cube_path=<file with the cube>.")
+    if uses_gdal(cube_path, gt_path, gt_field):
+        return load_raster_scene(cube_path, gt_path, gt_field, class_names, name, ignore_labels,
+                                 nan_policy)
     if gt_path is None:  # both in one file: read it once
         arrays = read_arrays(cube_path)
         cube = pick_array(arrays, cube_key, 3, "cube", cube_path)

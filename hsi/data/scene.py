@@ -23,7 +23,9 @@ class Scene:
     `class_names[k - 1]` names label k. `label_values[k - 1]` is the value label k had in
     the source file (the two differ when labels were re-indexed, as for Salinas-A).
     `ignored_labels` are source values left out (`data.ignore_labels`); `excluded_pixels`
-    counts pixels left out because their spectra held NaN or inf.
+    counts pixels left out because their spectra held NaN or inf. A scene read from a raster
+    carries its georeference in `geo` (`hsi.data.raster.RasterInfo.geo()`: CRS, transform,
+    nodata, wavelengths, band names) and its nodata pixels in `invalid` (H, W).
     """
 
     name: str
@@ -33,6 +35,8 @@ class Scene:
     label_values: list[int] = field(default_factory=list)
     ignored_labels: list[int] = field(default_factory=list)
     excluded_pixels: int = 0
+    geo: dict[str, Any] | None = None
+    invalid: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.cube = np.asarray(self.cube)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from hsi.data.datamodule import HSIDataModule
+from hsi.deploy.raster import predict_onnx_raster
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.errors import ConfigError
 from hsi.run.outputs import PredictionResult, write_prediction_run
-from hsi.run.prediction import scene_from_config
+from hsi.run.prediction import raster_input, scene_from_config
 
 
 # -- prediction from an exported model (hsi.predict model_path=...) ----------------------------
@@ -29,6 +30,9 @@ class RecordedData:
 def predict_onnx(cfg: Any) -> dict[str, Any]:
     """`python -m hsi.predict model_path=<export>/model.onnx [data=...]`: every pixel of a scene
     classified by an exported graph; writes what a prediction from a checkpoint writes."""
+    raster = raster_input(cfg.get("data"), None)
+    if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out
+        return predict_onnx_raster(cfg, raster)
     model = OnnxClassifier.load(cfg.model_path, threads=cfg.get("threads"))
     eval_path = cfg.get("eval_path", "auto")
     if eval_path != "auto" and eval_path != model.kind:

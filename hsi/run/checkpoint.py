@@ -4,7 +4,8 @@ A checkpoint written by `hsi.train` is a Lightning checkpoint. Lightning itself 
 classifier's hyperparameters (`hyper_parameters`: the network config and the data's shapes), the
 datamodule's hyperparameters (`datamodule_hyper_parameters`: scene, window, split, PCA settings)
 and the datamodule's state (`HSIDataModule`: the fitted PCA, the split, class names, label
-values, display bands and colours; see `HSIDataModule.state_dict`). That is format 2.
+values, display bands, colours and, for a raster, its georeference `geo`; see
+`HSIDataModule.state_dict`). That is format 2.
 
 Format 1 (before the datamodule carried its own state) kept a hand-assembled scene record under
 `hsi`; it is read and converted here, so older checkpoints keep predicting.

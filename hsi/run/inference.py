@@ -36,7 +36,7 @@ def _dense_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, tile_ro
     height, width = padded.shape[1] - patch_size + 1, padded.shape[2] - patch_size + 1
     rows = []
     for start, stop in tqdm(list(row_tiles(height, tile_rows)), desc="dense", disable=not progress):
-        tile = padded[:, start:stop + patch_size - 1].to(device)
+        tile = padded[:, start:stop + patch_size - 1].contiguous().to(device)  # same array, any layout
         rows.append(tile_logits(net, head, tile).cpu())
     out = torch.cat(rows, dim=1)
     if out.shape[1:] != (height, width):

@@ -3,7 +3,7 @@
 At the start: `split.npz`, `split.png`, `label_mapping.json`. At the end: `metrics.json`,
 `classification_report.txt`, `confusion_matrix.csv` / `.png` and the TensorBoard summaries;
 then the whole-scene map: `prediction.npy`, `prediction.png`, `map.png` (and `prediction.json`
-for `hsi.predict`).
+for `hsi.predict`), and for a scene read from a raster `prediction.tif` and `confidence.tif`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
 from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
+from hsi.run.streaming import classify_reduced, write_raster_maps
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hsi")
@@ -237,7 +238,12 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
     """Classify every pixel of the scene a model was trained on (`state`: the datamodule's
     checkpoint state); write the map files; return how it ran."""
     start = time.perf_counter()
-    prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], eval_path)
+    confidence = None
+    if scene.geo is not None:  # a raster: computed as hsi.predict computes it (nodata -> 0)
+        invalid = scene.invalid if scene.invalid is not None else np.zeros(scene.shape, dtype=bool)
+        prediction, confidence, path = classify_reduced(net, state, scene.cube, invalid, eval_path, 64, 128)
+    else:
+        prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], eval_path)
     seconds = time.perf_counter() - start
     title = f"{type(net).__name__} on {scene.name} ({path} inference)"
     evaluated = np.zeros(prediction.shape, dtype=bool)  # errors are counted on val + test pixels
@@ -246,5 +252,7 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
         evaluated[coords[:, 0], coords[:, 1]] = True
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
                                loggers, step, state.get("rgb_bands"), evaluated)
+    if confidence is not None:  # prediction.tif / confidence.tif with the raster's CRS and transform
+        write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names))
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
     return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,12 +13,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
+from hsi.data.geo_scene import uses_gdal
 from hsi.data.io import read_array
 from hsi.data.scene import Scene, fill_nonfinite
 from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.inference import predict_labels
 from hsi.run.outputs import PredictionResult, write_prediction_run
+from hsi.run.streaming import predict_raster_run
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +48,27 @@ def scene_from_config(data_cfg: DictConfig | None, recorded: RecordsData) -> tup
     return scene.cube, scene
 
 
+def raster_input(data_cfg: DictConfig | None, geo: dict[str, Any] | None) -> str | None:
+    """The raster to classify through rasterio (`data=custom` with a GDAL raster, or without `data`
+    the georeferenced raster a model was trained on, `geo` as recorded), else None."""
+    if data_cfg is None:
+        return (geo or {}).get("gdal_path")
+    if data_cfg.get("scene") != "custom" or not data_cfg.get("cube_path"):
+        return None
+    cube_path = str(Path(str(data_cfg.cube_path)).expanduser().resolve())
+    return cube_path if uses_gdal(cube_path, data_cfg.get("gt_path"), data_cfg.get("gt_field")) else None
+
+
 def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """`python -m hsi.predict ckpt_path=<file> [data=...]`: the map files and prediction.json."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = checkpoint.classifier(cfg.get("device", "auto"))
     check_eval_path(model.net, cfg.eval_path)
     state = checkpoint.data_state
+    raster = raster_input(cfg.get("data"), state.get("geo"))
+    if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out; streamed if large
+        return predict_raster_run(cfg, model.net, state, raster,
+                                  {"checkpoint": str(checkpoint.path.resolve())})
     cube, scene = scene_from_config(cfg.get("data"), checkpoint)
     filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
     if bad.any():

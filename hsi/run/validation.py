@@ -132,4 +132,8 @@ def check_predict_config(cfg: DictConfig) -> None:
             require_int(cfg, key, minimum)
     if "device" in cfg:
         require_choice(cfg, "device", ("auto", "cpu", "cuda"))
+    if "stream" in cfg and cfg.stream not in (True, False, "auto"):
+        raise ConfigError(f"stream={cfg.stream!r}: choose true, false or auto.")
+    if cfg.get("block_rows") is not None:
+        require_int(cfg, "block_rows", 1)
     check_data(cfg)

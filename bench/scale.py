@@ -1,0 +1,161 @@
+"""Prediction cost against scene size: in memory vs streamed, side by side.
+
+Tiled copies (n x n) of the real 8-bit Indian Pines cube (145 x 145 x 200) are written as float32
+GeoTIFFs (UTM, in strips) and classified by the same network and PCA (cnn2d, 9-pixel windows, 30
+components, fitted on the cube; random weights: the cost does not depend on training) through
+`hsi.run.streaming`: the whole raster in memory, then streamed block by block. Each run is its own
+process, which reports its peak resident memory (ru_maxrss); the two maps are compared pixel by
+pixel. Prints a markdown table.
+
+    OMP_NUM_THREADS=1 python bench/scale.py --tiles 1 2 4 8 --stream-only 11 --work /tmp/scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CUBE = ROOT.parent / "shared" / "data" / "indian_pines_8bit" / "IP_200_M.mat"
+PATCH, COMPONENTS, CLASSES = 9, 30, 16
+
+
+def write_tiled(path: Path, cube: np.ndarray, n: int) -> Path:
+    """n x n copies of `cube` as a tiled float32 GeoTIFF, written one row of copies at a time."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    h, w, b = cube.shape
+    if path.is_file():
+        return path
+    tmp = path.with_suffix(".part.tif")
+    profile = {"driver": "GTiff", "height": h * n, "width": w * n, "count": b, "dtype": "float32",
+               "crs": "EPSG:32616", "transform": from_origin(500000.0, 4500000.0, 20.0, 20.0),
+               "BIGTIFF": "YES", "nodata": -1.0}  # strips (untiled): the file is the scene's size
+    band_first = np.ascontiguousarray(np.moveaxis(cube, -1, 0).astype(np.float32))
+    row = np.tile(band_first, (1, 1, n))
+    with rasterio.open(tmp, "w", **profile) as ds:
+        for i in range(n):
+            ds.write(row, window=Window(0, i * h, w * n, h))
+    tmp.rename(path)
+    return path
+
+
+def setup(work: Path) -> Path:
+    """The cube as float32 and its fitted PCA, saved for the workers."""
+    from hsi.data.io import read_array
+    from hsi.data.preprocessing import fit_pca
+
+    work.mkdir(parents=True, exist_ok=True)
+    cube = read_array(CUBE, None, 3, "cube").astype(np.float32)
+    np.save(work / "cube.npy", cube)
+    pca = fit_pca(cube.reshape(-1, cube.shape[2]), COMPONENTS, seed=0)
+    np.savez(work / "pca.npz", mean=pca.mean, components=pca.components, scale=pca.scale)
+    return work / "cube.npy"
+
+
+def worker(raster: Path, mode: str, out: Path, work: Path) -> dict:
+    """One prediction in this process: seconds and peak RSS."""
+    import torch
+
+    from hsi.models import CNN2D
+    from hsi.run.streaming import predict_raster_in_memory, predict_raster_streaming, write_raster_maps
+
+    pca = dict(np.load(work / "pca.npz"))
+    state = {"raw_bands": 200, "scene": "indian_pines_8bit", "patch_size": PATCH,
+             "pca": {k: torch.as_tensor(v) for k, v in pca.items()},
+             "class_names": [f"class_{k}" for k in range(1, CLASSES + 1)]}
+    torch.manual_seed(0)
+    net = CNN2D(COMPONENTS, PATCH, CLASSES).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    if mode == "memory":
+        result = predict_raster_in_memory(net, state, raster)
+        write_raster_maps(out, result.labels, result.confidence, result.info.geo(), state["class_names"])
+    else:
+        result = predict_raster_streaming(net, state, raster, out, progress=False)
+    seconds = time.perf_counter() - start
+    done = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = done.ru_utime + done.ru_stime - usage.ru_utime - usage.ru_stime  # the machine is shared
+    rss = done.ru_maxrss / 1024  # kB -> MB (Linux)
+    return {"seconds": seconds, "cpu_seconds": cpu, "rss_mb": rss,
+            "pixels": result.info.height * result.info.width,
+            "block_rows": result.block_rows}
+
+
+def run_worker(raster: Path, mode: str, out: Path, work: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", str(raster), mode, str(out), "--work", str(work)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
+                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def same_labels(a: Path, b: Path) -> bool:
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        for row in range(0, x.height, 512):
+            window = Window(0, row, x.width, min(512, x.height - row))
+            if not np.array_equal(x.read(1, window=window), y.read(1, window=window)):
+                return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[1, 2, 4, 8],
+                        help="n for n x n copies, both paths")
+    parser.add_argument("--stream-only", type=int, nargs="*", default=[],
+                        help="n for n x n copies, streamed only (too large to read whole here)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/hsi_scale"))
+    parser.add_argument("--keep", action="store_true", help="keep the GeoTIFFs")
+    parser.add_argument("--worker", nargs=3, metavar=("RASTER", "MODE", "OUT"))
+    args = parser.parse_args()
+    if args.worker:
+        raster, mode, out = args.worker
+        print(json.dumps(worker(Path(raster), mode, Path(out), args.work)))
+        return
+    cube = np.load(setup(args.work))
+    rows = []
+    for n in sorted({*args.tiles, *args.stream_only}):
+        raster = write_tiled(args.work / f"ip_{n}x{n}.tif", cube, n)
+        modes = ["memory", "stream"] if n in args.tiles else ["stream"]
+        result = {m: run_worker(raster, m, args.work / f"out_{n}_{m}", args.work) for m in modes}
+        same = (same_labels(args.work / f"out_{n}_memory" / "prediction.tif",
+                            args.work / f"out_{n}_stream" / "prediction.tif") if len(modes) == 2 else None)
+        pixels = result["stream"]["pixels"]
+        row = {"n": n, "shape": f"{145 * n} x {145 * n}", "gb": raster.stat().st_size / 1e9,
+               "mpx": pixels / 1e6, "same": same,
+               **{f"{m}_{k}": v for m, r in result.items() for k, v in r.items()}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            raster.unlink()
+    print("\n| tiles | pixels (H x W) | GeoTIFF (GB, float32) | in memory: s / Mpx (CPU s / Mpx) "
+          "| in memory: peak RSS (MB) | streamed: s / Mpx (CPU s / Mpx) | streamed: peak RSS (MB) "
+          "| block rows | labels identical |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        memory = (f"{r['memory_seconds'] / r['mpx']:.1f} ({r['memory_cpu_seconds'] / r['mpx']:.1f}) | "
+                  f"{r['memory_rss_mb']:.0f}" if "memory_seconds" in r else "not run | not run")
+        same = {True: "yes", False: "NO", None: "-"}[r["same"]]
+        print(f"| {r['n']} x {r['n']} | {r['shape']} | {r['gb']:.2f} | {memory} | "
+              f"{r['stream_seconds'] / r['mpx']:.1f} ({r['stream_cpu_seconds'] / r['mpx']:.1f}) | "
+              f"{r['stream_rss_mb']:.0f} | {r['stream_block_rows']} | "
+              f"{same} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""A `Scene` from a raster read through GDAL, its labels from a label raster or from polygons.
+
+Which files take this path (`uses_gdal`): every raster with a georeference or a nodata value,
+any format only GDAL reads, and any cube whose labels are polygons. Files without georeference
+that `hsi.data.io` reads (.mat, .npy, .npz, plain TIFF and ENVI) keep that path unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hsi.data.io import _envi_header
+from hsi.data.raster import (
+    ARRAY_SUFFIXES,
+    gdal_path,
+    info_of,
+    open_raster,
+    read_block,
+    read_label_raster,
+)
+from hsi.data.scene import Scene, build_scene
+from hsi.data.vector_labels import is_vector_path, rasterize_labels
+from hsi.errors import DataError, HsiError
+
+log = logging.getLogger(__name__)
+
+
+def uses_gdal(cube_path: str | Path | None, gt_path: str | Path | None = None,
+              gt_field: str | None = None) -> bool:
+    """Whether a custom scene is read through rasterio (see the module's docstring)."""
+    if cube_path is None or Path(cube_path).suffix.lower() in ARRAY_SUFFIXES:
+        return False
+    if gt_field is not None or is_vector_path(gt_path):
+        return True
+    path = Path(cube_path)
+    others_read_it = path.suffix.lower() in (".tif", ".tiff") or _envi_header(path) is not None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_raster(path) as ds:
+                info = info_of(ds)
+    except HsiError:
+        return False  # not a raster GDAL reads: hsi.data.io says which files are supported
+    return info.georeferenced or info.nodata is not None or not others_read_it
+
+
+def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
+                      gt_field: str | None = None, class_names: Sequence[str] | None = None,
+                      name: str = "custom", ignore_labels: Sequence[int] | None = None,
+                      nan_policy: str = "exclude") -> Scene:
+    """A scene from a raster and a label raster or vector file (`gt_field` names its class attribute).
+
+    Nodata pixels are unlabelled (left out of training and evaluation) and filled with band means
+    as NaN pixels are; the scene keeps the raster's georeference (`Scene.geo`) and nodata mask.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NotGeoreferencedWarning: said in our own words below
+        with open_raster(cube_path) as ds:
+            info = info_of(ds)
+            cube, invalid = read_block(ds, 0, ds.height)
+    if gt_path is None:
+        raise DataError(f"The raster {cube_path} holds no labels: give data.gt_path=<label raster or "
+                        f"polygons> (with data.gt_field=<attribute> for polygons).")
+    polygons = gt_field is not None or is_vector_path(gt_path)
+    label_report = None
+    if polygons:
+        made = rasterize_labels(gt_path, gt_field, info)
+        gt, label_report = made.labels, made.report
+        if class_names is None:
+            class_names = made.class_names
+        elif len(class_names) != len(made.class_names):
+            raise DataError(f"data.class_names has {len(class_names)} names but {gt_path} holds "
+                            f"{len(made.class_names)} classes in {gt_field!r} ({made.class_names}); "
+                            f"leave data.class_names unset to use them.")
+    else:
+        gt = read_label_raster(gt_path, info)
+        if gt.shape != cube.shape[:2]:
+            raise DataError(f"Scene {name!r}: the cube {cube_path} is {cube.shape[0]}x{cube.shape[1]} "
+                            f"pixels but the ground truth {gt_path} is {gt.shape[0]}x{gt.shape[1]}; "
+                            f"they must cover the same pixels.")
+    nonfinite = ~np.isfinite(cube).all(axis=2)
+    nodata = invalid & ~nonfinite  # flagged by the nodata value (NaN / inf pixels: data.nan_policy)
+    if nodata.any():
+        good = ~invalid
+        sums = cube.sum(axis=(0, 1), where=good[..., None], dtype=np.float64)
+        cube[nodata] = (sums / max(int(good.sum()), 1)).astype(np.float32)
+        gt = np.where(nodata, 0, gt)
+        log.info("Scene %r: %d nodata pixels left out (unlabelled) and filled with band means.",
+                 name, int(nodata.sum()))
+    values = list(range(1, len(class_names) + 1)) if polygons else None  # a class may burn no pixel
+    scene = build_scene(name, cube, gt, class_names=class_names, label_values=values,
+                        ignore_labels=ignore_labels, nan_policy=nan_policy)
+    geo = info.geo()
+    geo["gdal_path"] = str(gdal_path(cube_path))
+    if label_report is not None:
+        geo["labels"] = label_report
+    scene.geo, scene.invalid = geo, invalid
+    return scene
+

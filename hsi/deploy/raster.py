@@ -1,0 +1,181 @@
+"""`hsi.predict model_path=<model.onnx> data=custom data.cube_path=<raster>`: an exported graph
+(onnxruntime, no torch) classifies a raster read through GDAL; `prediction.tif` and
+`confidence.tif` carry the raster's CRS and transform, as with a checkpoint.
+
+Invalid pixels (nodata, NaN / inf) are filled with the band means of the valid pixels, summed
+block by block in a fixed order (`band_means`), and are 0 in the maps. Dense graphs also stream
+(`stream=true`, or `auto` above `stream_above_mb`): blocks of whole `tile_rows` tiles with their
+halo, each tile the same array the in-memory path gives the graph, so the labels are identical.
+Window graphs read the whole raster.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
+from hsi.deploy.runtime import OnnxClassifier
+from hsi.maps import class_colours
+from hsi.utils.files import atomic_write_json
+from hsi.utils.geotiff import GeoTiffWriter, class_dtype
+
+log = logging.getLogger(__name__)
+
+MEAN_ROWS = 256  # rows per block when summing band means (fixed: both paths sum in the same order)
+GDAL_CACHE_MB = 64
+
+
+def softmax_top(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability)."""
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    weights = np.exp(shifted, dtype=np.float32)
+    probabilities = weights / weights.sum(axis=0, keepdims=True)
+    return probabilities.argmax(axis=0) + 1, probabilities.max(axis=0).astype(np.float32)
+
+
+def band_means(ds) -> tuple[np.ndarray, int]:
+    """(bands,) float32 means of the valid pixels of an open raster, and the invalid pixel count."""
+    sums = np.zeros(ds.count, dtype=np.float64)
+    valid = invalid_pixels = 0
+    for start in range(0, ds.height, MEAN_ROWS):
+        data, invalid = read_block(ds, start, min(start + MEAN_ROWS, ds.height), band_first=True)
+        sums += data.sum(axis=(1, 2), where=~invalid[None], dtype=np.float64)
+        valid += int((~invalid).sum())
+        invalid_pixels += int(invalid.sum())
+    return (sums / max(valid, 1)).astype(np.float32), invalid_pixels
+
+
+def _filled(data: np.ndarray, invalid: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """(rows, W, bands) with invalid pixels set to `means`."""
+    data[invalid] = means
+    return data
+
+
+def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: int, stop: int,
+                 height: int, tile_rows: int) -> np.ndarray:
+    """Logits (K, stop - start, W) of scene rows [start, stop), `cube` holding scene rows from
+    `offset` on (with the halo): the tiles `OnnxClassifier._dense` cuts, cut the same way."""
+    margin = model.patch_size // 2
+    name = model.session.get_inputs()[0].name
+    out = []
+    for tile_start in range(start, stop, tile_rows):
+        tile_stop = min(tile_start + tile_rows, height)
+        low, high = max(0, tile_start - margin), min(height, tile_stop + margin)
+        tile = np.ascontiguousarray(cube[low - offset:high - offset].transpose(2, 0, 1))[None]
+        logits = model.session.run(None, {name: tile})[0][0]
+        out.append(logits[:, tile_start - low:tile_stop - low])
+    return np.concatenate(out, axis=1)
+
+
+def onnx_raster_in_memory(model: OnnxClassifier, raster: str | Path, tile_rows: int = 128,
+                          batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, RasterInfo, float]:
+    """(labels, confidence, info, seconds) of the whole raster read at once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_raster(raster) as ds:
+            info = info_of(ds)
+            means, _ = band_means(ds)
+            cube, invalid = read_block(ds, 0, ds.height)
+    start = time.perf_counter()
+    logits = model.logits(_filled(cube, invalid, means), tile_rows, batch_size)
+    seconds = time.perf_counter() - start
+    labels, confidence = softmax_top(logits)
+    labels[invalid], confidence[invalid] = 0, 0
+    return labels, confidence, info, seconds
+
+
+def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir: str | Path,
+                          tile_rows: int = 128, block_rows: int | None = None,
+                          progress: bool = True) -> tuple[RasterInfo, float, int, int]:
+    """Stream a raster through a dense graph, writing prediction.tif and confidence.tif block by
+    block; returns (info, seconds, invalid pixels, block rows)."""
+    output_dir = Path(output_dir)
+    names = list(model.class_names)
+    with warnings.catch_warnings(), rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        warnings.simplefilter("ignore")
+        with open_raster(raster) as ds:
+            info = info_of(ds)
+            height, width, margin = info.height, info.width, model.patch_size // 2
+            rows = block_rows or max(1, int(64e6 // (width * info.bands * 4)))
+            rows = max(tile_rows, math.ceil(rows / tile_rows) * tile_rows)
+            started = time.perf_counter()
+            means, invalid_pixels = band_means(ds)
+            geo = info.geo()
+            labels_out = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
+                                       class_dtype(len(names)), "classes", names, class_colours(len(names)))
+            confidence_out = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
+                                           "continuous")
+            bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",
+                       disable=not progress)
+            try:
+                for start in range(0, height, rows):
+                    stop = min(start + rows, height)
+                    low, high = max(0, start - margin), min(height, stop + margin)
+                    cube, invalid = read_block(ds, low, high)
+                    logits = _dense_tiles(model, _filled(cube, invalid, means), low, start, stop, height,
+                                          tile_rows)
+                    labels, confidence = softmax_top(logits)
+                    own = invalid[start - low:stop - low]
+                    labels[own], confidence[own] = 0, 0
+                    labels_out.write(start, labels)
+                    confidence_out.write(start, confidence)
+                    bar.update((stop - start) * width)
+                bar.close()
+                labels_out.close()
+                confidence_out.close()
+            except BaseException:
+                bar.close()
+                labels_out.abort()
+                confidence_out.abort()
+                raise
+    return info, time.perf_counter() - started, invalid_pixels, rows
+
+
+def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
+    """Classify `raster` with the exported graph `cfg.model_path`; write the maps and prediction.json."""
+    model = OnnxClassifier.load(cfg.model_path, threads=cfg.get("threads"))
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tile_rows, batch_size = int(cfg.get("tile_rows", 128)), int(cfg.get("batch_size", 256))
+    stream = cfg.get("stream", "auto")
+    if stream == "auto":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_raster(raster) as ds:
+                stream = info_of(ds).nbytes_float32 > float(cfg.get("stream_above_mb", 1024)) * 1e6
+    if stream and model.kind != "dense":
+        log.warning("%s is a window graph: it reads the whole raster (only dense graphs stream).",
+                    cfg.model_path)
+        stream = False
+    names = list(model.class_names)
+    block_rows = None
+    if stream:
+        info, seconds, invalid_pixels, block_rows = onnx_raster_streaming(
+            model, raster, output_dir, tile_rows, cfg.get("block_rows"), bool(cfg.get("progress", True)))
+    else:
+        labels, confidence, info, seconds = onnx_raster_in_memory(model, raster, tile_rows, batch_size)
+        invalid_pixels = int((labels == 0).sum())
+        with GeoTiffWriter(output_dir / "prediction.tif", info.height, info.width, info.geo(),
+                           class_dtype(len(names)), "classes", names, class_colours(len(names))) as out:
+            out.write(0, labels)
+        with GeoTiffWriter(output_dir / "confidence.tif", info.height, info.width, info.geo(), "float32",
+                           "continuous") as out:
+            out.write(0, confidence)
+    path = f"onnx-{model.kind}-{model.precision}"
+    summary = {"model": str(Path(cfg.model_path).resolve()), "raster": info.path, "eval_path": path,
+               "streamed": bool(stream), "block_rows": block_rows, "seconds": round(seconds, 2),
+               "shape": [info.height, info.width], "bands": info.bands, "nodata_pixels": invalid_pixels,
+               "class_names": names, "crs": info.crs, "transform": info.transform,
+               "files": ["prediction.tif", "confidence.tif"]}
+    atomic_write_json(output_dir / "prediction.json", summary)
+    log.info("%s inference over %dx%d pixels in %.1f s (%s); prediction.tif, confidence.tif in %s", path,
+             info.height, info.width, seconds, "streamed" if stream else "in memory", output_dir)
+    return summary

@@ -1,0 +1,261 @@
+"""Classify a raster with a trained network, in memory or streamed block by block.
+
+Both paths compute every pixel the same way, so their labels are identical on every pixel:
+
+- the checkpoint's PCA is applied one image row at a time (the same matrix product for a row
+  whichever block it comes in);
+- invalid pixels (nodata, NaN / inf) become zero after reduction, which is what the window
+  padding outside the scene holds (zero in the reduced space is the training scene's mean
+  spectrum), and are 0 (no class) in the map;
+- the dense path runs row tiles of `tile_rows` output rows with their halo; a streamed block
+  is a whole number of tiles, so each tile the network sees is the same array as in memory (the
+  window path: a block is a whole number of batches).
+
+Streaming reads rows [start - m, stop + m) of the raster through rasterio windows (m = half the
+window), reduces them, runs the network and writes the block of `prediction.tif` and
+`confidence.tif` before reading the next: memory is bounded by the block, not the scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hsi.data.preprocessing import PCATransform
+from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
+from hsi.errors import DataError
+from hsi.maps import class_colours
+from hsi.models.dense import check_eval_path, supports_dense
+from hsi.run.inference import scene_logits
+from hsi.utils.files import atomic_write, atomic_write_json
+from hsi.utils.geotiff import GeoTiffWriter, class_dtype, write_class_map, write_confidence
+
+log = logging.getLogger(__name__)
+
+GDAL_CACHE_MB = 64  # GDAL's raster block cache while streaming (its default is 5% of the RAM)
+
+
+@dataclass
+class RasterPrediction:
+    """What a prediction over a raster produced (labels / confidence only for the in-memory path)."""
+
+    info: RasterInfo
+    path: str  # "dense" or "window"
+    seconds: float
+    invalid_pixels: int
+    streamed: bool
+    block_rows: int | None = None
+    labels: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+
+    @property
+    def pixels_per_second(self) -> float:
+        return self.info.height * self.info.width / max(self.seconds, 1e-9)
+
+
+def reduce_rows(state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
+                band_first: bool = False) -> np.ndarray:
+    """(rows, W, bands) raw spectra, or (bands, rows, W) with `band_first`, -> (rows, W, components)
+    float32 as the network expects: the checkpoint's PCA one image row at a time (the same
+    arithmetic for a row whatever block or layout it comes in), invalid pixels set to 0."""
+    bands = cube.shape[0] if band_first else cube.shape[2]
+    if bands != state["raw_bands"]:
+        raise DataError(f"The checkpoint was trained on cubes with {state['raw_bands']} bands (scene "
+                        f"{state['scene']!r}) but this raster has {bands}; predict on a raster "
+                        f"from the same sensor and band set.")
+    pca = PCATransform.from_tensors(state["pca"])
+    rows, width = invalid.shape
+    out = np.empty((rows, width, bands if pca is None else pca.num_components), dtype=np.float32)
+    for r in range(rows):
+        row = cube[:, r, :].T if band_first else cube[r]  # (W, bands)
+        if invalid[r].any():
+            row = np.where(invalid[r][:, None], 0, row)
+        out[r] = row if pca is None else pca(np.ascontiguousarray(row, dtype=np.float32), chunk=width)
+    out[invalid] = 0
+    return out
+
+
+def padded_tensor(reduced: np.ndarray, top: int, bottom: int, margin: int) -> torch.Tensor:
+    """(rows, W, C) reduced rows with `top` / `bottom` zero rows and `margin` zero columns each side,
+    band-first, as `hsi.data.patches.pad_cube` lays out a whole scene."""
+    padded = np.pad(reduced, ((top, bottom), (margin, margin), (0, 0)))
+    return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))
+
+
+def labels_and_confidence(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability)."""
+    probabilities = torch.softmax(logits.float(), dim=0)
+    confidence, index = probabilities.max(dim=0)
+    return (index + 1).numpy(), confidence.numpy().astype(np.float32)
+
+
+def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
+    """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
+    return max(1, int(block_mb * 1e6 // (width * bands * 4)))
+
+
+def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int) -> int:
+    """`block_rows` rounded up to a whole number of dense tiles (dense path) or of window batches."""
+    step = tile_rows if dense else batch_size // math.gcd(width, batch_size)
+    return max(step, math.ceil(block_rows / step) * step)
+
+
+def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str | Path,
+                             eval_path: str = "auto", batch_size: int = 64, tile_rows: int = 128,
+                             progress: bool = False) -> RasterPrediction:
+    """The whole raster read, reduced and classified at once."""
+    check_eval_path(net, eval_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_raster(raster) as ds:
+            info = info_of(ds)
+            cube, invalid = read_block(ds, 0, ds.height, band_first=True)
+    start = time.perf_counter()
+    labels, confidence, path = classify_reduced(net, state, cube, invalid, eval_path, batch_size, tile_rows,
+                                                progress, band_first=True)
+    seconds = time.perf_counter() - start
+    return RasterPrediction(info, path, seconds, int(invalid.sum()), False, None, labels, confidence)
+
+
+def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
+                     eval_path: str, batch_size: int, tile_rows: int,
+                     progress: bool = False, band_first: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """(labels with 0 at invalid pixels, confidence with 0 there, path) of an in-memory raw cube
+    ((H, W, bands), or (bands, H, W) with `band_first`)."""
+    patch = int(state["patch_size"])
+    margin = patch // 2
+    padded = padded_tensor(reduce_rows(state, cube, invalid, band_first), margin, margin, margin)
+    logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, progress)
+    labels, confidence = labels_and_confidence(logits)
+    labels[invalid], confidence[invalid] = 0, 0
+    return labels, confidence, path
+
+
+def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str | Path,
+                             output_dir: str | Path, eval_path: str = "auto", batch_size: int = 64,
+                             tile_rows: int = 128, block_rows: int | None = None,
+                             progress: bool = True) -> RasterPrediction:
+    """Classify a raster block by block, writing prediction.tif and confidence.tif as it goes.
+    `block_rows` None: about 64 MB of raw float32 spectra per block."""
+    check_eval_path(net, eval_path)
+    with rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # GDAL's block cache would grow with the scene
+        return _stream(net, state, raster, Path(output_dir), eval_path, batch_size, tile_rows, block_rows,
+                       progress)
+
+
+def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_dir: Path, eval_path: str,
+            batch_size: int, tile_rows: int, block_rows: int | None, progress: bool) -> RasterPrediction:
+    patch = int(state["patch_size"])
+    margin = patch // 2
+    class_names = list(state["class_names"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = open_raster(raster)
+    with ds:
+        info = info_of(ds)
+        height, width = info.height, info.width
+        dense = eval_path != "window" and supports_dense(net)
+        if block_rows is None:
+            block_rows = default_block_rows(width, info.bands)
+        block_rows = aligned_block_rows(block_rows, dense, tile_rows, width, batch_size)
+        geo = info.geo()
+        labels_out = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
+                                   class_dtype(len(class_names)), "classes", class_names,
+                                   class_colours(len(class_names)))
+        confidence_out = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
+                                       "continuous")
+        invalid_pixels, path = 0, "dense"
+        start_time = time.perf_counter()
+        bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",
+                   disable=not progress)
+        try:
+            for start in range(0, height, block_rows):
+                stop = min(start + block_rows, height)
+                low, high = max(0, start - margin), min(height, stop + margin)
+                cube, invalid = read_block(ds, low, high, band_first=True)
+                reduced = reduce_rows(state, cube, invalid, band_first=True)
+                del cube
+                padded = padded_tensor(reduced, margin - (start - low), margin - (high - stop), margin)
+                logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, False)
+                labels, confidence = labels_and_confidence(logits)
+                own = invalid[start - low:stop - low]
+                labels[own], confidence[own] = 0, 0
+                invalid_pixels += int(own.sum())
+                labels_out.write(start, labels)
+                confidence_out.write(start, confidence)
+                bar.update((stop - start) * width)
+            seconds = time.perf_counter() - start_time
+            bar.close()
+            labels_out.close()
+            confidence_out.close()
+        except BaseException:
+            bar.close()
+            labels_out.abort()
+            confidence_out.abort()
+            raise
+    return RasterPrediction(info, path, seconds, invalid_pixels, True, block_rows)
+
+
+def write_raster_maps(output_dir: str | Path, labels: np.ndarray, confidence: np.ndarray,
+                      geo: dict[str, Any] | None, class_names: list[str]) -> list[str]:
+    """prediction.tif and confidence.tif of an in-memory prediction; returns their names."""
+    output_dir = Path(output_dir)
+    write_class_map(output_dir / "prediction.tif", labels, geo, class_names, class_colours(len(class_names)))
+    write_confidence(output_dir / "confidence.tif", confidence, geo)
+    return ["prediction.tif", "confidence.tif"]
+
+
+def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: str | Path,
+                       source: dict[str, Any]) -> dict[str, Any]:
+    """`hsi.predict` on a raster: prediction.tif, confidence.tif and prediction.json in the run folder
+    (and prediction.npy for a raster without georeference, read in memory). `cfg.stream`: true,
+    false, or auto (stream rasters larger than `cfg.stream_above_mb` as float32)."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stream = cfg.get("stream", "auto")
+    options = {"eval_path": cfg.eval_path, "batch_size": int(cfg.batch_size), "tile_rows": int(cfg.tile_rows)}
+    if stream == "auto":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_raster(raster) as ds:
+                size = info_of(ds).nbytes_float32
+        stream = size > float(cfg.get("stream_above_mb", 1024)) * 1e6
+    class_names = list(state["class_names"])
+    files = ["prediction.tif", "confidence.tif"]
+    if stream:
+        result = predict_raster_streaming(net, state, raster, output_dir,
+                                          block_rows=cfg.get("block_rows"),
+                                          progress=bool(cfg.progress), **options)
+    else:
+        result = predict_raster_in_memory(net, state, raster, progress=bool(cfg.progress), **options)
+        write_raster_maps(output_dir, result.labels, result.confidence, result.info.geo(), class_names)
+        if not result.info.georeferenced:
+            labels = result.labels.astype(np.int16)
+            atomic_write(output_dir / "prediction.npy", lambda tmp: _save_npy(tmp, labels))
+            files.append("prediction.npy")
+    info = result.info
+    summary = {**source, "raster": info.path, "eval_path": result.path, "streamed": result.streamed,
+               "block_rows": result.block_rows, "seconds": round(result.seconds, 2),
+               "pixels_per_second": round(result.pixels_per_second), "shape": [info.height, info.width],
+               "bands": info.bands, "nodata_pixels": result.invalid_pixels, "class_names": class_names,
+               "crs": info.crs, "transform": info.transform, "files": files}
+    atomic_write_json(output_dir / "prediction.json", summary)
+    log.info("%s inference over %dx%d pixels in %.1f s (%s, %.0f pixels/s); %s in %s", result.path,
+             info.height, info.width, result.seconds, "streamed" if result.streamed else "in memory",
+             result.pixels_per_second, ", ".join(files), output_dir)
+    return summary
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)

@@ -1,0 +1,176 @@
+"""Maps a GIS can use: class and confidence GeoTIFFs, written block by block.
+
+`prediction.tif`: one band, uint8 (uint16 beyond 255 classes), the input's CRS and transform,
+nodata 0, a colour table, class names in the band's metadata (`CLASS_<k>`, inside the file) and
+as GDAL category names and a raster attribute table (value, class, red, green, blue) in the
+`.tif.aux.xml` beside it, which GDAL and QGIS read. `confidence.tif`: float32, the top class's
+probability, nodata 0. Both are tiled, deflate-compressed and carry overviews; they are
+cloud-optimized GeoTIFFs where GDAL has the COG driver (3.1 and later), else tiled GeoTIFFs with
+internal overviews.
+
+Only numpy and rasterio: usable by training, `hsi.predict` and torch-free deployments alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+TILE = 256
+
+
+def class_dtype(num_classes: int) -> str:
+    return "uint8" if num_classes <= 255 else "uint16"
+
+
+class GeoTiffWriter:
+    """A one-band GeoTIFF written in row blocks (`write`), finished by `close` (overviews, COG copy,
+    class names). `kind`: "classes" (nearest-neighbour overviews, colour table) or "continuous"
+    (averaged overviews)."""
+
+    def __init__(self, path: str | Path, height: int, width: int, geo: dict[str, Any] | None, dtype: str,
+                 kind: str = "classes", class_names: Sequence[str] | None = None,
+                 colours: np.ndarray | None = None, nodata: float = 0) -> None:
+        import rasterio
+
+        self.path = Path(path)
+        self.kind = kind
+        self.class_names = list(class_names or [])
+        self.colours = colours
+        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.part.tif")
+        profile: dict[str, Any] = {
+            "driver": "GTiff", "height": int(height), "width": int(width), "count": 1, "dtype": dtype,
+            "nodata": nodata, "tiled": True, "blockxsize": TILE, "blockysize": TILE, "compress": "deflate",
+            "BIGTIFF": "IF_SAFER"}
+        if geo and geo.get("crs"):
+            profile["crs"] = rasterio.crs.CRS.from_wkt(geo["crs"])
+        if geo and geo.get("transform"):
+            profile["transform"] = rasterio.Affine(*geo["transform"][:6])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotGeoreferencedWarning for a plain raster
+            self.ds = rasterio.open(self.tmp, "w", **profile)
+        self._describe()
+
+    def _describe(self) -> None:
+        """Colour table, class names and band description: set before any pixel is written."""
+        ds = self.ds
+        if self.kind == "classes":
+            if self.colours is not None:
+                colours = np.asarray(self.colours, dtype=np.uint8)
+                table = {0: (0, 0, 0, 0)}
+                table.update({k: (*map(int, colours[k]), 255) for k in range(1, len(colours))})
+                ds.write_colormap(1, table)
+            ds.update_tags(1, **{f"CLASS_{k}": name for k, name in enumerate(self.class_names, start=1)})
+            ds.set_band_description(1, "class")
+        else:
+            ds.set_band_description(1, "confidence (top class probability)")
+
+    def write(self, row_start: int, block: np.ndarray) -> None:
+        """Rows [row_start, row_start + len(block)) of the map."""
+        from rasterio.windows import Window
+
+        block = np.asarray(block)
+        window = Window(0, row_start, block.shape[1], block.shape[0])
+        self.ds.write(block.astype(self.ds.dtypes[0], copy=False), 1, window=window)
+
+    def close(self) -> Path:
+        """Finish the file: metadata, colour table, overviews, COG layout; returns its path."""
+        import rasterio
+        import rasterio.shutil
+        from rasterio.enums import Resampling
+
+        self.ds.close()
+        resampling = "NEAREST" if self.kind == "classes" else "AVERAGE"
+        try:
+            rasterio.shutil.copy(self.tmp, self.path, driver="COG", compress="DEFLATE",
+                                 blocksize=TILE, overview_resampling=resampling, BIGTIFF="IF_SAFER")
+            self.tmp.unlink()
+        except Exception:  # noqa: BLE001 - GDAL without the COG driver: overviews in place
+            with rasterio.open(self.tmp, "r+") as dst:
+                dst.build_overviews(overview_factors(dst.height, dst.width), Resampling[resampling.lower()])
+            os.replace(self.tmp, self.path)
+        aux = self.path.with_name(self.path.name + ".aux.xml")
+        if self.kind == "classes" and self.class_names:
+            aux.write_text(pam_xml(self.class_names, self.colours))
+        elif aux.exists():
+            aux.unlink()
+        return self.path
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ds.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+    def __enter__(self) -> GeoTiffWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def overview_factors(height: int, width: int) -> list[int]:
+    """2, 4, 8, ... until the smallest overview fits in one tile."""
+    factors, factor = [], 2
+    while max(height, width) / factor >= TILE / 2 and factor <= 4096:
+        factors.append(factor)
+        factor *= 2
+    return factors or [2]
+
+
+def pam_xml(class_names: Sequence[str], colours: np.ndarray | None) -> str:
+    """GDAL's PAM sidecar for band 1: category names (index = pixel value, 0 = no data) and a
+    thematic raster attribute table (Value, Class, Red, Green, Blue)."""
+    colours = np.zeros((len(class_names) + 1, 3), dtype=np.uint8) if colours is None else np.asarray(colours)
+    categories = "".join(f"<Category>{escape(name)}</Category>" for name in ["no data", *class_names])
+    fields = [("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8)]
+    defs = "".join(f'<FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage></FieldDefn>'
+                   for i, (n, t, u) in enumerate(fields))
+    rows = "".join(
+        f'<Row index="{k - 1}"><F>{k}</F><F>{escape(name)}</F>'
+        + "".join(f"<F>{int(c)}</F>" for c in colours[k]) + "</Row>"
+        for k, name in enumerate(class_names, start=1))
+    return ('<PAMDataset>\n  <PAMRasterBand band="1">\n'
+            f"    <CategoryNames>{categories}</CategoryNames>\n"
+            f'    <GDALRasterAttributeTable tableType="thematic">{defs}{rows}</GDALRasterAttributeTable>\n'
+            "  </PAMRasterBand>\n</PAMDataset>\n")
+
+
+def write_class_map(path: str | Path, labels: np.ndarray, geo: dict[str, Any] | None,
+                    class_names: Sequence[str], colours: np.ndarray) -> Path:
+    """A whole (H, W) label map (0 = no class) as prediction.tif; `colours` (K + 1, 3), row 0 unused."""
+    with GeoTiffWriter(path, *labels.shape, geo, class_dtype(len(class_names)), "classes", class_names,
+                       colours) as writer:
+        writer.write(0, labels)
+    return Path(path)
+
+
+def write_confidence(path: str | Path, confidence: np.ndarray, geo: dict[str, Any] | None) -> Path:
+    """A whole (H, W) top-class probability map (0 = no data) as confidence.tif."""
+    with GeoTiffWriter(path, *confidence.shape, geo, "float32", "continuous") as writer:
+        writer.write(0, confidence)
+    return Path(path)
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """The class names a prediction.tif records in its band metadata (CLASS_1, CLASS_2, ...)."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        tags = ds.tags(1)
+    names, k = [], 1
+    while f"CLASS_{k}" in tags:
+        names.append(tags[f"CLASS_{k}"])
+        k += 1
+    return names
