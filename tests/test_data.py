@@ -66,7 +66,7 @@ def test_windows_share_one_padded_cube() -> None:
 # -- split ---------------------------------------------------------------------------------
 def test_split_is_disjoint_stratified_and_reproducible() -> None:
     targets = np.repeat(np.arange(4), [40, 100, 200, 60])
-    split = stratified_split(targets, test_ratio=0.9, val_ratio=0.05, seed=7)
+    split = stratified_split(targets, test_ratio=0.9, val_ratio=0.05, seed=7)[0]
     sets = [set(split[k]) for k in ("train", "val", "test")]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
     assert set().union(*sets) == set(range(len(targets)))
@@ -74,24 +74,24 @@ def test_split_is_disjoint_stratified_and_reproducible() -> None:
     for c, n in enumerate([40, 100, 200, 60]):  # each class keeps its share within one pixel
         assert abs((targets[split["train"]] == c).sum() - 0.1 * n) <= 1
         assert abs((targets[split["val"]] == c).sum() - 0.05 * n) <= 1
-    again = stratified_split(targets, test_ratio=0.9, val_ratio=0.05, seed=7)
-    other = stratified_split(targets, test_ratio=0.9, val_ratio=0.05, seed=8)
+    again = stratified_split(targets, test_ratio=0.9, val_ratio=0.05, seed=7)[0]
+    other = stratified_split(targets, test_ratio=0.9, val_ratio=0.05, seed=8)[0]
     assert all(np.array_equal(split[k], again[k]) for k in split)
     assert not np.array_equal(split["train"], other["train"])
 
 
 def test_split_without_validation() -> None:
-    split = stratified_split(np.repeat([0, 1], 50), test_ratio=0.9, val_ratio=0.0, seed=0)
+    split = stratified_split(np.repeat([0, 1], 50), test_ratio=0.9, val_ratio=0.0, seed=0)[0]
     assert len(split["val"]) == 0 and len(split["train"]) + len(split["test"]) == 100
 
 
 def test_class_too_small_to_split_is_named() -> None:
     targets = np.array([0] * 50 + [1])
     with pytest.raises(ValueError, match=r"Too few labelled pixels.*b \(1 pixels\)"):
-        stratified_split(targets, 0.9, 0.0, 0, class_names=["a", "b"])
+        stratified_split(targets, 0.9, 0.0, 0, class_names=["a", "b"])[0]
     targets = np.array([0] * 50 + [1] * 4)
     with pytest.raises(ValueError, match="no training pixel is left for b"):
-        stratified_split(targets, 0.9, 0.0, 0, class_names=["a", "b"])
+        stratified_split(targets, 0.9, 0.0, 0, class_names=["a", "b"])[0]
 
 
 def test_saved_split_matches_datamodule(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_default_random_split_is_unchanged() -> None:
     labels = dm.scene.labels
     rows, cols = np.nonzero(labels)
     coords = np.stack([rows, cols], axis=1)
-    expected = stratified_split(labels[rows, cols] - 1, 0.9, 0.05, 11, dm.scene.class_names)
+    expected = stratified_split(labels[rows, cols] - 1, 0.9, 0.05, 11, dm.scene.class_names)[0]
     for k in ("train", "val", "test"):
         np.testing.assert_array_equal(dm.split[k], coords[expected[k]])
     assert dm.split_report == {"method": "random"}
