@@ -127,6 +127,8 @@ def refine_blocks(index: np.ndarray, coords: np.ndarray, targets: np.ndarray, n_
     `min_train[c]` of its pixels, finer blocks are kept where one of them serves it with that
     many. `extra[c]`: halvings of class c's blocks beyond that. Halving never undoes what a
     rarer class got.
+    Long on purpose: its three inner steps share the block state and run in a loop; split apart they would
+    pass it all around.
     """
     side = np.full(len(coords), block_size, dtype=np.int64)
     cell = coords // block_size

@@ -57,6 +57,7 @@ def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
 
     Nodata pixels are unlabelled (left out of training and evaluation) and filled with band means
     as NaN pixels are; the scene keeps the raster's georeference (`Scene.geo`) and nodata mask.
+    Long on purpose: one linear sequence (read, nodata, labels, checks), each step a few lines.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NotGeoreferencedWarning: said in our own words below

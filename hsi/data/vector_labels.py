@@ -96,7 +96,11 @@ def _number(value: Any) -> int | float:
 
 
 def rasterize_labels(path: str | Path, gt_field: str | None, grid: RasterInfo) -> VectorLabels:
-    """Polygons of `path` burnt onto `grid` (pixel centres), class k = k-th sorted attribute value."""
+    """Polygons of `path` burnt onto `grid` (pixel centres), class k = k-th sorted attribute value.
+
+    Long on purpose: one linear sequence (read, check fields and CRS, reproject, burn, overlaps), each
+    check a one-line error.
+    """
     from rasterio.crs import CRS
     from rasterio.features import rasterize
     from rasterio.warp import transform_geom

@@ -163,6 +163,7 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, *, quantize
 def _export_into(folder: Path, checkpoint: Checkpoint, net: nn.Module, datamodule: Any,
                  quantize: str | None, opset: int, tile_rows: int, batch_size: int,
                  threads: int | None, fp32_tolerance: float, settings: Int8Settings) -> dict[str, Any]:
+    """Long on purpose: one linear sequence of export, check and write steps sharing the temporary folder."""
     dense = supports_dense(net)
     scene = datamodule.scene
     start = time.perf_counter()

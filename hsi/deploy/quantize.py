@@ -118,7 +118,9 @@ def quantize_int8(fp32: Path, int8: Path, batches: Iterator[np.ndarray], setting
                   dense: bool) -> dict[str, Any]:
     """Static QDQ quantization of `fp32` into `int8`: per-channel int8 weights, uint8
     activations, calibrated on `batches`; the dense graph's PCA and the first 3-D layers (see
-    `Int8Settings`) stay in float. Returns what was done, for model.json."""
+    `Int8Settings`) stay in float. Returns what was done, for model.json.
+    Long on purpose: onnxruntime's calibration reader, exclusions and quantization call, one linear sequence.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,

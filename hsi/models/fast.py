@@ -51,6 +51,7 @@ class HybridSNFast(TrunkHead):
                  pool: str = "pooled", flatten_channels: int = 24, hidden: int = 128,
                  dropout: float = 0.4, act: str = "hswish", divisor: int = 8,
                  channels_last: bool = True) -> None:
+        """Long on purpose: the layer list of the network, read top to bottom."""
         super().__init__()
         if pool not in FAST_POOLS:
             raise ConfigError(f"model.net.pool: unknown pool {pool!r}; choose one of {FAST_POOLS}")

@@ -155,6 +155,8 @@ def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str 
 
 def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_dir: Path, eval_path: str,
             batch_size: int, tile_rows: int, block_rows: int | None, progress: bool) -> RasterPrediction:
+    """Long on purpose: the block loop holds the open raster, both writers and the progress bar, closed or
+    aborted together."""
     patch = int(state["patch_size"])
     margin = patch // 2
     class_names = list(state["class_names"])

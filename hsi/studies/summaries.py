@@ -205,7 +205,9 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
                      best: BestTrial | None = None, beside: list[Job] | None = None,
                      beside_name: str = "") -> str:
     """Mean ± std over seeds per setting (beside another multirun's OA), failed jobs listed, the
-    setting of the best mean validation OA, a search's best trial."""
+    setting of the best mean validation OA, a search's best trial.
+    Long on purpose: the sections of results.md, written in the order a reader sees them.
+    """
     keys = [k for k in varying_keys(jobs) if k != "seed"]
     fixed = [f"`{k}={jobs[0].overrides[k]}`" for k in all_keys(jobs)
              if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)

@@ -15,7 +15,7 @@ from hsi.data.patches import PatchDataset, pad_cube
 from hsi.data.preprocessing import fit_pca
 from hsi.data.split import stratified_split
 from hsi.data.synthetic import make_synthetic_scene
-from tests.data.make_fake_scenes import fake_spec
+from tests.fixtures.make_fake_scenes import fake_spec
 
 
 def _pair(tmp_path: Path, h: int = 12, w: int = 10, b: int = 20, classes: int = 3):

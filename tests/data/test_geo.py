@@ -22,7 +22,7 @@ from hsi.maps import class_colours
 from hsi.run.streaming import predict_raster_in_memory, predict_raster_streaming
 from hsi.utils.geotiff import read_class_names
 from tests.conftest import compose_config, compose_train
-from tests.geo_scenes import NAMES, UTM, salinas_a_arrays, write_geotiff, write_polygons
+from tests.data.geo_scenes import NAMES, UTM, salinas_a_arrays, write_geotiff, write_polygons
 
 NODATA_ROWS = 3  # the raster's first rows are nodata
 

@@ -21,7 +21,7 @@ from hsi.data import download as dl
 from hsi.data.catalogue import load_ground_truth, prepare_scene
 from hsi.data.split import RandomSplit
 from hsi.run.config import CONFIG_DIR
-from tests.data.make_fake_scenes import fake_spec, serve_from, write_fake_scene
+from tests.fixtures.make_fake_scenes import fake_spec, serve_from, write_fake_scene
 
 EHU = "http://www.ehu.eus/ccwintco/uploads/"
 

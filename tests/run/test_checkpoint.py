@@ -13,7 +13,7 @@ from hsi.data.synthetic import make_synthetic_scene
 from hsi.run.checkpoint import CheckpointError, load_checkpoint
 from hsi.run.inference import predict_labels
 
-DATA = Path(__file__).parent / "data" / "checkpoints"
+DATA = Path(__file__).parents[1] / "fixtures" / "checkpoints"
 FORMAT1 = DATA / "format1_cnn2d_synthetic.ckpt"
 
 

@@ -351,7 +351,7 @@ def test_int8_export_of_the_other_networks(model: str, exported) -> None:
 
 def test_a_format1_checkpoint_exports(tmp_path: Path) -> None:
     """Checkpoints written before the datamodule carried its state export too."""
-    ckpt = PROJECT_ROOT / "tests" / "data" / "checkpoints" / "format1_cnn2d_synthetic.ckpt"
+    ckpt = PROJECT_ROOT / "tests" / "fixtures" / "checkpoints" / "format1_cnn2d_synthetic.ckpt"
     meta = export(compose_config("export", [f"ckpt_path={ckpt}"], tmp_path))
     assert meta["checkpoint"]["format"] == 1 and meta["eval_path"] == "dense"
     assert meta["verification"]["fp32"]["labels_identical"]
