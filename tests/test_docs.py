@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from omegaconf import DictConfig, OmegaConf
 
-from hsi.run.config import PROJECT_ROOT
+from hsi.run.config import CONFIG_DIR, PROJECT_ROOT
 from tests.conftest import compose_config
 
 README = PROJECT_ROOT / "README.md"
@@ -107,6 +108,12 @@ def split_command(command: Command) -> tuple[str, list[str]]:
 ALL_COMMANDS = [command for path in DOC_FILES for command in hsi_commands(path)]
 
 
+def glob_options(override) -> list[str]:
+    """The options of a config group that a `glob(...)` sweep selects, sorted as Hydra sweeps them."""
+    group = CONFIG_DIR / override.key_or_group.lstrip("+~")
+    return override.value().filter(sorted(p.stem for p in group.glob("*.yaml")))
+
+
 def first_of_sweeps(arguments: list[str], where: str) -> tuple[list[str], bool, str]:
     """Overrides with every sweep reduced to its first value; whether it was a multirun; config name."""
     multirun = False
@@ -130,6 +137,9 @@ def first_of_sweeps(arguments: list[str], where: str) -> tuple[list[str], bool, 
     for override in parsed:
         if override.is_interval_sweep():  # an Optuna search space (hparams_search=...): its low end
             reduced.append(f"{override.get_key_element()}={override.value().start}")
+        elif isinstance(override.value(), Glob):  # a config group's options (sweep=leaderboard)
+            first = glob_options(override)[0]
+            reduced.append(f"{override.get_key_element()}={first}")
         elif override.is_sweep_override():
             first = next(override.sweep_string_iterator())
             reduced.append(f"{override.get_key_element()}={first}")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from hydra.utils import instantiate
 
 from hsi.data.blocks import field_labels, pool_small_fields
@@ -24,10 +26,18 @@ from tests.conftest import PROJECT_ROOT, compose_train
 ROWS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "leaderboard").glob("*.yaml"))
 
 
+def swept_rows(value: str) -> list[str]:
+    """The rows a sweep's `+leaderboard` value selects (a list, or Hydra's glob over the group)."""
+    override = OverridesParser.create().parse_overrides([f"+leaderboard={value}"])[0]
+    if isinstance(override.value(), Glob):
+        return override.value().filter(ROWS)
+    return list(override.sweep_string_iterator())
+
+
 @pytest.mark.parametrize("experiment", ["honest_leaderboard", "random_leaderboard"])
 def test_the_sweep_lists_every_row_and_each_row_composes(experiment: str, tmp_path: Path) -> None:
     cfg = compose_train([f"experiment={experiment}", "sweep=leaderboard", "data=salinas_a"], tmp_path)
-    swept = cfg.hydra.sweeper.params["+leaderboard"].split(",")
+    swept = swept_rows(cfg.hydra.sweeper.params["+leaderboard"])
     assert sorted(swept) == ROWS and len(swept) == len(set(swept))
     assert cfg.hydra.sweeper.params["seed"] == "0,1,2"
     for row in swept:
@@ -247,7 +257,7 @@ def test_every_field_is_checked_and_round_trips() -> None:
 def test_the_small_grid_composes_on_a_margin_every_row_fits(tmp_path: Path) -> None:
     cfg = compose_train(["experiment=honest_fields", "sweep=leaderboard_small", "data=salinas_a"],
                         tmp_path)
-    swept = cfg.hydra.sweeper.params["+leaderboard"].split(",")
+    swept = swept_rows(cfg.hydra.sweeper.params["+leaderboard"])
     assert set(swept) <= set(ROWS) and cfg.hydra.sweeper.params["seed"] == "0,1,2"
     for row in swept:
         row_cfg = compose_train(["experiment=honest_fields", "data=salinas_a", f"+leaderboard={row}"],
