@@ -275,3 +275,22 @@ def test_no_issue_numbers(path: Path) -> None:
     text = path.read_text()
     assert not re.search(r"\bissues?\s*#?\d+|(?<![\w/])#\d+\b", text, re.IGNORECASE), (
         f"{path.name} refers to an issue number")
+
+
+def _layout_block(doc: Path, heading: str) -> str:
+    text = doc.read_text()
+    start = text.index(heading)
+    return text[text.index("```", start):text.index("```", text.index("```", start) + 3)]
+
+
+def test_the_layout_names_every_module_and_nothing_else() -> None:
+    block = _layout_block(PROJECT_ROOT / "docs" / "development.md", "## Layout")
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", block))
+    rooms = set(re.findall(r"\b([a-z_]+)/", block))
+    package = PROJECT_ROOT / "hsi"
+    modules = {p.name for p in package.rglob("*.py") if p.name != "__init__.py"}
+    assert modules - named == set(), "docs/development.md's layout misses these modules"
+    assert named - modules - {"make_fake_scenes.py"} == set(), "the layout names modules that do not exist"
+    for room in (p.name for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        assert room in rooms, f"docs/development.md's layout misses hsi/{room}/"
+        assert f"{room}/" in _layout_block(PROJECT_ROOT / "README.md", "**Layout.**"), f"README misses {room}/"
