@@ -110,10 +110,7 @@ def map_figure(cube: np.ndarray, truth: np.ndarray | None, prediction: np.ndarra
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     _legend(np.atleast_1d(axes)[-1], class_names)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, title)
 
 
 def confusion_matrix_figure(confusion: np.ndarray, class_names: list[str], title: str = ""):
@@ -174,6 +171,11 @@ def split_figure(labels: np.ndarray, split: dict[str, np.ndarray], class_names: 
     axes[1].legend(handles=[Patch(color=SUBSET_COLOURS[k] / 255, label=f"{name} ({counts[k + 1]:,})")
                             for k, name in enumerate(names)],
                    loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return _finished(fig, title)
+
+
+def _finished(fig, title: str | None):
+    """The figure with its title (if any), laid out."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()

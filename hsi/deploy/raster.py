@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
 from hsi.utils.files import atomic_write_json
-from hsi.utils.geotiff import GeoTiffWriter, class_dtype
+from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +108,8 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
             started = time.perf_counter()
             means, invalid_pixels = band_means(ds)
             geo = info.geo()
-            labels_out = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
-                                       class_dtype(len(names)), "classes", names, class_colours(len(names)))
-            confidence_out = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
-                                           "continuous")
-            bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",
-                       disable=not progress)
-            try:
+            with MapWriters(output_dir, height, width, geo, names, class_colours(len(names)),
+                            progress) as maps:
                 for start in range(0, height, rows):
                     stop = min(start + rows, height)
                     low, high = max(0, start - margin), min(height, stop + margin)
@@ -125,17 +119,7 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
                     labels, confidence = softmax_top(logits)
                     own = invalid[start - low:stop - low]
                     labels[own], confidence[own] = 0, 0
-                    labels_out.write(start, labels)
-                    confidence_out.write(start, confidence)
-                    bar.update((stop - start) * width)
-                bar.close()
-                labels_out.close()
-                confidence_out.close()
-            except BaseException:
-                bar.close()
-                labels_out.abort()
-                confidence_out.abort()
-                raise
+                    maps.write(start, labels, confidence)
     return info, time.perf_counter() - started, invalid_pixels, rows
 
 
@@ -163,12 +147,8 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     else:
         labels, confidence, info, seconds = onnx_raster_in_memory(model, raster, tile_rows, batch_size)
         invalid_pixels = int((labels == 0).sum())
-        with GeoTiffWriter(output_dir / "prediction.tif", info.height, info.width, info.geo(),
-                           class_dtype(len(names)), "classes", names, class_colours(len(names))) as out:
-            out.write(0, labels)
-        with GeoTiffWriter(output_dir / "confidence.tif", info.height, info.width, info.geo(), "float32",
-                           "continuous") as out:
-            out.write(0, confidence)
+        write_class_map(output_dir / "prediction.tif", labels, info.geo(), names, class_colours(len(names)))
+        write_confidence(output_dir / "confidence.tif", confidence, info.geo())
     path = f"onnx-{model.kind}-{model.precision}"
     summary = {"model": str(Path(cfg.model_path).resolve()), "raster": info.path, "eval_path": path,
                "streamed": bool(stream), "block_rows": block_rows, "seconds": round(seconds, 2),

@@ -24,7 +24,7 @@ import torch
 
 from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
 from hsi.data.preprocessing import PCATransform
-from hsi.errors import ConfigError, HsiError, first_line
+from hsi.errors import ConfigError, DataError, HsiError, first_line
 from hsi.models.classifier import HSIClassifier
 
 DATAMODULE_KEY = HSIDataModule.__qualname__
@@ -122,16 +122,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                           f"hsi.train.")
 
 
+def check_bands(state: dict[str, Any], bands: int, what: str = "cube") -> None:
+    """Refuse a cube (or raster) whose band count is not the one the checkpoint was trained on."""
+    if bands != state["raw_bands"]:
+        raise DataError(f"The checkpoint was trained on cubes with {state['raw_bands']} bands (scene "
+                        f"{state['scene']!r}) but this {what} has {bands}; predict on a {what} from the "
+                        f"same sensor and band set.")
+
 
 def reduce_cube(state: dict[str, Any], cube: np.ndarray) -> np.ndarray:
     """Apply a checkpoint's spectral reduction (its PCA, if any) to a (H, W, bands) cube,
     checking the band count; `state` is the datamodule's checkpoint state."""
     if cube.ndim != 3:
         raise ValueError(f"expected a (height, width, bands) cube, got shape {cube.shape}")
-    if cube.shape[2] != state["raw_bands"]:
-        raise ValueError(f"The checkpoint was trained on cubes with {state['raw_bands']} bands "
-                         f"(scene {state['scene']!r}) but this cube has {cube.shape[2]}; predict on "
-                         f"a cube from the same sensor and band set.")
+    check_bands(state, cube.shape[2], "cube")
     pca = PCATransform.from_tensors(state["pca"])
     return cube.astype(np.float32) if pca is None else pca(cube)
 

@@ -29,16 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
-from hsi.errors import DataError
 from hsi.maps import class_colours
 from hsi.models.dense import check_eval_path, supports_dense
+from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 from hsi.utils.files import atomic_write, atomic_write_json
-from hsi.utils.geotiff import GeoTiffWriter, class_dtype, write_class_map, write_confidence
+from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +68,7 @@ def reduce_rows(state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
     float32 as the network expects: the checkpoint's PCA one image row at a time (the same
     arithmetic for a row whatever block or layout it comes in), invalid pixels set to 0."""
     bands = cube.shape[0] if band_first else cube.shape[2]
-    if bands != state["raw_bands"]:
-        raise DataError(f"The checkpoint was trained on cubes with {state['raw_bands']} bands (scene "
-                        f"{state['scene']!r}) but this raster has {bands}; predict on a raster "
-                        f"from the same sensor and band set.")
+    check_bands(state, bands, "raster")
     pca = PCATransform.from_tensors(state["pca"])
     rows, width = invalid.shape
     out = np.empty((rows, width, bands if pca is None else pca.num_components), dtype=np.float32)
@@ -155,8 +151,6 @@ def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str 
 
 def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_dir: Path, eval_path: str,
             batch_size: int, tile_rows: int, block_rows: int | None, progress: bool) -> RasterPrediction:
-    """Long on purpose: the block loop holds the open raster, both writers and the progress bar, closed or
-    aborted together."""
     patch = int(state["patch_size"])
     margin = patch // 2
     class_names = list(state["class_names"])
@@ -171,16 +165,10 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
             block_rows = default_block_rows(width, info.bands)
         block_rows = aligned_block_rows(block_rows, dense, tile_rows, width, batch_size)
         geo = info.geo()
-        labels_out = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
-                                   class_dtype(len(class_names)), "classes", class_names,
-                                   class_colours(len(class_names)))
-        confidence_out = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
-                                       "continuous")
         invalid_pixels, path = 0, "dense"
         start_time = time.perf_counter()
-        bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",
-                   disable=not progress)
-        try:
+        with MapWriters(output_dir, height, width, geo, class_names, class_colours(len(class_names)),
+                        progress) as maps:
             for start in range(0, height, block_rows):
                 stop = min(start + block_rows, height)
                 low, high = max(0, start - margin), min(height, stop + margin)
@@ -193,18 +181,8 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
                 own = invalid[start - low:stop - low]
                 labels[own], confidence[own] = 0, 0
                 invalid_pixels += int(own.sum())
-                labels_out.write(start, labels)
-                confidence_out.write(start, confidence)
-                bar.update((stop - start) * width)
+                maps.write(start, labels, confidence)
             seconds = time.perf_counter() - start_time
-            bar.close()
-            labels_out.close()
-            confidence_out.close()
-        except BaseException:
-            bar.close()
-            labels_out.abort()
-            confidence_out.abort()
-            raise
     return RasterPrediction(info, path, seconds, invalid_pixels, True, block_rows)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
+from tqdm.auto import tqdm
 
 TILE = 256
 
@@ -174,3 +175,31 @@ def read_class_names(path: str | Path) -> list[str]:
         names.append(tags[f"CLASS_{k}"])
         k += 1
     return names
+
+
+class MapWriters:
+    """prediction.tif and confidence.tif written block by block, with a progress bar in pixels per
+    second: closed together when the block loop ends, aborted together if it fails (no
+    half-written map is left)."""
+
+    def __init__(self, output_dir: Path, height: int, width: int, geo: dict[str, Any] | None,
+                 class_names: list[str], colours: Any, progress: bool) -> None:
+        self.labels = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
+                                    class_dtype(len(class_names)), "classes", class_names, colours)
+        self.confidence = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
+                                        "continuous")
+        self.bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",
+                        disable=not progress)
+
+    def write(self, start: int, labels: np.ndarray, confidence: np.ndarray) -> None:
+        self.labels.write(start, labels)
+        self.confidence.write(start, confidence)
+        self.bar.update(labels.size)
+
+    def __enter__(self) -> MapWriters:
+        return self
+
+    def __exit__(self, error_type: Any, *_: Any) -> None:
+        self.bar.close()
+        for writer in (self.labels, self.confidence):
+            writer.close() if error_type is None else writer.abort()
