@@ -293,4 +293,5 @@ def test_the_layout_names_every_module_and_nothing_else() -> None:
     assert named - modules - {"make_fake_scenes.py"} == set(), "the layout names modules that do not exist"
     for room in (p.name for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"):
         assert room in rooms, f"docs/development.md's layout misses hsi/{room}/"
-        assert f"{room}/" in _layout_block(PROJECT_ROOT / "README.md", "**Layout.**"), f"README misses {room}/"
+        readme = _layout_block(PROJECT_ROOT / "README.md", "**Layout.**")
+        assert f"{room}/" in readme, f"README's layout misses hsi/{room}/"

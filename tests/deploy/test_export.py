@@ -358,3 +358,21 @@ def test_a_format1_checkpoint_exports(tmp_path: Path) -> None:
     expected = np.load(ckpt.with_name("format1_cnn2d_synthetic_prediction.npy"))
     scene = load_checkpoint(ckpt).datamodule().load_scene()
     assert np.array_equal(OnnxClassifier.load(tmp_path).predict(scene.cube), expected)
+
+
+@pytest.mark.parametrize("model", ["cnn2d", "hybridsn_se"])
+def test_an_export_from_before_eval_path_was_named_still_predicts(model: str, exported,
+                                                                  tmp_path: Path) -> None:
+    """model.json written before `eval_path` held `path` (`dense` / `windows`): still read, same labels."""
+    import shutil
+
+    folder = exported(model)[0]
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    meta = json.loads((old / "model.json").read_text())
+    kind = meta.pop("eval_path")
+    meta["path"] = "windows" if kind == "window" else kind
+    (old / "model.json").write_text(json.dumps(meta))
+    cube = synthetic_cube()
+    assert OnnxClassifier.load(old).kind == kind
+    assert np.array_equal(OnnxClassifier.load(old).predict(cube), OnnxClassifier.load(folder).predict(cube))
