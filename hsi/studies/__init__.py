@@ -1,0 +1,1 @@
+"""Studies of many runs: searches (Optuna) and their pruning."""
