@@ -45,6 +45,7 @@ SEARCH = [f"hparams_search={STUDY}", *FAST_SYNTHETIC, "trainer.max_epochs=3", "l
 ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
 # the first trial a good learning rate, the second a hopeless one (0: the weights never move)
 PLANTED = ["model.optimizer.lr=choice(0.005,0.0)", "search.pruner.n_startup_trials=1",
+           "search.pruner.n_warmup_steps=1",
            "search.enqueue=[{model.optimizer.lr: 0.005},{model.optimizer.lr: 0.0}]"]
 
 

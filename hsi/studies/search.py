@@ -47,6 +47,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import fail_stale_trials, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -168,6 +169,9 @@ class Search:
     def reap(self) -> None:
         """Mark FAIL the RUNNING trials whose worker died (a killed search), and note it in
         their folders."""
+        if is_heartbeat_enabled(self.study._storage):  # a database: trials whose worker stopped beating
+            for number in fail_stale_trials_of(self.study):
+                mark_unfinished(self.folder / str(number), "interrupted", "its worker stopped beating")
         now = time.time()
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get("worker")
@@ -218,9 +222,12 @@ class Search:
         claim_run_folder(folder)
         try:
             config = self.compose(trial)
-            outcome = run_job(task_function=lambda task_cfg: train_trial(task_cfg, reporter), config=config,
-                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
-                              hydra_context=HydraContext(config_loader=self.loader, callbacks=Callbacks()))
+            with get_heartbeat_thread(trial._trial_id, self.study._storage):
+                outcome = run_job(task_function=lambda task_cfg: train_trial(task_cfg, reporter),
+                                  config=config, job_dir_key="hydra.sweep.dir",
+                                  job_subdir_key="hydra.sweep.subdir",
+                                  hydra_context=HydraContext(config_loader=self.loader,
+                                                             callbacks=Callbacks()))
         except Exception as error:  # composing failed: no job ran
             outcome = JobReturn(status=JobStatus.FAILED, _return_value=error)
         finally:
@@ -287,6 +294,14 @@ def train_trial(cfg: DictConfig, reporter: ReportToTrial) -> dict[str, Any]:
         else:
             log.exception("The trial failed")
         raise
+
+
+def fail_stale_trials_of(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose heartbeat stopped (database storages); their numbers."""
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(before - after)
 
 
 def build_sampler(cfg: DictConfig, number: int) -> optuna.samplers.BaseSampler:
