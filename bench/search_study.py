@@ -4,6 +4,7 @@ Runs the same search (same space, sampler seed, fixed settings) three times, one
 
 - `none`:    every trial to its end, 1 worker;
 - `median`:  the median pruner (search/pruner=median), 1 worker;
+- `hyperband`: the Hyperband pruner (search/pruner=hyperband), 1 worker (`--cases hyperband`);
 - `2 workers`: no pruning, `search.workers=2` (two processes sharing the journal storage);
 
 and prints, per search, the trials complete / pruned, the training epochs spent (sum over the
@@ -37,6 +38,7 @@ SEARCH = ["hparams_search=honest_optuna", "experiment=honest_fields", "model=cnn
           "data.patch_size=choice(7,9)", "logger=none", "trainer=cpu",
           "callbacks.progress_bar.refresh_rate=0"]
 CASES = {"none": ["search/pruner=none"], "median": ["search/pruner=median"],
+         "hyperband": ["search/pruner=hyperband"],
          "2 workers": ["search/pruner=none", "search.workers=2"]}
 
 
@@ -77,9 +79,10 @@ def main() -> None:
               f"{row['epochs']} | {row['best']:.4f} | {row['wall']:.0f} |", flush=True)
     by = {row["case"]: row for row in rows}
     print(f"\n{args.trials} trials x up to {args.epochs} epochs each")
-    if "none" in by and "median" in by:
-        print(f"epochs median / none: {by['median']['epochs'] / by['none']['epochs']:.2f}; best val OA "
-              f"median - none: {by['median']['best'] - by['none']['best']:+.4f}")
+    for pruner in ("median", "hyperband"):
+        if "none" in by and pruner in by:
+            print(f"epochs {pruner} / none: {by[pruner]['epochs'] / by['none']['epochs']:.2f}; best val OA "
+                  f"{pruner} - none: {by[pruner]['best'] - by['none']['best']:+.4f}")
     if "none" in by and "2 workers" in by:
         print(f"wall 2 workers / 1 worker: {by['2 workers']['wall'] / by['none']['wall']:.2f}")
 

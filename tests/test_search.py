@@ -143,7 +143,7 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
 
 def test_a_killed_search_resumes_with_the_same_command(tmp_path: Path) -> None:
     folder = tmp_path / "search"
-    arguments = [*SEARCH, f"search.dir={folder}", "search.n_trials=3", "trainer.max_epochs=40",
+    arguments = [*SEARCH, f"search.dir={folder}", "search.n_trials=3", "trainer.max_epochs=20",
                  "search/pruner=none", "model.optimizer.lr=choice(0.001,0.002,0.003)"]
     process = subprocess.Popen(command("hsi.search", *arguments), cwd=PROJECT_ROOT, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -387,7 +387,7 @@ def run_search(cfg: DictConfig, hydra_cfg: DictConfig, loader: ConfigLoader, arg
     with locked(folder):
         study = open_study(cfg, folder, space, fixed)
     hydra_overrides = [line for line in hydra_cfg.hydra.overrides.hydra
-                       if not _key(line).startswith(("hydra.run.", "hydra.job.name"))]
+                       if not _key(line).startswith(("hydra.run.", "hydra.sweep.", "hydra.job.name"))]
     worker = Search(cfg, study, folder, space, fixed, hydra_overrides, hydra_cfg.hydra.job.config_name,
                     loader, hydra_cfg)
     others = start_workers(int(search.get("workers") or 1) - 1, argv)
