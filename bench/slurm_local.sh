@@ -3,7 +3,7 @@
 # through it, compared with the same sweeps run locally:
 #   1. apt-get install slurm-wlm munge; a munge key; slurmctld + slurmd on localhost (no systemd,
 #      no cgroups: proctrack/linuxproc, task/none), one partition `local` with this machine's CPUs;
-#   2. a 4-job multirun (seed 0,1 x data.patch_size 9,11 on the synthetic scene) through
+#   2. a 4-job multirun (seed 0,1 x data.patch_size 9,11 on the synthetic scene, 8 epochs) through
 #      hydra/launcher=slurm (submitit), and the same multirun with the local launcher;
 #   3. a 4-trial search whose two workers are Slurm jobs (sbatch, one journal storage), and the
 #      same search with one local worker;
@@ -24,7 +24,7 @@ if ! command -v slurmctld >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
 fi
-sinfo --version
+slurmctld -V
 if [ ! -s /etc/munge/munge.key ]; then
   mkdir -p /etc/munge
   dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
@@ -68,7 +68,7 @@ sinfo
 rm -rf "$OUT/multirun_local" "$OUT/multirun_slurm" "$OUT/search_local" "$OUT/search_slurm"
 FAST=(data=synthetic data.height=24 data.width=24 data.bands=30 data.classes=4 data.pca.components=15
       data.eval_batch_size=512 trainer=cpu trainer.deterministic=true callbacks.progress_bar.refresh_rate=0
-      logger=none map=false data.split.val_ratio=0.1 trainer.max_epochs=3)
+      logger=none map=false data.split.val_ratio=0.1 trainer.max_epochs=8)
 SLURM=(hydra/launcher=slurm hydra.launcher.partition=local hydra.launcher.gpus_per_node=0
        hydra.launcher.cpus_per_task=1 hydra.launcher.mem_gb=2 hydra.launcher.timeout_min=30
        "hydra.launcher.setup=['export OMP_NUM_THREADS=1','export PYTHONPATH=$ROOT']")
@@ -131,8 +131,8 @@ for name in sorted(set(local) | set(slurm)):
     a = json.loads((local[name] / "metrics.json").read_text()) if name in local else {}
     b = json.loads((slurm[name] / "metrics.json").read_text()) if name in slurm else {}
     same = name in local and name in slurm and files(local[name]) == files(slurm[name])
-    overrides = " ".join(l for l in (local.get(name) or slurm[name]).joinpath(".hydra/overrides.yaml")
-                         .read_text().split("\n- ") if l.startswith(("seed", "data.patch_size")))
+    lines = (local.get(name) or slurm[name]).joinpath(".hydra/overrides.yaml").read_text().split("\n- ")
+    overrides = " ".join(l.strip() for l in lines if l.startswith(("seed", "data.patch_size")))
     print(f"| {name} | {overrides} | {a.get('oa')} | {b.get('oa')} | {a.get('val_oa')} | {b.get('val_oa')} | {same} |")
     ok &= same and all(a.get(k) == b.get(k) for k in KEYS)
 ok &= rows(out / "multirun_local") == rows(out / "multirun_slurm")
