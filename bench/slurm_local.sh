@@ -9,13 +9,14 @@
 #      same search with one local worker;
 #   4. the comparison: same folders, same metrics per job / per trial number (fixed seeds,
 #      deterministic CPU), hsi.summarize's results.csv identical but for the timing column.
-# Needs root (apt, daemons). Usage: bash bench/slurm_local.sh [output folder]
+# Needs root (apt, daemons); the daemons it starts are stopped at its end (KEEP_SLURM=1 keeps them).
+# Usage: bash bench/slurm_local.sh [output folder]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-/tmp/hsi_slurm}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 HOST="$(hostname -s)"
-CPUS="$(nproc)"
+CPUS="$(nproc --all)"
 MEM_MB="$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))"
 export PYTHONPATH="$ROOT" OMP_NUM_THREADS=1 HSI_CACHE_DIR="$OUT/cache"
 
@@ -32,7 +33,14 @@ fi
 chown -R munge:munge /etc/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 mkdir -p /run/munge && chown munge:munge /run/munge
 chmod 0400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || runuser -u munge -- munged
+STARTED=()
+# the daemons this script starts are stopped when it ends (KEEP_SLURM=1 leaves them running)
+stop_started() {
+  [ "${KEEP_SLURM:-0}" = 1 ] && return
+  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap stop_started EXIT
+if ! pgrep -x munged >/dev/null; then runuser -u munge -- munged; STARTED+=("$(pgrep -n -x munged)"); fi
 munge -n | unmunge | grep -q "STATUS:.*Success"
 
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
@@ -59,8 +67,8 @@ AccountingStorageType=accounting_storage/none
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=local Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+if ! pgrep -x slurmctld >/dev/null; then slurmctld; sleep 1; STARTED+=("$(cat /run/slurmctld.pid)"); fi
+if ! pgrep -x slurmd >/dev/null; then slurmd; sleep 1; STARTED+=("$(cat /run/slurmd.pid)"); fi
 for _ in $(seq 30); do sinfo -h -o %T 2>/dev/null | grep -qE "idle|mixed" && break; sleep 1; done
 scontrol update nodename="$HOST" state=resume 2>/dev/null || true
 sinfo
