@@ -1,87 +1,73 @@
-"""Hyperparameter search with Optuna (`hparams_search=<name>`, the `search` extra).
+"""Search hyperparameters on validation OA with Optuna: `python -m hsi.search hparams_search=<name> ...`.
 
-`conf/hparams_search/_optuna.yaml` sets Hydra's Optuna sweeper (hydra-optuna-sweeper) to maximise
-the best validation OA that `python -m hsi.train` returns, and the Hydra callback `PrepareSearch`,
-which runs once before the sweeper is built:
+A Hydra app over the same config tree as `python -m hsi.train`: the command line composes the
+training config every trial starts from; `hparams_search=<name>` (conf/hparams_search/) adds the
+search (`search.*`: study name, number of trials, storage, sampler, pruner, space). A range on the
+command line (`'data.patch_size=choice(7,9)'`) replaces the config's range for that key; a fixed
+value takes the key out of the space. The engine is `hsi.studies.search`; see docs/outputs.md.
 
-- a search without validation pixels is refused at once (every trial would return no `val_oa`:
-  the sweeper would train them all and then fail);
-- a resumed study (same `storage` and `study_name`) gets the sampler seed + the number of trials
-  the study already holds. The sweeper builds its sampler from `hydra.sweeper.sampler.seed` at every
-  start, so a resumed study would otherwise draw the very same random start-up trials again and
-  train the first trials' settings a second time. A fresh search stays reproducible.
+    python -m hsi.search hparams_search=synthetic_optuna data=synthetic trainer.max_epochs=3
+    python -m hsi.search hparams_search=honest_optuna experiment=honest_fields search.workers=2
+    python -m hsi.summarize outputs/search/<study_name>       # the table, the best trial's command
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+import sys
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+import hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
-from hsi.errors import ConfigError
-from hsi.utils.files import release_run_folder
-from hsi.utils.reporting import exit_with
+import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
+from hsi.errors import ConfigError, MissingDependencyError
+from hsi.utils.reporting import report_errors
+
+try:
+    from hsi.studies.search import describe, run_search
+    from hsi.studies.space import split_sweeps
+except ModuleNotFoundError as missing:  # the `search` extra
+    if missing.name is None or not missing.name.startswith(("optuna", "sqlalchemy")):
+        raise
+    run_search = None
+    split_sweeps = None
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PrepareSearch", "check_validation_pixels", "stored_trials"]
+__all__ = ["main"]
+
+# the command line as typed (a search space on it is taken out before Hydra sees it)
+ARGV: list[str] = []
+SWEEPS: list[str] = []
 
 
-def stored_trials(storage: str | None, study_name: str | None) -> int:
-    """How many trials the study `study_name` in `storage` holds (0 when there is none yet).
-
-    An SQLite file that does not exist is not created (the sweeper creates it in its own folder).
-    """
-    if not storage or not study_name:
-        return 0
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
-        return 0
-    import optuna  # the `search` extra; only here, so that composing a config never needs it
-
-    summaries = optuna.get_all_study_summaries(storage=storage)
-    return next((s.n_trials for s in summaries if s.study_name == study_name), 0)
+def search(cfg: DictConfig) -> dict:
+    if run_search is None:
+        raise MissingDependencyError("python -m hsi.search needs Optuna: pip install -e '.[search]' "
+                                     "(make install includes it).")
+    if cfg.get("search") is None:
+        raise ConfigError("Name a search: python -m hsi.search hparams_search=<name> (one of "
+                          "conf/hparams_search/, e.g. synthetic_optuna or honest_optuna).")
+    hydra_cfg = HydraConfig.instance().cfg
+    return run_search(cfg, hydra_cfg, GlobalHydra.instance().config_loader(), ARGV, SWEEPS)
 
 
-def check_validation_pixels(cfg: DictConfig) -> None:
-    """A search optimises validation OA: the split must keep validation pixels."""
-    split = OmegaConf.select(cfg, "data.split")
-    if split is None or cfg.get("optimized_metric") != "val_oa":
-        return
-    if "val_ratio" in split and not split.val_ratio:
-        raise ConfigError(f"data.split.val_ratio={split.val_ratio}: a search optimises validation OA "
-                          f"(optimized_metric=val_oa), so the split needs validation pixels, e.g. "
-                          f"data.split.val_ratio=0.05; test pixels are never the objective.")
-    if "val_mask_path" in split and not split.val_mask_path:
-        raise ConfigError("data.split.val_mask_path=null: a search optimises validation OA "
-                          "(optimized_metric=val_oa), so give a validation mask.")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    results = report_errors(search, cfg)
+    print(describe(results))
 
 
-class PrepareSearch(Callback):
-    """Hydra callback of a search: refuse it without validation pixels; re-seed a resumed study."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            check_validation_pixels(config)
-        except ConfigError as error:
-            release_run_folder(config.hydra.sweep.dir)  # claimed just before, still empty
-            exit_with(error)
-        reseed_resumed_study(config)
+def cli() -> None:
+    """Take the search-space ranges out of the command line, then start the Hydra app."""
+    ARGV[:] = [a for a in sys.argv[1:] if not a.startswith("search.workers=")]
+    if split_sweeps is not None:
+        SWEEPS[:], rest = split_sweeps(sys.argv[1:])
+        sys.argv[1:] = rest
+    main()
 
 
-def reseed_resumed_study(config: DictConfig) -> None:
-    """Sampler seed + stored trials, when the sweeper continues a stored study with a seed."""
-    sweeper = OmegaConf.select(config, "hydra.sweeper")
-    sampler = None if sweeper is None else sweeper.get("sampler")
-    if sampler is None or sampler.get("seed") is None:
-        return
-    done = stored_trials(sweeper.get("storage"), sweeper.get("study_name"))
-    if not done:
-        return
-    seed = int(sampler.seed)
-    with read_write(sampler), open_dict(sampler):
-        sampler.seed = seed + done
-    log.info("Study %s holds %d trials: resuming it with sampler seed %d (%d + %d)",
-             sweeper.study_name, done, seed + done, seed, done)
+if __name__ == "__main__":
+    cli()

@@ -39,7 +39,10 @@ FIRST_COMMANDS = [
 ]
 
 # `python -m hsi.<name>` entry points whose config is conf/<name>.yaml
-HYDRA_COMMANDS = {"train", "evaluate", "predict", "profile", "export"}
+HYDRA_COMMANDS = {"train", "evaluate", "predict", "profile", "export", "search"}
+# Hydra entry points over another command's config (a search composes the training config; the
+# ranges on its command line are its search space, not a multirun)
+APP_CONFIG = {"search": "train"}
 # argparse entry points: checked by importing them and asking for --help
 PLAIN_COMMANDS = {"summarize", "report"}
 
@@ -173,7 +176,11 @@ def test_documented_command(command: Command, tmp_path: Path, monkeypatch: pytes
 
     assert name in HYDRA_COMMANDS, f"{command.where}: hsi.{name} is neither a Hydra nor a plain command"
     overrides, multirun, config_name = first_of_sweeps(arguments, command.where)
-    cfg = compose_config(config_name or name, overrides, tmp_path)
+    config_name = config_name or APP_CONFIG.get(name, name)
+    cfg = compose_config(config_name, overrides, tmp_path)
+    if name == "search":
+        assert cfg.get("search") is not None, f"{command.where}: a search needs hparams_search=<name>"
+        multirun = False
 
     if multirun and "-m" not in arguments and "--multirun" not in arguments:
         # a sweep without -m only runs if the config itself asks for a multirun (sweep=...)
@@ -185,7 +192,7 @@ def test_documented_command(command: Command, tmp_path: Path, monkeypatch: pytes
     grid = [f"{key}={values}" for key, values in sweeper_params(cfg).items()
             if key.lstrip("+~") not in given]  # the command line wins over the grid, as in Hydra
     if grid:
-        cfg = compose_config(config_name or name, [*overrides, *first_of_sweeps(grid, command.where)[0]],
+        cfg = compose_config(config_name, [*overrides, *first_of_sweeps(grid, command.where)[0]],
                              tmp_path)
 
     # a group's node must stay a config: `data.split=disjoint` composes (it overwrites the node

@@ -94,15 +94,19 @@ def stopwatch(times: dict[str, float], key: str) -> Iterator[None]:
         times[key] = round(time.perf_counter() - start, 2)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test as `cfg` says; write the run's outputs; return its metrics."""
+def train(cfg: DictConfig, extra_callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Fit and test as `cfg` says; write the run's outputs; return its metrics.
+
+    `extra_callbacks`: Lightning callbacks added to the configured ones (a search's pruning).
+    """
     check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     loggers = instantiate_group(cfg.get("logger"))
     dashboard.start(cfg, loggers)
-    run = train_network if is_network(cfg.model) else train_estimator
-    return run(cfg, datamodule, loggers)
+    if not is_network(cfg.model):
+        return train_estimator(cfg, datamodule, loggers)
+    return train_network(cfg, datamodule, loggers, extra_callbacks or [])
 
 
 def record_run(cfg: DictConfig, datamodule: HSIDataModule, report: dict[str, Any],
@@ -116,13 +120,15 @@ def record_run(cfg: DictConfig, datamodule: HSIDataModule, report: dict[str, Any
                       cfg.seed)
 
 
-def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
+def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any],
+                  extra_callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Lightning: fit, then test on the best-validation (or last) weights; then the scene's map."""
     model = build_model(cfg, datamodule)
     datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     if cfg.get("map", True):  # a bad map option fails now, not after training
         check_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
-    callbacks = dashboard.callbacks(loggers, datamodule.class_names) + instantiate_group(cfg.get("callbacks"))
+    callbacks = [*dashboard.callbacks(loggers, datamodule.class_names),
+                 *instantiate_group(cfg.get("callbacks")), *(extra_callbacks or [])]
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # without a validation set (the notebook recipe) skip the loop, rather than feed it nothing

@@ -115,6 +115,9 @@ def check_train_config(cfg: DictConfig) -> None:
     check_model(cfg)
     check_trainer(cfg)
     refuse_renamed(cfg)
+    if cfg.get("search") is not None:
+        raise ConfigError("hparams_search=... describes a search: run it with `python -m hsi.search "
+                          "hparams_search=<name> ...` (python -m hsi.train trains one run).")
     metric = cfg.get("optimized_metric")
     if metric is not None and metric not in ("val_oa",):
         raise ConfigError(f"optimized_metric={metric!r}: a search may only optimise val_oa (the best "

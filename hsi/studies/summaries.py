@@ -20,10 +20,11 @@ and the gap between the two (the leakage gap); repeated, its starts are pooled. 
 multirun>` (repeatable) pools another multirun's jobs into the table, for a grid run in several
 starts.
 
-A search's folder (hparams_search=..., Optuna) also holds the sweeper's
-`optimization_results.yaml`: results.md then ends with the best trial as a command ready to re-run,
-`python -m hsi.train <overrides>` (the trial's overrides with the best values, without
-`hparams_search`, so it runs once).
+A search's folder (`python -m hsi.search`, Optuna) also holds `optimization_results.yaml`:
+results.md then ends with the best trial as a command ready to re-run, `python -m hsi.train
+<overrides>` (the trial's overrides with the best values, without `hparams_search`, so it runs
+once). A trial the search stopped (metrics.json `"status": "pruned"` or `"interrupted"`) is listed
+apart, with status `pruned` / `interrupted` in results.csv, and is not a failed job.
 
 A job without metrics.json (crashed, killed, still running) is reported as failed, never skipped.
 """
@@ -56,6 +57,10 @@ VAL_METRIC = "val_oa"
 # written by the Optuna sweeper into the multirun folder: best_params, best_value
 OPTUNA_RESULTS = "optimization_results.yaml"
 HEATMAP_AXES = ("data.patch_size", "data.pca.components")
+# metrics.json `status` of a search's trial that did not run to its end on purpose or was cut off
+# with its search (hsi.studies.search): listed apart, never counted as a failed job
+STOPPED = {"pruned": "stopped early by the search's pruner",
+           "interrupted": "its worker was killed; the resumed search did not count it"}
 
 
 @dataclass
@@ -72,7 +77,14 @@ class Job:
 
     @property
     def ok(self) -> bool:
-        return self.metrics is not None
+        return self.metrics is not None and self.metrics.get("status") not in STOPPED
+
+    @property
+    def status(self) -> str:
+        """`ok`, `failed`, or why a search stopped it (`pruned`, `interrupted`)."""
+        if self.metrics is not None and self.metrics.get("status") in STOPPED:
+            return self.metrics["status"]
+        return "ok" if self.ok else "failed"
 
 
 def _job_sort_key(path: Path) -> tuple[int, int | str]:
@@ -173,7 +185,7 @@ def results_csv(jobs: list[Job]) -> str:
             row.append(m.get(VAL_METRIC, ""))
         if has_leakage:
             row.append(_scalar(m.get("leakage", "")))
-        row += [m.get("train_seconds", ""), "ok" if job.ok else "failed"]
+        row += [m.get("train_seconds", ""), job.status]
         writer.writerow(["" if v is None else v for v in row])
     return buffer.getvalue()
 
@@ -213,9 +225,12 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
              if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)
              and len({json.dumps(j.overrides[k]) for j in jobs}) == 1]
     seeds = sorted({str(j.overrides.get("seed")) for j in jobs if "seed" in j.overrides})
+    stopped = [j for j in jobs if j.status in STOPPED]
+    jobs = [j for j in jobs if j.status not in STOPPED]
     lines = [f"# Results of {multirun.name}", "",
-             f"{len(jobs)} jobs, {sum(j.ok for j in jobs)} with metrics.json; mean ± sample std "
-             f"(ddof=1) over the runs of each setting"
+             f"{len(jobs)} jobs, {sum(j.ok for j in jobs)} with metrics.json"
+             + (f" ({len(stopped)} more stopped by the search)" if stopped else "") + "; mean ± sample std "
+             "(ddof=1) over the runs of each setting"
              + (f" (seeds {', '.join(seeds)})" if seeds else "") + ".", ""]
     if fixed:
         lines += ["Common overrides: " + " ".join(fixed), ""]
@@ -248,6 +263,16 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
     if beside:
         lines += ["", f"OA beside: the same setting's OA in {beside_name} (mean ± std over its runs); "
                   "gap: that mean minus this table's mean OA."]
+    if stopped:
+        lines += ["", f"{len(stopped)} trial(s) stopped by the search, not failures, left out of the "
+                  f"table above:", ""]
+        for job in stopped:
+            setting = ", ".join(f"{k}={v}" for k, v in job.overrides.items() if k in keys or k == "seed")
+            val = job.metrics.get(VAL_METRIC)
+            where = f", best {VAL_METRIC} {val:.4f}" if _number(val) else ""
+            epochs = f" after {job.metrics['epochs']} epoch(s)" if job.metrics.get("epochs") else ""
+            lines.append(f"- job {job.name} ({setting or 'no overrides'}): {job.status}{epochs}"
+                         f"{where} ({STOPPED[job.status]})")
     failed = [j for j in jobs if not j.ok]
     if failed:
         lines += ["", f"**{len(failed)} failed job(s)**, left out of the means above:", ""]
@@ -437,17 +462,18 @@ def summarize(multirun: str | Path, beside: str | Path | list[str | Path] | None
     besides = [beside] if isinstance(beside, (str, Path)) else list(beside or [])
     other = [job for folder in besides for job in _jobs_of(Path(folder))] if besides else None
     for job in jobs:
-        if not job.ok:
+        if job.status == "failed":
             log.warning("Job %s failed: %s", job.name, job.problem)
     atomic_write_text(multirun / "results.csv", results_csv(jobs))
     figure = oa_figure(jobs, multirun)
     best = best_trial(multirun, jobs)
     atomic_write_text(multirun / "results.md", results_markdown(
         multirun, jobs, figure, best, other, ", ".join(map(str, besides))))
-    failed = [j.name for j in jobs if not j.ok]
-    log.info("%d jobs (%d failed); wrote results.csv, results.md%s in %s", len(jobs), len(failed),
-             f", {figure}" if figure else "", multirun)
-    return {"jobs": len(jobs), "failed": failed, "figure": figure,
+    failed = [j.name for j in jobs if j.status == "failed"]
+    stopped = [j.name for j in jobs if j.status in STOPPED]
+    log.info("%d jobs (%d failed, %d stopped by the search); wrote results.csv, results.md%s in %s",
+             len(jobs), len(failed), len(stopped), f", {figure}" if figure else "", multirun)
+    return {"jobs": len(jobs), "failed": failed, "stopped": stopped, "figure": figure,
             "best_command": best.command if best else None, "best_job": best.job if best else None}
 
 

@@ -1,9 +1,15 @@
-"""`hparams_search=<name>`: an Optuna search on validation OA (the `search` extra).
+"""`python -m hsi.search`: Optuna studies of training runs on validation OA (the `search` extra).
 
-A search of 2 trials on the small synthetic scene stores its study in its multirun folder
-(optuna.db); resumed from a new folder with that storage it grows to 3 trials without training the
-first two again; each trial's objective is its metrics.json `val_oa`; `python -m hsi.summarize`
-prints the best trial as a `python -m hsi.train` command that composes as one run.
+On the small synthetic scene, with runs of a few epochs:
+- a 3-trial search whose second (enqueued) setting is hopeless (learning rate 0) prunes it after
+  the warm-up epoch: PRUNED in the study, `"status": "pruned"` in its folder's metrics.json, no
+  checkpoints left, `pruned` (not failed) in the summary; the best trial's command composes as one
+  `python -m hsi.train` run;
+- two worker processes on one journal storage share the study: distinct trial numbers and folders,
+  exactly n_trials finished trials;
+- a search killed with SIGKILL in the middle of a trial resumes with the same command and ends with
+  exactly n_trials finished trials; the killed trial is marked FAIL (interrupted), not re-counted;
+- the search spaces of conf/hparams_search/ parse into Optuna distributions whose keys are real keys.
 """
 
 from __future__ import annotations
@@ -12,173 +18,200 @@ import csv
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 optuna = pytest.importorskip("optuna", reason="install the project's `search` extra")
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="install the project's `search` extra")
 
-from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from optuna.storages import JournalStorage  # noqa: E402
+from optuna.storages.journal import JournalFileBackend  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
 
+from hsi.studies.search import trial_overrides  # noqa: E402
+from hsi.studies.space import distribution, search_space, split_sweeps  # noqa: E402
 from tests.conftest import FAST_SYNTHETIC, PROJECT_ROOT, compose_train  # noqa: E402
 
 STUDY = "synthetic_optuna"
-# one epoch per trial, a validation set to optimise, nothing but metrics written
-SEARCH = [f"hparams_search={STUDY}", *FAST_SYNTHETIC, "trainer.max_epochs=1", "logger=none", "map=false",
+# a few epochs per trial, a validation set to optimise, nothing but metrics written
+SEARCH = [f"hparams_search={STUDY}", *FAST_SYNTHETIC, "trainer.max_epochs=3", "logger=none", "map=false",
           "data.split.val_ratio=0.1"]
-ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+# the first trial a good learning rate, the second a hopeless one (0: the weights never move)
+PLANTED = ["model.optimizer.lr=choice(0.005,0.0)", "search.pruner.n_startup_trials=1",
+           "search.pruner.n_warmup_steps=1",
+           "search.enqueue=[{model.optimizer.lr: 0.005},{model.optimizer.lr: 0.0}]"]
+
+
+def command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", *arguments]
 
 
 def run(module: str, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *arguments], cwd=PROJECT_ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(command(module, *arguments), cwd=PROJECT_ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=900)
 
 
-def storage(folder: Path) -> str:
-    return f"sqlite:///{folder / 'optuna.db'}"
+def study_trials(folder: Path) -> list[Any]:
+    storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    return optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False)
 
 
-def trials(folder: Path) -> list[Any]:
-    return optuna.load_study(study_name=STUDY, storage=storage(folder)).get_trials(deepcopy=False)
+def finished(trials: list[Any]) -> list[Any]:
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
-def snapshot(trial: Any) -> tuple:
-    return trial.number, trial.state, trial.params, trial.values, trial.datetime_complete
-
-
-def val_oa(job: Path) -> float:
-    return json.loads((job / "metrics.json").read_text())["val_oa"]
-
-
-def job_lr(job: Path) -> float:
-    lines = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-    return float(next(line for line in lines if line.startswith("model.optimizer.lr=")).split("=", 1)[1])
+def metrics(job: Path) -> dict[str, Any]:
+    return json.loads((job / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """2 trials into `first`, then the same study resumed for 1 trial into `second`."""
-    root = tmp_path_factory.mktemp("search")
-    first, second = root / "first", root / "second"
-    started = run("hsi.train", *SEARCH, f"hydra.sweep.dir={first}", "hydra.sweeper.n_trials=2")
-    assert started.returncode == 0, started.stderr[-3000:]
-    before = [snapshot(t) for t in trials(first)]
-    resumed = run("hsi.train", *SEARCH, f"hydra.sweep.dir={second}", "hydra.sweeper.n_trials=1",
-                  f"hydra.sweeper.storage={storage(first)}")
+def pruned_search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("pruned") / "search"
+    result = run("hsi.search", *SEARCH, *PLANTED, f"search.dir={folder}", "search.n_trials=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"folder": folder, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def test_a_hopeless_trial_is_pruned_and_marked_so(pruned_search: dict[str, Any]) -> None:
+    folder = pruned_search["folder"]
+    trials = study_trials(folder)
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[1].params == {"model.optimizer.lr": 0.0}
+    assert len(finished(trials)) == 3
+    # the pruned trial stopped after the warm-up epoch and the one after it: 2 of 3 epochs
+    pruned = metrics(folder / "1")
+    assert pruned["status"] == "pruned" and pruned["epochs"] == 2 < 3 and pruned["checkpoint"] is None
+    assert "oa" not in pruned  # never tested: no test metrics that could pass for a finished run
+    assert not (folder / "1" / "checkpoints").exists()
+    assert trials[1].intermediate_values == dict(enumerate(pruned["val_oa_per_epoch"]))
+    # a complete trial's objective is its metrics.json val_oa, reported each epoch on the way
+    complete = metrics(folder / "0")
+    assert trials[0].value == pytest.approx(complete["val_oa"], rel=1e-12)
+    assert max(trials[0].intermediate_values.values()) == pytest.approx(complete["val_oa"], rel=1e-6)
+    assert (folder / "0" / "checkpoints" / "last.ckpt").is_file()
+    lines = (folder / "0" / ".hydra" / "overrides.yaml").read_text()
+    assert "model.optimizer.lr=0.005" in lines and "hparams_search" not in lines and "search." not in lines
+
+
+def test_the_summary_shows_pruned_trials_apart_from_failures(pruned_search: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    folder = pruned_search["folder"]
+    result = run("hsi.summarize", str(folder))
+    assert result.returncode == 0, result.stderr[-3000:]  # a pruned trial is no failed job
+    with open(folder / "results.csv", newline="") as f:
+        status = {row["job"]: row["status"] for row in csv.DictReader(f)}
+    assert status["1"] == "pruned" and status["0"] == "ok"
+    text = (folder / "results.md").read_text()
+    assert "- job 1 (model.optimizer.lr=0.0): pruned after 2 epoch(s)" in text
+    assert "failed job" not in text
+    # the best trial's command, printed by the search and the summary, trains it once
+    best = [line for line in result.stdout.splitlines() if line.startswith("best trial: ")]
+    assert best and best[0] in pruned_search["stdout"]
+    tokens = shlex.split(best[0].removeprefix("best trial: "))
+    assert tokens[:3] == ["python", "-m", "hsi.train"] and "model.optimizer.lr=0.005" in tokens
+    cfg = compose_train(tokens[3:], tmp_path)
+    assert cfg.get("search") is None and cfg.model.optimizer.lr == 0.005 and cfg.data.split.val_ratio == 0.1
+
+
+def test_two_workers_share_one_study(tmp_path: Path) -> None:
+    """Two processes started at once with the same command (what `search.workers=2` does)."""
+    folder = tmp_path / "search"
+    arguments = [*SEARCH, f"search.dir={folder}", "search.n_trials=5", "trainer.max_epochs=2"]
+    workers = [subprocess.Popen(command("hsi.search", *arguments), cwd=PROJECT_ROOT, env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=900)
+        assert worker.returncode == 0, stderr[-3000:]
+    trials = study_trials(folder)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4]  # no number twice, none lost
+    assert len(finished(trials)) == 5
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes trained trials
+    assert len(list((folder / "workers").iterdir())) == 2
+    assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3", "4"]
+    # the sampler's seed is seed + trial number, so the two workers' random settings differ
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 5
+
+
+def test_a_killed_search_resumes_with_the_same_command(tmp_path: Path) -> None:
+    folder = tmp_path / "search"
+    arguments = [*SEARCH, f"search.dir={folder}", "search.n_trials=3", "trainer.max_epochs=20",
+                 "search/pruner=none", "model.optimizer.lr=choice(0.001,0.002,0.003)"]
+    process = subprocess.Popen(command("hsi.search", *arguments), cwd=PROJECT_ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(folder.glob("1/checkpoints/*.ckpt")):  # trial 1 has trained an epoch
+        assert process.poll() is None and time.monotonic() < deadline, "the search ended early"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = study_trials(folder)
+    assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    resumed = run("hsi.search", *arguments[:-3], "trainer.max_epochs=1", "search/pruner=none",
+                  "model.optimizer.lr=choice(0.001,0.002,0.003)")
+    assert resumed.returncode != 0 and "other settings" in resumed.stderr  # max_epochs changed: refused
+    resumed = run("hsi.search", *arguments)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return {"first": first, "second": second, "before": before, "resumed_log": resumed.stdout}
+    trials = study_trials(folder)
+    assert trials[0].datetime_complete == before[0].datetime_complete  # not trained again
+    assert trials[1].state == TrialState.FAIL and "interrupted" in trials[1].user_attrs
+    assert [t.number for t in finished(trials)] == [0, 2, 3]
+    killed = metrics(folder / "1")
+    assert killed["status"] == "interrupted" and not (folder / "1" / "checkpoints").exists()
+    summary = run("hsi.summarize", str(folder))
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert "- job 1 " in (folder / "results.md").read_text()
 
 
-def first_job_overrides(cfg: Any) -> list[str]:
-    """One value of every key of a config's search space (a choice's first, an interval's low end)."""
-    params = OmegaConf.select(cfg, "hydra.sweeper.params")
-    out = []
-    for override in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]):
-        value = (override.value().start if override.is_interval_sweep()
-                 else next(override.sweep_string_iterator()))
-        out.append(f"{override.get_key_element()}={value}")
-    return out
+def test_hsi_train_refuses_a_search_config(tmp_path: Path) -> None:
+    result = run("hsi.train", *SEARCH, f"search.dir={tmp_path / 'search'}")
+    assert result.returncode == 1
+    assert "run it with `python -m hsi.search" in result.stderr
+    assert not list((tmp_path / "search" / "workers").glob("*"))  # the refused run left no folder
+
+
+def test_a_search_without_validation_pixels_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "search"
+    result = run("hsi.search", *SEARCH, "data.split.val_ratio=0", f"search.dir={folder}")
+    assert result.returncode == 1 and "the split needs validation pixels" in result.stderr
+    assert not (folder / "optuna.journal").exists()
 
 
 @pytest.mark.parametrize("name", ["honest_optuna", "synthetic_optuna"])
-def test_search_config_optimises_val_oa_into_its_folder(name: str, tmp_path: Path) -> None:
-    cfg = compose_train([f"hparams_search={name}", f"hydra.sweep.dir={tmp_path}"], tmp_path)
-    sweeper = cfg.hydra.sweeper
-    assert cfg.optimized_metric == "val_oa"
-    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    assert sweeper._target_.startswith("hydra_plugins.hydra_optuna_sweeper")
-    assert sweeper.direction == "maximize" and sweeper.study_name == name and sweeper.n_jobs == 1
-    assert sweeper.storage == f"sqlite:///{tmp_path}/optuna.db"
-    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == cfg.seed
-    assert cfg.hydra.callbacks.prepare_search._target_ == "hsi.search.PrepareSearch"
-    # every key of the search space is a real key (or group) of a training run
-    single = compose_train(first_job_overrides(cfg), tmp_path)
+def test_search_spaces_parse_into_real_keys(name: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"hparams_search={name}"], tmp_path)
+    assert cfg.optimized_metric == "val_oa" and cfg.search.study_name == name
+    assert cfg.search.pruner._target_ == "optuna.pruners.MedianPruner"
+    space = search_space(cfg.search.params)
+    assert set(space) == set(cfg.search.params)
+    # one value of every searched key composes as a training run
+    values = [f"{key}={d.choices[0] if hasattr(d, 'choices') else d.low}" for key, d in space.items()]
+    single = compose_train(values, tmp_path)
     OmegaConf.to_container(single.model, resolve=True, throw_on_missing=True)
     OmegaConf.to_container(single.data, resolve=True, throw_on_missing=True)
 
 
-def test_the_study_is_stored_in_the_multirun_folder(search: dict[str, Any]) -> None:
-    first = search["first"]
-    assert (first / "optuna.db").is_file()
-    before = search["before"]
-    assert [(number, state) for number, state, *_ in before] == [
-        (0, optuna.trial.TrialState.COMPLETE), (1, optuna.trial.TrialState.COMPLETE)]
-    assert sorted(p.name for p in first.iterdir() if p.is_dir()) == ["0", "1"]
-    for number, _, params, values, _ in before:
-        job = first / str(number)  # trial n is job folder n of a fresh study
-        # the objective is the best validation OA recorded in the trial's metrics.json, never test
-        assert values == [pytest.approx(val_oa(job), rel=1e-12)]
-        assert params["model.optimizer.lr"] == pytest.approx(job_lr(job), rel=1e-12)
+def test_the_override_syntax_maps_to_optuna_distributions() -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-
-def test_a_resumed_search_continues_the_same_study(search: dict[str, Any]) -> None:
-    first, second = search["first"], search["second"]
-    study = trials(first)
-    assert len(study) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study)
-    # the first two trials are kept as they were, not trained again
-    assert [snapshot(t) for t in study[:2]] == search["before"]
-    assert sorted(p.name for p in first.iterdir() if p.is_dir()) == ["0", "1"]
-    # the third trial ran in the new folder, with a new setting (the sampler was re-seeded)
-    assert sorted(p.name for p in second.iterdir() if p.is_dir()) == ["0"]
-    assert not (second / "optuna.db").exists()
-    third = study[2]
-    assert third.number == 2 and third.values == [pytest.approx(val_oa(second / "0"), rel=1e-12)]
-    assert third.params["model.optimizer.lr"] == pytest.approx(job_lr(second / "0"), rel=1e-12)
-    assert third.params not in [t.params for t in study[:2]]
-    assert "holds 2 trials: resuming it with sampler seed" in search["resumed_log"]
-    best = yaml.safe_load((second / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(t.value for t in study), rel=1e-12)
-
-
-def test_a_finished_search_folder_is_never_reused(search: dict[str, Any]) -> None:
-    first = search["first"]
-    again = run("hsi.train", *SEARCH, f"hydra.sweep.dir={first}", "hydra.sweeper.n_trials=1")
-    assert again.returncode == 1 and "already holds files" in again.stderr
-    assert len(trials(first)) == 3
-
-
-@pytest.mark.parametrize("folder", ["first", "second"])
-def test_summary_prints_the_best_trial_ready_to_rerun(search: dict[str, Any], folder: str,
-                                                      tmp_path: Path) -> None:
-    multirun = search[folder]
-    result = run("hsi.summarize", str(multirun))
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in multirun.iterdir() if p.is_dir())
-    with open(multirun / "results.csv", newline="") as f:
-        rows = {row["job"]: row for row in csv.DictReader(f)}
-    for job in jobs:
-        assert float(rows[job.name]["val_oa"]) == pytest.approx(val_oa(job))
-    assert "| val OA |" in (multirun / "results.md").read_text()
-
-    results = yaml.safe_load((multirun / "optimization_results.yaml").read_text())
-    lines = [line for line in result.stdout.splitlines() if line.startswith("best trial: ")]
-    assert len(lines) == 1
-    tokens = shlex.split(lines[0].removeprefix("best trial: "))
-    assert tokens[:3] == ["python", "-m", "hsi.train"]
-    overrides = tokens[3:]
-    assert not any(o.startswith(("hparams_search=", "hydra.")) for o in overrides)
-    lr = [float(o.split("=", 1)[1]) for o in overrides if o.startswith("model.optimizer.lr=")]
-    assert lr == [pytest.approx(results["best_params"]["model.optimizer.lr"], rel=1e-12)]
-    # in the folder where the search started, the best trial is its best job
-    if folder == "first":
-        best = max(jobs, key=val_oa)
-        assert results["best_value"] == pytest.approx(val_oa(best), rel=1e-12)
-        assert lr == [pytest.approx(job_lr(best), rel=1e-12)]
-    # it composes as a single training run with the search's fixed settings
-    cfg = compose_train(overrides, tmp_path)
-    assert cfg.optimized_metric is None and str(cfg.hydra.mode) != "RunMode.MULTIRUN"
-    assert cfg.data.height == 24 and cfg.data.split.val_ratio == 0.1
-    assert cfg.model.optimizer.lr == pytest.approx(results["best_params"]["model.optimizer.lr"])
-
-
-def test_a_search_without_validation_pixels_is_refused(tmp_path: Path) -> None:
-    folder = tmp_path / "no_validation"
-    result = run("hsi.train", *SEARCH, "data.split.val_ratio=0", f"hydra.sweep.dir={folder}")
-    assert result.returncode == 1 and "the split needs validation pixels" in result.stderr
-    assert list(folder.iterdir()) == []  # refused before the study or any trial, lock released
+    assert distribution("a", "tag(log, interval(1e-4, 1e-2))") == FloatDistribution(1e-4, 1e-2, log=True)
+    assert distribution("a", "interval(0.0, 0.6)") == FloatDistribution(0.0, 0.6)
+    assert distribution("a", "choice(none, flips)") == CategoricalDistribution(["none", "flips"])
+    assert distribution("a", "choice(9, 11)") == CategoricalDistribution([9, 11])
+    assert distribution("a", "range(8, 64, 8)") == IntDistribution(8, 56, step=8)  # stop excluded
+    sweeps, rest = split_sweeps(["a=1", "b=1,2", "c=interval(0,1)", "hydra.run.dir=x"])
+    assert sweeps == ["b=1,2", "c=interval(0,1)"] and rest == ["a=1", "hydra.run.dir=x"]
+    # the command line fixes a key (out of the space) or replaces its range
+    space = search_space({"a": "choice(1,2)", "b": "choice(3,4)"}, ["a=1", "b=choice(5,6)"])
+    assert space == {"b": CategoricalDistribution([5, 6])}
+    assert trial_overrides(["hparams_search=x", "search.n_trials=3", "search/pruner=none", "seed=1"]) \
+        == ["seed=1"]
