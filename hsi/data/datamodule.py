@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from hsi.data.augment import BatchAugment
 from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.download import user_cache_dir
-from hsi.data.leakage import leakage
+from hsi.data.leakage import leakage, split_audit
 from hsi.data.patches import PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
 from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
 from hsi.data.scene import Scene
@@ -223,6 +223,12 @@ class HSIDataModule(L.LightningDataModule):
         """Fraction of test pixels inside some training window (within patch_size // 2, Chebyshev)."""
         self._require_setup()
         return leakage(self.scene.shape, self.split["train"], self.split["test"], self.hparams.patch_size)
+
+    def audit(self) -> dict[str, float | int]:
+        """Shares of test and validation pixels inside a training window, for this window and for
+        7x7, 9x9 and 25x25 (`hsi.data.leakage.split_audit`)."""
+        self._require_setup()
+        return split_audit(self.scene.shape, self.split, self.hparams.patch_size)
 
     def _require_setup(self) -> None:
         if self.scene is None:

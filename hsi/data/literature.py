@@ -23,6 +23,7 @@ import numpy as np
 from hsi.data import download as dl
 from hsi.data.catalogue import SPLIT_CATALOGUE, SplitSpec
 from hsi.data.io import read_array
+from hsi.data.leakage import split_audit
 from hsi.data.split import SplitResult, SplitStrategy, _class_report, _names
 from hsi.errors import ConfigError, DataError, HsiError, first_line
 
@@ -35,6 +36,10 @@ def split_spec(name: str) -> SplitSpec:
     if name not in SPLIT_CATALOGUE:
         raise ConfigError(f"Unknown fixed split {name!r}; known: {', '.join(SPLIT_CATALOGUE)}.")
     return SPLIT_CATALOGUE[name]
+
+
+def _scene_of(name: str) -> str:
+    return SPLIT_CATALOGUE[name].scene if name in SPLIT_CATALOGUE else "its own scene"
 
 
 def split_folder(name: str, split_dir: str | Path) -> Path:
@@ -100,7 +105,7 @@ def apply_split_labels(labels: np.ndarray, coords: np.ndarray, images: dict[str,
         if image.shape != labels.shape:
             raise DataError(f"Split {name!r}: its {role} image is {image.shape[0]}x{image.shape[1]} but "
                             f"the scene is {labels.shape[0]}x{labels.shape[1]}; use it with its own "
-                            f"scene ({split_spec(name).scene}).")
+                            f"scene ({_scene_of(name)}).")
         member = image > 0
         conflict = member & (labels > 0) & (labels != image)
         if conflict.any():
@@ -108,7 +113,7 @@ def apply_split_labels(labels: np.ndarray, coords: np.ndarray, images: dict[str,
             raise DataError(f"Split {name!r}: {int(conflict.sum())} {role} pixels disagree with the "
                             f"scene's ground truth (first at row {r}, column {c}: split class "
                             f"{image[r, c]}, ground truth {labels[r, c]}). Use the catalogue's "
-                            f"ground truth of {split_spec(name).scene} with all its classes "
+                            f"ground truth of {_scene_of(name)} with all its classes "
                             f"(no data.ignore_labels).")
         dropped[role] = int((member & (labels == 0)).sum())
         flat = np.flatnonzero(member & (labels > 0))  # row-major
@@ -139,6 +144,13 @@ def carve_validation(targets: np.ndarray, train: np.ndarray, val_ratio: float,
         val_parts.append(idx[perm[:n_val]])
     val = np.sort(np.concatenate(val_parts)) if val_parts else train[:0]
     return np.setdiff1d(train, val), val
+
+
+def published_audit(images: dict[str, np.ndarray], patch_size: int) -> dict[str, float | int]:
+    """`split_audit` of a split's files as published: their train and test pixels, all of them."""
+    shape = images["train"].shape
+    audit = split_audit(shape, {k: np.argwhere(images[k] > 0) for k in ("train", "test")}, patch_size)
+    return {k: v for k, v in audit.items() if not k.startswith("val_")}
 
 
 @dataclass
@@ -184,6 +196,9 @@ class FixedSplit(SplitStrategy):
             "files": {role: f.url for role, f in zip(("train", "test"), spec.files)},
             "val_from": "train", "val_ratio": self.val_ratio,
             "dropped_unlabelled": dropped,
+            # the split as published (every pixel of its files, before anything is dropped or
+            # carved): what a paper's test pixels share with its training windows
+            "published_audit": published_audit(images, patch_size),
             "unused_labelled": int(len(coords) - sum(len(v) for v in split.values())),
             "classes": _class_report(targets, split, names)}
         return split, report
