@@ -24,7 +24,8 @@ from hsi.data.literature import (
 )
 from hsi.errors import ConfigError, DataError
 from hsi.multirun import read_job, results_csv, results_markdown
-from tests.conftest import compose_train
+from hsi.validation import check_train_config
+from tests.conftest import PROJECT_ROOT, compose_train
 
 IP_TRAIN_PER_CLASS = [11, 50, 48, 48, 50, 48, 15, 50, 15, 50, 50, 47, 49, 46, 48, 44]  # EHU order
 IP_TEST_PER_CLASS = [33, 1365, 769, 178, 423, 670, 11, 428, 5, 915, 2386, 526, 156, 1211, 323, 42]
@@ -196,3 +197,16 @@ def test_a_file_with_another_fingerprint_is_refused(shared_data: Path, tmp_path:
     shutil.copy(shared_data / "splits" / "indian_pines_fixed" / spec.test.filename, folder)
     with pytest.raises(FingerprintMismatchError):
         read_split_labels("indian_pines_fixed", tmp_path)
+
+
+def test_sweep_literature_lists_every_leaderboard_row(tmp_path: Path) -> None:
+    rows = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "leaderboard").glob("*.yaml"))
+    cfg = compose_train(["experiment=literature", "sweep=literature", "data=indian_pines"], tmp_path)
+    swept = cfg.hydra.sweeper.params["+leaderboard"].split(",")
+    assert sorted(swept) == rows and cfg.hydra.sweeper.params["seed"] == "0,1,2"
+    for row in ("hybridsn_fast_5", "ssftt_7"):
+        row_cfg = compose_train(["experiment=literature", "data=indian_pines", f"+leaderboard={row}"],
+                                tmp_path)
+        check_train_config(row_cfg)
+        assert row_cfg.data.patch_size == int(row.rsplit("_", 1)[1])
+        assert row_cfg.data.split._target_ == "hsi.data.literature.FixedSplit"
