@@ -186,6 +186,9 @@ def test_fixed_pavia_university_on_its_ground_truth(shared_data: Path) -> None:
     assert report["dropped_unlabelled"] == {"train": 0, "test": 0}
     assert len(split["train"]) + len(split["val"]) == 2774 and len(split["test"]) == 40002
     assert report["unused_labelled"] == 0
+    audit = report["published_audit"]
+    assert (round(audit["test_in_7x7"], 3), round(audit["test_in_9x9"], 3),
+            round(audit["test_in_25x25"], 3)) == (0.098, 0.132, 0.415)
 
 
 def test_a_file_with_another_fingerprint_is_refused(shared_data: Path, tmp_path: Path) -> None:
