@@ -327,7 +327,8 @@ def split_strategy(split: SplitStrategy | Mapping[str, Any] | None) -> SplitStra
     split = _plain(split)
     if not isinstance(split, Mapping) or "_target_" not in split:
         raise ConfigError(f"data.split must be a split config with a _target_ (data/split=random, "
-                         f"per_class, disjoint or mask); got {split!r}.")
+                         f"per_class, disjoint, mask, fixed_indian_pines or fixed_pavia_university); "
+                         f"got {split!r}.")
     target = split["_target_"]
     try:
         cls = get_class(target)
