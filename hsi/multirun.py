@@ -142,7 +142,7 @@ def _audit(folder: Path, metrics: dict[str, Any], config: dict[str, Any] | None)
     it held one, computed from the run's split.npz and window (nothing when neither is there)."""
     audit = metrics.get("audit")
     if isinstance(audit, dict):
-        return {k: v for k, v in audit.items() if k != "window"}
+        return _audited(audit, metrics)
     patch_size = (config or {}).get("data", {}).get("patch_size") if isinstance(config, dict) else None
     if not (folder / "split.npz").is_file() or not isinstance(patch_size, int):
         return {}
@@ -151,7 +151,13 @@ def _audit(folder: Path, metrics: dict[str, Any], config: dict[str, Any] | None)
     except (OSError, KeyError, ValueError) as error:
         log.warning("%s: no split audit (%s)", folder, error)
         return {}
-    return {k: v for k, v in audit.items() if k != "window"}
+    return _audited(audit, metrics)
+
+
+def _audited(audit: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The audit's shares; none for validation when the run had no validation pixels."""
+    no_val = metrics.get("n_val") == 0
+    return {k: v for k, v in audit.items() if k != "window" and not (no_val and k.startswith("val_"))}
 
 
 def find_jobs(multirun: Path) -> list[Job]:

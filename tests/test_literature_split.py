@@ -49,7 +49,7 @@ def test_audit_of_a_constructed_split_matches_the_hand_computed_shares() -> None
                      "val_in_window": 0.5, "val_in_7x7": 0.5, "val_in_9x9": 1.0, "val_in_25x25": 1.0}
     empty = split_audit(shape, {"train": split["train"], "test": split["test"],
                                 "val": np.zeros((0, 2), dtype=np.int64)}, patch_size=1)
-    assert empty["test_in_window"] == 0.0 and empty["val_in_9x9"] == 0.0
+    assert empty["test_in_window"] == 0.0 and empty["val_in_9x9"] is None  # no validation pixels
 
 
 def _job(folder: Path, patch_size: int, metrics: dict, split: dict[str, np.ndarray], seed: int) -> None:

@@ -224,7 +224,7 @@ class HSIDataModule(L.LightningDataModule):
         self._require_setup()
         return leakage(self.scene.shape, self.split["train"], self.split["test"], self.hparams.patch_size)
 
-    def audit(self) -> dict[str, float | int]:
+    def audit(self) -> dict[str, float | int | None]:
         """Shares of test and validation pixels inside a training window, for this window and for
         7x7, 9x9 and 25x25 (`hsi.data.leakage.split_audit`)."""
         self._require_setup()

@@ -36,25 +36,27 @@ AUDIT_WINDOWS = (7, 9, 25)
 
 
 def split_audit(shape: tuple[int, int], split: Mapping[str, np.ndarray], patch_size: int,
-                windows: Sequence[int] = AUDIT_WINDOWS) -> dict[str, float | int]:
+                windows: Sequence[int] = AUDIT_WINDOWS) -> dict[str, float | int | None]:
     """The share of test and validation pixels inside a training window, for the run's window
     (`test_in_window`, `val_in_window`) and for each of `windows` (`test_in_7x7`, ...).
 
     A pixel is inside a training window when it lies within `w // 2` (Chebyshev) of a training
     pixel for a w x w window: a network trained on that window saw its spectrum. Shares are of the
-    subset's pixels (0.0 for an empty subset); `window` records the run's window.
+    subset's pixels (None for an empty subset, e.g. no validation pixels); `window` records the
+    run's window.
     """
-    out: dict[str, float | int] = {"window": int(patch_size)}
+    out: dict[str, float | int | None] = {"window": int(patch_size)}
     train = split["train"]
     for subset in ("test", "val"):
         coords = np.asarray(split.get(subset, np.zeros((0, 2), dtype=np.int64))).reshape(-1, 2)
-        out[f"{subset}_in_window"] = leakage(shape, train, coords, patch_size)
+        empty = len(coords) == 0
+        out[f"{subset}_in_window"] = None if empty else leakage(shape, train, coords, patch_size)
         for w in windows:
-            out[f"{subset}_in_{w}x{w}"] = leakage(shape, train, coords, w)
+            out[f"{subset}_in_{w}x{w}"] = None if empty else leakage(shape, train, coords, w)
     return out
 
 
-def audit_split_file(path: str | Path, patch_size: int) -> dict[str, float | int]:
+def audit_split_file(path: str | Path, patch_size: int) -> dict[str, float | int | None]:
     """`split_audit` of a run's `split.npz` (train / val / test coordinates and the labels):
     audits runs that were written before metrics.json held the audit."""
     with np.load(path) as split:

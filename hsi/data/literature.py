@@ -146,7 +146,7 @@ def carve_validation(targets: np.ndarray, train: np.ndarray, val_ratio: float,
     return np.setdiff1d(train, val), val
 
 
-def published_audit(images: dict[str, np.ndarray], patch_size: int) -> dict[str, float | int]:
+def published_audit(images: dict[str, np.ndarray], patch_size: int) -> dict[str, float | int | None]:
     """`split_audit` of a split's files as published: their train and test pixels, all of them."""
     shape = images["train"].shape
     audit = split_audit(shape, {k: np.argwhere(images[k] > 0) for k in ("train", "test")}, patch_size)
