@@ -213,3 +213,25 @@ def test_sweep_literature_lists_every_leaderboard_row(tmp_path: Path) -> None:
         check_train_config(row_cfg)
         assert row_cfg.data.patch_size == int(row.rsplit("_", 1)[1])
         assert row_cfg.data.split._target_ == "hsi.data.literature.FixedSplit"
+
+
+def test_missing_files_are_fetched_from_the_catalogue_urls_and_checked(shared_data: Path,
+                                                                       tmp_path: Path) -> None:
+    source = shared_data / "splits" / "indian_pines_fixed"
+    fetched: list[str] = []
+
+    def fetch(url: str, dest: Path) -> None:  # the repository's files, from ../shared/data
+        fetched.append(url)
+        shutil.copy(source / url.rsplit("/", 1)[1], dest)
+
+    images = read_split_labels("indian_pines_fixed", tmp_path, download=True, fetch=fetch)
+    spec = SPLIT_CATALOGUE["indian_pines_fixed"]
+    assert fetched == [spec.train.url, spec.test.url]
+    assert fetched[0].startswith("https://raw.githubusercontent.com/danfenghong/IEEE_TGRS_GCN/")
+    assert int((images["train"] > 0).sum()) == 695 and int((images["test"] > 0).sum()) == 9671
+
+    def offline(url: str, dest: Path) -> None:
+        raise OSError("network unreachable")
+
+    with pytest.raises(SplitFilesNotFoundError, match="download failed"):
+        read_split_labels("indian_pines_fixed", tmp_path / "elsewhere", download=True, fetch=offline)
