@@ -235,3 +235,24 @@ def test_missing_files_are_fetched_from_the_catalogue_urls_and_checked(shared_da
 
     with pytest.raises(SplitFilesNotFoundError, match="download failed"):
         read_split_labels("indian_pines_fixed", tmp_path / "elsewhere", download=True, fetch=offline)
+
+
+def test_a_run_on_the_fixed_split_records_the_split_and_its_audit(shared_data: Path, tmp_path: Path) -> None:
+    from hsi.train import train
+
+    cfg = compose_train(["experiment=literature", "data=custom",
+                         f"data.cube_path={shared_data / 'indian_pines_8bit' / 'IP_200_M.mat'}",
+                         f"data.gt_path={shared_data / 'indian_pines' / 'Indian_pines_gt.mat'}",
+                         f"paths.data_dir={shared_data}", "data.download=false", "+leaderboard=svm",
+                         "seed=0", "trainer=cpu", "logger=none"], tmp_path)
+    train(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert (saved["n_train"], saved["n_val"], saved["n_test"]) == (534, 135, 9441)
+    assert saved["split"]["method"] == "fixed" and saved["split"]["val_from"] == "train"
+    assert saved["split"]["dropped_unlabelled"] == {"train": 26, "test": 230}
+    audit = saved["audit"]
+    assert audit["window"] == 9 and audit["test_in_window"] == saved["leakage"] == audit["test_in_9x9"]
+    assert audit["test_in_7x7"] < audit["test_in_9x9"] < audit["test_in_25x25"] == 1.0
+    split = np.load(tmp_path / "split.npz")
+    assert audit_split_file(tmp_path / "split.npz", 9) == audit
+    assert len(split["val"]) == 135
