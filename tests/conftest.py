@@ -58,3 +58,15 @@ def shared_data() -> Path:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fingerprint and PCA caches go to a temporary folder, never the user's ~/.cache/hsi."""
     monkeypatch.setenv("HSI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hsi_cache"))
+
+
+def swept_rows(value: str) -> list[str]:
+    """The rows a sweep's `+leaderboard` value selects (a list, or Hydra's glob over conf/leaderboard)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    rows = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "leaderboard").glob("*.yaml"))
+    override = OverridesParser.create().parse_overrides([f"+leaderboard={value}"])[0]
+    if isinstance(override.value(), Glob):
+        return override.value().filter(rows)
+    return list(override.sweep_string_iterator())

@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hsi.data.literature import FixedSplit
 from hsi.run.config import CONFIG_DIR
 from tests.conftest import compose_train
 
@@ -92,8 +93,11 @@ def test_every_split_composes_and_instantiates(option: str, tmp_path: Path) -> N
     cfg = compose_train(["data=synthetic", f"data/split={option}", *extra], tmp_path)
     assert cfg.hydra.runtime.choices["data/split"] == option
     strategy = instantiate(cfg.data.split)
-    assert isinstance(strategy, splits.SPLIT_STRATEGIES[option]) and strategy.method == option
-    assert strategy.config() == OmegaConf.to_container(cfg.data.split)
+    if option.startswith("fixed_"):  # the literature's splits: one strategy, the split's name chosen
+        assert isinstance(strategy, FixedSplit) and strategy.name == f"{option.removeprefix('fixed_')}_fixed"
+    else:
+        assert isinstance(strategy, splits.SPLIT_STRATEGIES[option]) and strategy.method == option
+    assert strategy.config() == OmegaConf.to_container(cfg.data.split, resolve=True)
     assert not any(k in cfg.data for k in ("test_ratio", "val_ratio", "block_size", "pca_components"))
 
 

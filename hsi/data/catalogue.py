@@ -270,3 +270,57 @@ def load_catalogue_scene(name: str, data_dir: str | Path, download: bool = False
     if not scene.ignored_labels and not scene.excluded_pixels:
         _check_counts(spec, scene.class_counts())
     return scene
+
+
+# -- fixed splits from the literature ----------------------------------------------------------
+_GCN_REPO = "https://raw.githubusercontent.com/danfenghong/IEEE_TGRS_GCN/master/DataGeneration_Functions"
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Catalogue entry of a fixed train / test split that papers publish as label images.
+
+    Files live in `<data_dir>/splits/<name>/`. `class_map[k]` is the catalogue scene's label
+    value of the files' class k (the files may number the classes in another order).
+    """
+
+    name: str
+    title: str
+    scene: str  # the catalogue scene it splits
+    train: SceneFile
+    test: SceneFile
+    class_map: dict[int, int]
+    source: str  # where the split is used / published
+
+    @property
+    def files(self) -> tuple[SceneFile, SceneFile]:
+        return self.train, self.test
+
+
+def _split_file(filename: str, key: str | None, sha1: str) -> SceneFile:
+    return SceneFile(filename, key or "", f"{_GCN_REPO}/{filename}", sha1)
+
+
+SPLIT_CATALOGUE: dict[str, SplitSpec] = {
+    "indian_pines_fixed": SplitSpec(
+        name="indian_pines_fixed", title="Indian Pines, the fixed split of SpectralFormer and its successors",
+        scene="indian_pines",
+        train=_split_file("IndianTR123_temp123.tif", None, "b90edf83bb5dfa53400d309e915c87f9e45c697d"),
+        test=_split_file("IndianTE123_temp123.tif", None, "6f6f78d8f1b2793d93ff2cc00862ca79199f8edd"),
+        # Purdue's class order (1 = Corn-notill ... 14 = Alfalfa, 15 = Grass-pasture-mowed,
+        # 16 = Oats) to the EHU ground truth's; checked pixel by pixel (no conflicting pixel)
+        class_map={1: 2, 2: 3, 3: 4, 4: 5, 5: 6, 6: 8, 7: 10, 8: 11, 9: 12, 10: 13, 11: 14,
+                   12: 15, 13: 16, 14: 1, 15: 7, 16: 9},
+        source="Hong et al., IEEE TGRS 2021 (GCN; danfenghong/IEEE_TGRS_GCN); SpectralFormer, "
+               "IEEE TGRS 2022, and its successors",
+    ),
+    "pavia_university_fixed": SplitSpec(
+        name="pavia_university_fixed", title="Pavia University, the fixed split of the same papers",
+        scene="pavia_university",
+        train=_split_file("TRpaviaU.mat", "TRpaviaU", "41ebf4355e8e7aed2d33ceb1c093036f0acd2062"),
+        test=_split_file("TSpaviaU.mat", "TSpaviaU", "fe93a202df71cf94848ce7c26e8c5b5199fc7849"),
+        class_map={k: k for k in range(1, 10)},  # same order as the EHU ground truth
+        source="Hong et al., IEEE TGRS 2021 (GCN; danfenghong/IEEE_TGRS_GCN); SpectralFormer, "
+               "IEEE TGRS 2022, and its successors",
+    ),
+}

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from hsi.data.augment import BatchAugment
 from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.download import user_cache_dir
-from hsi.data.leakage import leakage
+from hsi.data.leakage import leakage, split_audit
 from hsi.data.loading import load_scene
 from hsi.data.patches import EVAL_PATHS, PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
 from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
@@ -224,6 +224,12 @@ class HSIDataModule(L.LightningDataModule):
         self._require_setup()
         return leakage(self.scene.shape, self.split["train"], self.split["test"], self.hparams.patch_size)
 
+    def audit(self) -> dict[str, float | int | None]:
+        """Shares of test and validation pixels inside a training window, for this window and for
+        7x7, 9x9 and 25x25 (`hsi.data.leakage.split_audit`)."""
+        self._require_setup()
+        return split_audit(self.scene.shape, self.split, self.hparams.patch_size)
+
     def _require_setup(self) -> None:
         if self.scene is None:
             raise RuntimeError("Call setup() on the datamodule first.")
@@ -321,7 +327,8 @@ def split_strategy(split: SplitStrategy | Mapping[str, Any] | None) -> SplitStra
     split = _plain(split)
     if not isinstance(split, Mapping) or "_target_" not in split:
         raise ConfigError(f"data.split must be a split config with a _target_ (data/split=random, "
-                         f"per_class, disjoint or mask); got {split!r}.")
+                         f"per_class, disjoint, mask, fixed_indian_pines or fixed_pavia_university); "
+                         f"got {split!r}.")
     target = split["_target_"]
     try:
         cls = get_class(target)

@@ -150,6 +150,8 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
     """Write a run's metrics, reports and TensorBoard summaries; return metrics.json's content.
 
     Besides `extra`: the subset sizes, `leakage` (test pixels inside a training window),
+    `audit` (test and validation pixels inside a training window of this run's size and of
+    7x7, 9x9 and 25x25: `hsi.data.leakage.split_audit`),
     `split` (the method and, for disjoint and per_class splits, the achieved per-class shares),
     the scene and the seed.
     """
@@ -164,6 +166,7 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
         log.warning("No test pixel for %s: their accuracy is null and AA averages the other classes.",
                     ", ".join(untested))
     extra = {**sizes, **extra, "untested_classes": untested, "leakage": datamodule.leakage(),
+             "audit": datamodule.audit(),
              "split": datamodule.split_report, "scene": datamodule.scene.name, "seed": seed}
     metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
     log_to_tensorboard(loggers, hparams, report, datamodule.class_names, metrics)

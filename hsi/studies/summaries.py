@@ -3,11 +3,14 @@
 Reads every job folder's `.hydra/config.yaml`, `.hydra/overrides.yaml` and `metrics.json` and writes,
 into the multirun folder:
 
-- `results.csv`: one row per job (its overrides, OA / AA / kappa, leakage if recorded, train time,
-  status `ok` or `failed`);
+- `results.csv`: one row per job (its overrides, OA / AA / kappa, leakage if recorded, the split
+  audit: shares of test and validation pixels inside a training window of the run's size and of
+  7x7, 9x9, 25x25, from metrics.json or, for older runs, the run's split.npz; train time, status
+  `ok` or `failed`);
 - `results.md`: mean ± sample std (ddof=1; 0 for a single run) of each setting over seeds, i.e.
-  grouped by every override except `seed`, with the number of runs, the mean leakage and training
-  time, and a list of failed jobs;
+  grouped by every override except `seed`, with the number of runs, the mean leakage (test pixels
+  inside a training window of the run's size), the audit's test shares for 7x7, 9x9, 25x25 and
+  validation share for the run's window, the training time, and a list of failed jobs;
 - `oa_heatmap.png`: mean OA over data.patch_size x data.pca.components when both vary, or
   `oa_plot.png`: mean OA ± std against whichever one of them varies alone.
 
@@ -46,6 +49,7 @@ import numpy as np
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from hsi.data.leakage import AUDIT_WINDOWS, audit_split_file
 from hsi.maps import pyplot, write_figure
 from hsi.utils.files import atomic_write_text
 
@@ -61,6 +65,13 @@ HEATMAP_AXES = ("data.patch_size", "data.pca.components")
 # with its search (hsi.studies.search): listed apart, never counted as a failed job
 STOPPED = {"pruned": "stopped early by the search's pruner",
            "interrupted": "its worker was killed; the resumed search did not count it"}
+# the split audit (hsi.data.leakage.split_audit): shares of test / validation pixels inside a
+# training window of the run's size and of 7x7, 9x9, 25x25 (results.csv: all; results.md: these)
+AUDIT_KEYS = tuple(f"{subset}_in_{w}" for subset in ("test", "val")
+                   for w in ("window", *(f"{n}x{n}" for n in AUDIT_WINDOWS)))
+# (the run's own window for test pixels is the `leakage` column)
+AUDIT_TABLE = (*((f"test_in_{n}x{n}", f"test in {n}x{n}") for n in AUDIT_WINDOWS),
+               ("val_in_window", "val in win"))
 
 
 @dataclass
@@ -133,7 +144,32 @@ def read_job(folder: Path) -> Job:
         job.metrics = json.loads(metrics_file.read_text())
     except (OSError, json.JSONDecodeError) as error:
         job.problem = f"unreadable metrics.json: {error}"
+        return job
+    job.metrics.update(_audit(folder, job.metrics, config))
     return job
+
+
+def _audit(folder: Path, metrics: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's split audit (`test_in_7x7`, ...): metrics.json's `audit`, or for runs written before
+    it held one, computed from the run's split.npz and window (nothing when neither is there)."""
+    audit = metrics.get("audit")
+    if isinstance(audit, dict):
+        return _audited(audit, metrics)
+    patch_size = (config or {}).get("data", {}).get("patch_size") if isinstance(config, dict) else None
+    if not (folder / "split.npz").is_file() or not isinstance(patch_size, int):
+        return {}
+    try:
+        audit = audit_split_file(folder / "split.npz", patch_size)
+    except (OSError, KeyError, ValueError) as error:
+        log.warning("%s: no split audit (%s)", folder, error)
+        return {}
+    return _audited(audit, metrics)
+
+
+def _audited(audit: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The audit's shares; none for validation when the run had no validation pixels."""
+    no_val = metrics.get("n_val") == 0
+    return {k: v for k, v in audit.items() if k != "window" and not (no_val and k.startswith("val_"))}
 
 
 def find_jobs(multirun: Path) -> list[Job]:
@@ -173,8 +209,9 @@ def results_csv(jobs: list[Job]) -> str:
     keys = all_keys(jobs)
     has_leakage = any(j.ok and "leakage" in j.metrics for j in jobs)
     has_val = any(j.ok and _number(j.metrics.get(VAL_METRIC)) for j in jobs)
+    audit = [k for k in AUDIT_KEYS if any(j.ok and _number(j.metrics.get(k)) for j in jobs)]
     columns = ["job", *keys, *METRICS, *([VAL_METRIC] if has_val else []),
-               *(["leakage"] if has_leakage else []), "train_seconds", "status"]
+               *(["leakage"] if has_leakage else []), *audit, "train_seconds", "status"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
@@ -185,6 +222,7 @@ def results_csv(jobs: list[Job]) -> str:
             row.append(m.get(VAL_METRIC, ""))
         if has_leakage:
             row.append(_scalar(m.get("leakage", "")))
+        row += [m.get(k, "") for k in audit]
         row += [m.get("train_seconds", ""), job.status]
         writer.writerow(["" if v is None else v for v in row])
     return buffer.getvalue()
@@ -239,6 +277,7 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
 
     extras = [(key, title, fmt) for key, title, fmt in ((VAL_METRIC, "val OA", ".4f"),
                                                         ("leakage", "leakage", ".3f"),
+                                                        *((k, t, ".3f") for k, t in AUDIT_TABLE),
                                                         ("n_train", "train px", ".0f"),
                                                         ("n_test", "test px", ".0f"),
                                                         ("train_seconds", "train s", ".0f"))

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob
 from hydra.utils import instantiate
 
 from hsi.data.blocks import field_labels, pool_small_fields
@@ -21,17 +19,9 @@ from hsi.data.split import DisjointSplit
 from hsi.errors import ConfigError
 from hsi.run.validation import check_train_config
 from hsi.studies.summaries import cli, summarize
-from tests.conftest import PROJECT_ROOT, compose_train
+from tests.conftest import PROJECT_ROOT, compose_train, swept_rows
 
 ROWS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "leaderboard").glob("*.yaml"))
-
-
-def swept_rows(value: str) -> list[str]:
-    """The rows a sweep's `+leaderboard` value selects (a list, or Hydra's glob over the group)."""
-    override = OverridesParser.create().parse_overrides([f"+leaderboard={value}"])[0]
-    if isinstance(override.value(), Glob):
-        return override.value().filter(ROWS)
-    return list(override.sweep_string_iterator())
 
 
 @pytest.mark.parametrize("experiment", ["honest_leaderboard", "random_leaderboard"])
