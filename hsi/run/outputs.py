@@ -159,8 +159,9 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
     sizes = datamodule.sizes()
     evaluated = len(report["targets"])
     if evaluated != sizes["n_test"]:  # e.g. trainer.limit_test_batches: say what was really tested
-        log.warning("Only %d of the %d test pixels were evaluated; n_test records %d.", evaluated,
-                    sizes["n_test"], evaluated)
+        log.warning("Only %d of the %d test pixels were evaluated (the test was cut short, e.g. by "
+                    "trainer.limit_test_batches or fast_dev_run); n_test records %d, n_test_split %d.",
+                    evaluated, sizes["n_test"], evaluated, sizes["n_test"])
         sizes |= {"n_test": evaluated, "n_test_split": sizes["n_test"]}
     untested = [datamodule.class_names[k] for k in report.get("untested", [])]
     if untested:

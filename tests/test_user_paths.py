@@ -1,0 +1,51 @@
+"""The paths users take, second round (issue 25): Lightning's own flags with dense evaluation,
+early stopping without validation pixels, splits without test pixels, experiments combined with
+other split strategies, deployed files edited by hand, estimators and checkpoints checked against
+the data, resumes of scheduled runs, summaries of unfinished sweeps, threads of parallel jobs.
+
+Each test fails on the behaviour the issue reported; runs are in-process on a small synthetic
+scene, one or two epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hsi.errors import ConfigError, DataError, HsiError  # noqa: F401
+
+TINY = ["trainer.max_epochs=1", "logger=none", "map=false"]
+
+
+# -- 1. dense evaluation under Lightning's limit flags ----------------------------------------
+@pytest.mark.parametrize("flag", ["+trainer.limit_test_batches=1", "+trainer.limit_test_batches=0.5",
+                                  "+trainer.fast_dev_run=true", "debug=fast"])
+def test_a_limited_dense_test_reports_the_pixels_it_evaluated(synthetic_cfg, flag: str,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from hsi.run.training import train
+
+    cfg = synthetic_cfg(*TINY, "data.eval_path=dense", "+data.eval_tile_rows=4", flag)
+    metrics = train(cfg)
+    assert 0 < metrics["n_test"] < metrics["n_test_split"]
+    assert 0 <= metrics["oa"] <= 1
+    assert "test pixels were evaluated" in caplog.text
+
+
+def test_eval_tile_rows_alone_tests_every_pixel(synthetic_cfg) -> None:
+    from hsi.run.training import train
+
+    metrics = train(synthetic_cfg(*TINY, "data.eval_path=dense", "+data.eval_tile_rows=4"))
+    assert "n_test_split" not in metrics and metrics["n_test"] > 0
+
+
+def test_evaluate_with_a_test_limit_reports_the_pixels_it_evaluated(synthetic_cfg, tmp_path: Path) -> None:
+    from hsi.evaluate import evaluate
+    from hsi.run.training import train
+    from tests.conftest import compose_config
+
+    trained = train(synthetic_cfg(*TINY, "data.eval_path=dense", "+data.eval_tile_rows=4"))
+    metrics = evaluate(compose_config("evaluate", [f"ckpt_path={trained['checkpoint']}", "logger=none",
+                                                   "map=false", "++trainer.limit_test_batches=1"],
+                                      tmp_path / "evaluated"))
+    assert 0 < metrics["n_test"] < metrics["n_test_split"] == trained["n_test"]
