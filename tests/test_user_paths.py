@@ -49,3 +49,15 @@ def test_evaluate_with_a_test_limit_reports_the_pixels_it_evaluated(synthetic_cf
                                                    "map=false", "++trainer.limit_test_batches=1"],
                                       tmp_path / "evaluated"))
     assert 0 < metrics["n_test"] < metrics["n_test_split"] == trained["n_test"]
+
+
+# -- 2. early stopping without validation pixels ----------------------------------------------
+@pytest.mark.parametrize("flag", ["data.split.val_ratio=0", "++trainer.limit_val_batches=0"])
+def test_early_stopping_without_validation_is_dropped_with_a_warning(
+        synthetic_cfg, flag: str, caplog: pytest.LogCaptureFixture) -> None:
+    from hsi.run.training import train
+
+    metrics = train(synthetic_cfg("logger=none", "map=false", "trainer.max_epochs=2",
+                                  "callbacks=[default,early_stopping]", flag))
+    assert metrics["epochs"] == 2 and 0 <= metrics["oa"] <= 1
+    assert "early stopping" in caplog.text and "val/oa" in caplog.text

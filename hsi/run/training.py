@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
@@ -140,6 +140,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # without a validation set (the notebook recipe) skip the loop, rather than feed it nothing
     no_validation = {"limit_val_batches": 0} if len(datamodule.datasets["val"]) == 0 else {}
+    callbacks = drop_validation_stopping(callbacks, bool(no_validation) or cfg.trainer.get(
+        "limit_val_batches") == 0)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      **no_validation)
     if trainer.is_global_zero:
@@ -168,6 +170,19 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
                                 trainer.global_step)
         metrics = update_metrics(cfg.paths.output_dir, drawn)
     return metrics
+
+
+def drop_validation_stopping(callbacks: list[Any], no_validation: bool) -> list[Any]:
+    """Without validation pixels (or with the validation loop off) early stopping on a `val/`
+    metric can never fire: it is dropped with a warning, and the run trains every epoch."""
+    if not no_validation:
+        return callbacks
+    stopping = [c for c in callbacks if isinstance(c, EarlyStopping) and str(c.monitor).startswith("val/")]
+    for callback in stopping:
+        log.warning("No validation pixels (data.split.val_ratio=0 or trainer.limit_val_batches=0): early "
+                    "stopping on %s is off, the run trains all trainer.max_epochs epochs and tests the "
+                    "last weights. Give validation pixels to stop early.", callback.monitor)
+    return [c for c in callbacks if c not in stopping]
 
 
 # settings that shape the data or the network: resuming with other values cannot work
