@@ -61,3 +61,14 @@ def test_early_stopping_without_validation_is_dropped_with_a_warning(
                                   "callbacks=[default,early_stopping]", flag))
     assert metrics["epochs"] == 2 and 0 <= metrics["oa"] <= 1
     assert "early stopping" in caplog.text and "val/oa" in caplog.text
+
+
+# -- 3. a split without test pixels -----------------------------------------------------------
+@pytest.mark.parametrize("flag", ["data.split.block_size=100", "data.split.margin=40"])
+def test_a_disjoint_split_without_test_pixels_is_refused_before_training(synthetic_cfg, tmp_path: Path,
+                                                                         flag: str) -> None:
+    from hsi.run.training import train
+
+    with pytest.raises(DataError, match="leaves no test pixel.*data.split.block_size"):
+        train(synthetic_cfg(*TINY, "data/split=disjoint", flag))
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "split.npz").exists()

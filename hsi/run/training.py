@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
 from hsi.models.dense import check_eval_path, supports_dense
@@ -113,9 +113,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
+    check_split_sizes(cfg, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
     run = train_network if is_network(cfg.model) else train_estimator
     return run(cfg, datamodule, loggers)
+
+
+# how to get test pixels back, per split strategy
+SPLIT_FIXES = {
+    "disjoint": "lower data.split.block_size or data.split.margin, or raise data.split.test_ratio",
+    "mask": "check data.split.test_mask_path (or leave it null: every labelled pixel outside the "
+            "train / val masks)",
+}
+
+
+def check_split_sizes(cfg: DictConfig, datamodule: HSIDataModule) -> None:
+    """A split without training pixels, or without test pixels for a run that tests, is refused
+    before anything is trained or written."""
+    method = datamodule.split_report.get("method") or cfg.data.split.get("_target_", "?").rsplit(".", 1)[-1]
+    sizes = datamodule.sizes()
+    for subset, needed in (("train", cfg.get("train")), ("test", cfg.get("test"))):
+        if needed and sizes.get(f"n_{subset}", 0) == 0:
+            fix = SPLIT_FIXES.get(str(method).lower(), "raise data.split.test_ratio") if subset == "test" \
+                else "raise the training share of data.split"
+            raise DataError(f"The {method} split of {datamodule.scene.name} leaves no {subset} pixel "
+                            f"({', '.join(f'{k}={v}' for k, v in sizes.items())}): {fix}.")
 
 
 def record_run(cfg: DictConfig, datamodule: HSIDataModule, report: dict[str, Any],
