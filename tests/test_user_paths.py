@@ -72,3 +72,25 @@ def test_a_disjoint_split_without_test_pixels_is_refused_before_training(synthet
     with pytest.raises(DataError, match="leaves no test pixel.*data.split.block_size"):
         train(synthetic_cfg(*TINY, "data/split=disjoint", flag))
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "split.npz").exists()
+
+
+# -- 4. an experiment combined with another split strategy ------------------------------------
+def test_an_experiment_with_a_mask_split_names_the_keys_and_the_fix(tmp_path: Path) -> None:
+    import numpy as np
+
+    from hsi.data.synthetic import make_synthetic_scene
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_train
+
+    scene = make_synthetic_scene(height=24, width=24, bands=30, classes=4)
+    mask = np.zeros(scene.labels.shape, dtype=np.uint8)
+    mask[::3, ::3] = 1
+    np.save(tmp_path / "train_mask.npy", mask)
+    common = [*FAST_SYNTHETIC, "experiment=seed_recipe_cosine", "data=synthetic", "model=svm",
+              "data/split=mask", f"data.split.train_mask_path={tmp_path / 'train_mask.npy'}",
+              "data.patch_size=9", "data.pca.components=15", "map=false"]
+    with pytest.raises(ConfigError, match=r"data.split.test_ratio, data.split.val_ratio .*"
+                                          r"~data.split.test_ratio ~data.split.val_ratio"):
+        train(compose_train(common, tmp_path / "refused"))
+    fixed = compose_train([*common, "~data.split.test_ratio", "~data.split.val_ratio"], tmp_path / "run")
+    assert 0 <= train(fixed)["oa"] <= 1

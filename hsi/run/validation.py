@@ -3,9 +3,11 @@ key, named as the user types it, so a typo fails in the first second rather than
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig
 
 from hsi.data.patches import EVAL_PATHS
@@ -75,10 +77,32 @@ def check_data(cfg: DictConfig) -> None:
     require_int(cfg, "data.num_workers", 0)
     if _value(cfg, "data.eval_path") is not None:
         require_choice(cfg, "data.eval_path", EVAL_PATHS)
+    check_split_keys(cfg)
     if "pca" in cfg.data and cfg.data.pca is not None:
         require_int(cfg, "data.pca.components", 1, optional=True,
                     hint=" (or null to keep all bands)")
         require_choice(cfg, "data.pca.fit", PCA_FITS)
+
+
+def check_split_keys(cfg: DictConfig) -> None:
+    """Keys of `data.split` that its strategy does not take (e.g. an experiment's test_ratio
+    combined with data/split=mask) are named, with the override that removes them."""
+    split = _value(cfg, "data.split")
+    if not isinstance(split, DictConfig) or not isinstance(split.get("_target_"), str):
+        return
+    try:
+        params = inspect.signature(get_class(split._target_)).parameters
+    except Exception:  # noqa: BLE001 - an unknown target is reported when it is built
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    extra = [str(k) for k in split if not str(k).startswith("_") and k not in params]
+    if extra:
+        method = split._target_.rsplit(".", 1)[-1]
+        raise ConfigError(f"{', '.join(f'data.split.{k}' for k in extra)} do not apply to this split "
+                          f"({method} takes {', '.join(params) or 'no keys'}); an experiment sets them "
+                          f"for its own split: remove them with "
+                          f"{' '.join(f'~data.split.{k}' for k in extra)}, or leave out data/split=.")
 
 
 def check_model(cfg: DictConfig) -> None:
