@@ -94,3 +94,59 @@ def test_an_experiment_with_a_mask_split_names_the_keys_and_the_fix(tmp_path: Pa
         train(compose_train(common, tmp_path / "refused"))
     fixed = compose_train([*common, "~data.split.test_ratio", "~data.split.val_ratio"], tmp_path / "run")
     assert 0 <= train(fixed)["oa"] <= 1
+
+
+# -- 5. deployed files are checked --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two exports of hybridsn on the synthetic scene: 9x9 windows (two seeds, same size graphs)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from hsi.deploy.export import export
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_config, compose_train
+
+    folders = []
+    for seed in (1, 2):
+        run = tmp_path_factory.mktemp(f"train_seed{seed}")
+        metrics = train(compose_train([*FAST_SYNTHETIC, *TINY, f"seed={seed}", "model=cnn2d"], run))
+        out = tmp_path_factory.mktemp(f"export_seed{seed}")
+        export(compose_config("export", [f"ckpt_path={metrics['checkpoint']}"], out))
+        folders.append(out)
+    return folders[0], folders[1]
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m | {"patch_size": m["patch_size"] + 4}, "margin"),
+    (lambda m: m | {"patch_size": m["patch_size"] + 4, "margin": m["margin"] + 2}, "reads another window"),
+    (lambda m: {k: v for k, v in m.items() if k not in ("bands", "class_names")}, "lacks bands, class_names"),
+    (lambda m: m | {"class_names": m["class_names"][:-1]}, "class_names but"),
+])
+def test_an_edited_model_json_is_refused_in_one_line(two_exports, tmp_path: Path, edit, message: str) -> None:
+    import json
+
+    from hsi.deploy.runtime import ModelFileError, OnnxClassifier
+
+    folder = _copy(two_exports[0], tmp_path)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps(edit(meta)))
+    with pytest.raises(ModelFileError, match=message):
+        OnnxClassifier.load(folder)
+
+
+def test_a_graph_swapped_for_another_exports_is_refused(two_exports, tmp_path: Path) -> None:
+    import shutil
+
+    from hsi.deploy.runtime import ModelFileError, OnnxClassifier
+
+    folder = _copy(two_exports[0], tmp_path)
+    OnnxClassifier.load(folder)  # as exported: fine
+    shutil.copy(two_exports[1] / "model.onnx", folder / "model.onnx")
+    with pytest.raises(ModelFileError, match="graph was replaced"):
+        OnnxClassifier.load(folder)
