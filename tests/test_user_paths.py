@@ -150,3 +150,43 @@ def test_a_graph_swapped_for_another_exports_is_refused(two_exports, tmp_path: P
     shutil.copy(two_exports[1] / "model.onnx", folder / "model.onnx")
     with pytest.raises(ModelFileError, match="graph was replaced"):
         OnnxClassifier.load(folder)
+
+
+# -- 6. pickled estimators checked against the data ----------------------------------------------
+@pytest.fixture(scope="module")
+def fitted_svm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_train
+
+    run = tmp_path_factory.mktemp("svm")
+    metrics = train(compose_train([*FAST_SYNTHETIC, "model=svm", "map=false", "logger=none"], run))
+    return Path(metrics["checkpoint"]), metrics["oa"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["data.height=30"], "another scene"),
+    (["data.split.test_ratio=0.5"], "another split"),
+    (["data.pca.components=10"], "features per pixel"),
+])
+def test_a_pickled_estimator_is_checked_against_the_data(fitted_svm, tmp_path: Path, flags: list[str],
+                                                         message: str) -> None:
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_train
+
+    base = [*FAST_SYNTHETIC, "model=svm", "map=false", "logger=none", "train=false",
+            f"ckpt_path={fitted_svm[0]}"]
+    with pytest.raises(ConfigError, match=message):
+        train(compose_train([*base, *flags], tmp_path / "refused"))
+    assert not (tmp_path / "refused" / "split.npz").exists()
+    assert train(compose_train(base, tmp_path / "same"))["oa"] == pytest.approx(fitted_svm[1])
+
+
+def test_a_lightning_checkpoint_given_to_the_estimator_route_is_named(synthetic_cfg, tmp_path: Path) -> None:
+    from hsi.run.checkpoint import CheckpointError
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_train
+
+    trained = train(synthetic_cfg(*TINY))
+    with pytest.raises(CheckpointError, match="is a Lightning checkpoint"):
+        train(compose_train([*FAST_SYNTHETIC, "model=svm", "train=false",
+                             f"ckpt_path={trained['checkpoint']}"], tmp_path / "svm"))

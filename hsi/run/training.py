@@ -26,6 +26,7 @@ from hsi.models.dense import check_eval_path, supports_dense
 from hsi.models.metrics import accuracy_report
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
+from hsi.run.estimator import check_estimator, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
 from hsi.run.validation import check_train_config
 from hsi.utils.files import atomic_write
@@ -244,6 +245,10 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
     """scikit-learn: fit on the training pixels' spectra, test on the test pixels' spectra."""
+    fitted = None
+    if not cfg.get("train"):  # checked before anything is written
+        fitted = load_estimator(cfg.ckpt_path)
+        check_estimator(cfg.ckpt_path, fitted, datamodule)
     output_dir = write_run_start(cfg.paths.output_dir, datamodule, loggers)
     ignored = sorted(NETWORK_ONLY & set(cfg.model))
     if ignored:  # e.g. an experiment's schedule, shared by every network
@@ -257,7 +262,7 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
             estimator.fit(train_set.centre_spectra(), train_set.targets.numpy())
             atomic_write(checkpoint, lambda tmp: tmp.write_bytes(pickle.dumps(estimator)))
         else:
-            estimator = pickle.loads(Path(cfg.ckpt_path).read_bytes())
+            estimator = fitted
             checkpoint = Path(cfg.ckpt_path)
     if not cfg.get("test"):
         return {}
