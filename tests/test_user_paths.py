@@ -190,3 +190,19 @@ def test_a_lightning_checkpoint_given_to_the_estimator_route_is_named(synthetic_
     with pytest.raises(CheckpointError, match="is a Lightning checkpoint"):
         train(compose_train([*FAST_SYNTHETIC, "model=svm", "train=false",
                              f"ckpt_path={trained['checkpoint']}"], tmp_path / "svm"))
+
+
+# -- 7. hsi.predict compares classes by name and label value -------------------------------------
+def test_predict_refuses_its_own_scene_loaded_with_other_classes(synthetic_cfg, tmp_path: Path) -> None:
+    from hsi.predict import predict
+    from hsi.run.training import train
+    from tests.conftest import compose_config
+
+    trained = train(synthetic_cfg(*TINY, "data.ignore_labels=[1]"))
+    scene = ["data=synthetic", "data.height=24", "data.width=24", "data.bands=30", "data.classes=4",
+             "data.patch_size=9", "data.pca.components=15"]
+    base = [f"ckpt_path={trained['checkpoint']}", *scene]
+    with pytest.raises(DataError, match="loaded here with"):
+        predict(compose_config("predict", [*base, "data.ignore_labels=[2]"], tmp_path / "other"))
+    same = predict(compose_config("predict", [*base, "data.ignore_labels=[1]"], tmp_path / "same"))
+    assert 0 <= same["oa"] <= 1

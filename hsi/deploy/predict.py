@@ -10,7 +10,7 @@ from typing import Any
 from hsi.data.datamodule import HSIDataModule
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.errors import ConfigError
-from hsi.run.outputs import PredictionResult, write_prediction_run
+from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
 from hsi.run.prediction import scene_from_config
 
 
@@ -35,6 +35,7 @@ def predict_onnx(cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"eval_path={eval_path}: {cfg.model_path} is a {model.kind} graph; use "
                           f"eval_path=auto.")
     cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]))
+    scene = truth_for_model(scene, model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
     filled, bad = model.check_cube(cube)  # band count, shape; NaN / inf filled with band means
     start = time.perf_counter()
     prediction = model.predict(filled, cfg.get("tile_rows", 128), cfg.get("batch_size", 256))

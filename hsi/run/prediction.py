@@ -17,7 +17,7 @@ from hsi.data.scene import Scene, fill_nonfinite
 from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.inference import predict_labels
-from hsi.run.outputs import PredictionResult, write_prediction_run
+from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     check_eval_path(model.net, cfg.eval_path)
     state = checkpoint.data_state
     cube, scene = scene_from_config(cfg.get("data"), checkpoint)
+    scene = truth_for_model(scene, state["class_names"], state.get("label_values"), state.get("scene"))
     filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
     if bad.any():
         log.warning("%d pixels hold NaN or inf values: filled with band means for the network and "
