@@ -206,3 +206,20 @@ def test_predict_refuses_its_own_scene_loaded_with_other_classes(synthetic_cfg, 
         predict(compose_config("predict", [*base, "data.ignore_labels=[2]"], tmp_path / "other"))
     same = predict(compose_config("predict", [*base, "data.ignore_labels=[1]"], tmp_path / "same"))
     assert 0 <= same["oa"] <= 1
+
+
+# -- 8. resuming a scheduled run to more epochs ---------------------------------------------------
+def test_resuming_a_cosine_run_to_more_epochs_is_refused_with_how(tmp_path: Path) -> None:
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_train
+
+    cosine = ["+model.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingLR",
+              "+model.scheduler.T_max=${trainer.max_epochs}", "logger=none", "map=false"]
+    first = compose_train([*FAST_SYNTHETIC, *cosine, "trainer.max_epochs=2"], tmp_path / "first")
+    train(first)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    longer = compose_train([*FAST_SYNTHETIC, *cosine, "trainer.max_epochs=4", f"ckpt_path={last}"],
+                           tmp_path / "longer")
+    with pytest.raises(ConfigError, match=r"model.scheduler.T_max \(checkpoint 2, here 4\).*cannot be "
+                                          r"lengthened"):
+        train(longer)

@@ -209,6 +209,8 @@ def drop_validation_stopping(callbacks: list[Any], no_validation: bool) -> list[
 
 
 # settings that shape the data or the network: resuming with other values cannot work
+# the network's, the optimizer's and the schedule's: restored from the checkpoint as they were
+RESUME_MODEL_KEYS = ("net.", "num_bands", "num_classes", "scheduler.", "optimizer.")
 RESUME_DATA_KEYS = ("scene", "patch_size", "split_seed", "split", "pca.components", "pca.whiten", "pca.fit")
 
 
@@ -224,13 +226,17 @@ def check_resume(ckpt_path: str, datamodule: HSIDataModule, model: HSIClassifier
     saved = _flat(checkpoint.contents.get("hyper_parameters", {}))
     mine = _flat(dict(model.hparams))
     for key in sorted(set(saved) | set(mine)):
-        if key.startswith(("net.", "num_bands", "num_classes")) and saved.get(key) != mine.get(key):
-            name = f"model.{key}" if key.startswith("net.") else key
+        if key.startswith(RESUME_MODEL_KEYS) and saved.get(key) != mine.get(key):
+            name = f"model.{key}" if key.startswith(("net.", "scheduler", "optimizer")) else key
             differ.append(f"{name} (checkpoint {saved.get(key)!r}, here {mine.get(key)!r})")
     if differ:
-        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings: {'; '.join(differ)}. "
-                          f"Resume with the checkpoint's settings (its run's .hydra/overrides.yaml), or "
-                          f"start a new run without ckpt_path.")
+        schedule = any(d.startswith(("model.scheduler", "model.optimizer")) for d in differ)
+        why = (" The checkpoint's optimizer and learning-rate schedule are restored as they were, so a "
+               "schedule cannot be lengthened on resume (a cosine one would restart): resume to the "
+               "same trainer.max_epochs, or train a new run with the longer schedule.") if schedule else ""
+        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings: {'; '.join(differ)}."
+                          f"{why} Resume with the checkpoint's settings (its run's .hydra/overrides.yaml), "
+                          f"or start a new run without ckpt_path.")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
