@@ -223,3 +223,100 @@ def test_resuming_a_cosine_run_to_more_epochs_is_refused_with_how(tmp_path: Path
     with pytest.raises(ConfigError, match=r"model.scheduler.T_max \(checkpoint 2, here 4\).*cannot be "
                                           r"lengthened"):
         train(longer)
+
+
+# -- 9. summaries that tell the truth -----------------------------------------------------------
+def _job(folder: Path, overrides: list[str] | str, metrics: dict | None) -> Path:
+    import json
+
+    import yaml
+
+    (folder / ".hydra").mkdir(parents=True)
+    text = overrides if isinstance(overrides, str) else yaml.safe_dump(overrides)
+    (folder / ".hydra" / "overrides.yaml").write_text(text)
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def _metrics(oa: float) -> dict:
+    return {"oa": oa, "aa": oa, "kappa": oa, "val_oa": oa, "train_seconds": 1.0}
+
+
+def _sweep(folder: Path, seeds: str = "0,1,2", done: int = 3,
+           fixed: tuple[str, ...] = ("trainer.max_epochs=3",), split: str = "data/split=random") -> Path:
+    import yaml
+
+    folder.mkdir(parents=True)
+    (folder / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+        "overrides": {"task": [f"seed={seeds}", *fixed, split]}}}))
+    for k, seed in enumerate(seeds.split(",")[:done]):
+        _job(folder / str(k), [f"seed={seed}", *fixed, split], _metrics(0.8 + 0.01 * k))
+    return folder
+
+
+def test_summarize_an_unfinished_sweep_exits_1_and_names_what_is_missing(tmp_path: Path, capsys) -> None:
+    from hsi.studies.summaries import cli
+    from hsi.utils.files import LOCK_NAME
+
+    sweep = _sweep(tmp_path / "sweep", done=1)
+    (sweep / LOCK_NAME).write_text("pid 1")
+    assert cli([str(sweep)]) == 1
+    text = (sweep / "results.md").read_text()
+    assert "Unfinished sweep" in text and "2 of its 3 jobs never started" in text and LOCK_NAME in text
+    complete = _sweep(tmp_path / "complete")
+    assert cli([str(complete)]) == 0
+
+
+def test_summarize_with_the_same_folder_counts_each_job_once(tmp_path: Path) -> None:
+    from hsi.studies.summaries import summarize
+
+    sweep = _sweep(tmp_path / "sweep")
+    assert summarize(sweep, more=[sweep, tmp_path / "sweep" / "."])["jobs"] == 3
+
+
+def test_summarize_beside_refuses_other_fixed_settings(tmp_path: Path) -> None:
+    from hsi.studies.summaries import SummaryError, summarize
+
+    ours = _sweep(tmp_path / "honest", split="data/split=disjoint")
+    same = _sweep(tmp_path / "random")
+    assert summarize(ours, beside=same)["jobs"] == 3
+    other = _sweep(tmp_path / "short", fixed=("trainer.max_epochs=1", "+trainer.limit_train_batches=2"))
+    with pytest.raises(SummaryError, match=r"trainer.max_epochs \(3 here, 1 beside\)"):
+        summarize(ours, beside=other)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("overrides", "overrides.yaml is missing or damaged"),
+    ("no_oa", "lacks a number for oa"),
+    ("nan", "NaN"),
+])
+def test_summarize_reports_damaged_jobs_instead_of_pooling_them(tmp_path: Path, damage: str,
+                                                                 problem: str) -> None:
+    from hsi.studies.summaries import summarize
+
+    sweep = _sweep(tmp_path / "sweep")
+    job = sweep / "1"
+    if damage == "overrides":
+        (job / ".hydra" / "overrides.yaml").write_text("- seed=[unclosed\n  : {")
+    elif damage == "no_oa":
+        (job / "metrics.json").write_text('{"aa": 0.5}')
+    else:
+        (job / "metrics.json").write_text('{"oa": NaN, "aa": NaN, "kappa": NaN}')
+    summary = summarize(sweep)
+    assert summary["failed"] == ["1"]
+    text = (sweep / "results.md").read_text()
+    assert problem in text and "None" not in text.split("**")[0]
+
+
+def test_summarize_never_overwrites_a_users_results_md(tmp_path: Path) -> None:
+    from hsi.studies.summaries import SummaryError, summarize
+
+    sweep = _sweep(tmp_path / "sweep")
+    summarize(sweep)
+    summarize(sweep)  # its own file: rewritten
+    (sweep / "results.md").write_text("my notes\n")
+    with pytest.raises(SummaryError, match="not written by hsi.summarize"):
+        summarize(sweep)
+    assert (sweep / "results.md").read_text() == "my notes\n"

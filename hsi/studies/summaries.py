@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,9 @@ import numpy as np
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from hsi.errors import HsiError
 from hsi.maps import pyplot, write_figure
-from hsi.utils.files import atomic_write_text
+from hsi.utils.files import LOCK_NAME, atomic_write_text
 
 log = logging.getLogger("hsi.summarize")
 
@@ -69,6 +71,7 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None  # the job's folder
     lines: list[str] = field(default_factory=list)  # its .hydra/overrides.yaml, as written
+    setting_known: bool = True  # False: overrides.yaml missing or damaged (kept out of the table)
 
     @property
     def ok(self) -> bool:
@@ -108,19 +111,34 @@ def read_job(folder: Path) -> Job:
         config = yaml.safe_load((hydra_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         config = None
+    damaged = ""
     try:
         lines = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError):
-        lines = []
-    job = Job(folder.name, parse_overrides(lines, config), folder=folder, lines=list(lines))
+        if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+            raise ValueError("not a list of overrides")
+        overrides = parse_overrides(lines, config)
+    except (OSError, yaml.YAMLError, ValueError, Exception) as error:  # noqa: BLE001 - any damage
+        lines, overrides = [], {}
+        damaged = (f".hydra/overrides.yaml is missing or damaged ({type(error).__name__}), so its setting "
+                   f"is unknown; left out of the table")
+    job = Job(folder.name, overrides, folder=folder, lines=list(lines), setting_known=not damaged)
     metrics_file = folder / "metrics.json"
     if not metrics_file.is_file():
-        job.problem = "no metrics.json (the job crashed, was killed or is still running)"
+        job.problem = damaged or "no metrics.json (the job crashed, was killed or is still running)"
         return job
     try:
-        job.metrics = json.loads(metrics_file.read_text())
+        metrics = json.loads(metrics_file.read_text())
     except (OSError, json.JSONDecodeError) as error:
         job.problem = f"unreadable metrics.json: {error}"
+        return job
+    if damaged:
+        job.problem = damaged
+    elif not isinstance(metrics, dict) or not all(_number(metrics.get(m)) for m in METRICS):
+        job.problem = f"metrics.json lacks a number for {', '.join(METRICS)} (not written by hsi.train?)"
+    elif any(math.isnan(float(metrics[m])) for m in METRICS):
+        job.problem = "metrics.json holds NaN metrics (the run diverged?)"
+    else:
+        job.metrics = metrics
     return job
 
 
@@ -196,7 +214,7 @@ def format_mean_std(values: list[float]) -> str:
 def group_settings(jobs: list[Job], keys: list[str]) -> dict[tuple, list[Job]]:
     """Jobs grouped by their values of `keys` (in first-seen order)."""
     groups: dict[tuple, list[Job]] = {}
-    for job in jobs:
+    for job in (j for j in jobs if j.setting_known):
         groups.setdefault(tuple(job.overrides.get(k) for k in keys), []).append(job)
     return groups
 
@@ -206,10 +224,11 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
                      beside_name: str = "") -> str:
     """Mean ± std over seeds per setting (beside another multirun's OA), failed jobs listed, the
     setting of the best mean validation OA, a search's best trial."""
-    keys = [k for k in varying_keys(jobs) if k != "seed"]
-    fixed = [f"`{k}={jobs[0].overrides[k]}`" for k in all_keys(jobs)
-             if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)
-             and len({json.dumps(j.overrides[k]) for j in jobs}) == 1]
+    known = [j for j in jobs if j.setting_known] or jobs
+    keys = [k for k in varying_keys(known) if k != "seed"]
+    fixed = [f"`{k}={known[0].overrides[k]}`" for k in all_keys(known)
+             if k not in keys and k != "seed" and all(k in j.overrides for j in known)
+             and len({json.dumps(j.overrides[k]) for j in known}) == 1]
     seeds = sorted({str(j.overrides.get("seed")) for j in jobs if "seed" in j.overrides})
     lines = [f"# Results of {multirun.name}", "",
              f"{len(jobs)} jobs, {sum(j.ok for j in jobs)} with metrics.json; mean ± sample std "
@@ -427,26 +446,119 @@ def summarize(multirun: str | Path, beside: str | Path | list[str | Path] | None
     starts), named `<their folder>/<job>`.
     """
     multirun = Path(multirun)
+    check_outputs_are_ours(multirun)
     jobs = _jobs_of(multirun)
+    unfinished = [f"{multirun}: {note}" for note in unfinished_notes(multirun, len(jobs))]
+    seen = {multirun.resolve()}
     for folder in map(Path, more or []):
+        if folder.resolve() in seen:
+            log.warning("--with %s: already in the table, not counted twice.", folder)
+            continue
+        seen.add(folder.resolve())
+        unfinished += [f"{folder}: {note}" for note in unfinished_notes(folder, len(_jobs_of(folder)))]
         for job in _jobs_of(folder):
             job.name = f"{folder.name}/{job.name}"
             jobs.append(job)
     besides = [beside] if isinstance(beside, (str, Path)) else list(beside or [])
-    other = [job for folder in besides for job in _jobs_of(Path(folder))] if besides else None
+    other = [job for folder in dict.fromkeys(Path(f).resolve() for f in besides)
+             for job in _jobs_of(folder)] if besides else None
+    if other:
+        check_beside(jobs, other, besides)
     for job in jobs:
         if not job.ok:
             log.warning("Job %s failed: %s", job.name, job.problem)
+    for note in unfinished:
+        log.warning("Unfinished: %s", note)
     atomic_write_text(multirun / "results.csv", results_csv(jobs))
     figure = oa_figure(jobs, multirun)
     best = best_trial(multirun, jobs)
-    atomic_write_text(multirun / "results.md", results_markdown(
-        multirun, jobs, figure, best, other, ", ".join(map(str, besides))))
+    text = results_markdown(multirun, jobs, figure, best, other, ", ".join(map(str, besides)))
+    if unfinished:
+        text = text.replace("\n\n", "\n\n**Unfinished sweep**: " + "; ".join(unfinished)
+                            + ". The table holds the jobs done so far.\n\n", 1)
+    atomic_write_text(multirun / "results.md", text)
     failed = [j.name for j in jobs if not j.ok]
-    log.info("%d jobs (%d failed); wrote results.csv, results.md%s in %s", len(jobs), len(failed),
-             f", {figure}" if figure else "", multirun)
-    return {"jobs": len(jobs), "failed": failed, "figure": figure,
+    log.info("%d jobs (%d failed)%s; wrote results.csv, results.md%s in %s", len(jobs), len(failed),
+             ", sweep unfinished" if unfinished else "", f", {figure}" if figure else "", multirun)
+    return {"jobs": len(jobs), "failed": failed, "figure": figure, "unfinished": unfinished,
             "best_command": best.command if best else None, "best_job": best.job if best else None}
+
+
+# the first line of the files summarize writes: a file without it is the user's, never overwritten
+OWN_HEADERS = {"results.md": "# Results of ", "results.csv": "job,"}
+
+
+def check_outputs_are_ours(multirun: Path) -> None:
+    """Refuse to overwrite a results.md / results.csv that hsi.summarize did not write."""
+    for name, header in OWN_HEADERS.items():
+        path = multirun / name
+        if path.is_file():
+            try:
+                first = path.read_text(errors="replace")[:len(header)]
+            except OSError:
+                first = ""
+            if first != header:
+                raise SummaryError(f"{path} was not written by hsi.summarize; it is not overwritten: move "
+                                   f"it elsewhere and summarize again.")
+
+
+def unfinished_notes(multirun: Path, found: int) -> list[str]:
+    """What says a multirun is not finished: its lock file (the sweep still runs, or was killed)
+    and, for a grid (Hydra's basic sweeper), jobs of multirun.yaml's grid never started."""
+    notes = []
+    lock = multirun / LOCK_NAME
+    if lock.exists():
+        notes.append(f"its lock file {LOCK_NAME} is there (the sweep is still running, or was killed)")
+    expected = expected_jobs(multirun)
+    if expected is not None and found < expected:
+        notes.append(f"{expected - found} of its {expected} jobs never started")
+    return notes
+
+
+def expected_jobs(multirun: Path) -> int | None:
+    """The number of jobs of a grid sweep from multirun.yaml (None: unknown, e.g. a search)."""
+    try:
+        config = yaml.safe_load((multirun / "multirun.yaml").read_text())
+        hydra_cfg = config["hydra"]
+        if "BasicSweeper" not in str(hydra_cfg["sweeper"].get("_target_", "")):
+            return None
+        lines = list(hydra_cfg["overrides"]["task"] or [])
+        params = hydra_cfg["sweeper"].get("params") or {}
+        lines += [f"{key}={value}" for key, value in params.items()]
+        count = 1
+        for override in OverridesParser.create().parse_overrides(lines):
+            if override.is_sweep_override():
+                count *= len(list(override.sweep_string_iterator()))
+        return count
+    except Exception:  # noqa: BLE001 - no or an unreadable multirun.yaml: nothing to compare
+        return None
+
+
+# keys that may differ between a table and the multirun --beside it: the split compared
+BESIDE_MAY_DIFFER = ("experiment", "data/split", "data.split.")
+
+
+def check_beside(jobs: list[Job], other: list[Job], besides: list[Any]) -> None:
+    """`--beside` compares the same settings: keys fixed in both tables must agree, except the split."""
+    def fixed(group: list[Job]) -> dict[str, str]:
+        done = [j for j in group if j.lines]
+        keys = [k for k in all_keys(done) if not _bookkeeping(k) and k != "seed"
+                and not k.startswith(BESIDE_MAY_DIFFER) and k not in BESIDE_MAY_DIFFER]
+        return {k: json.dumps(done[0].overrides.get(k)) for k in keys
+                if len({json.dumps(j.overrides.get(k)) for j in done}) == 1}
+
+    ours, theirs = fixed(jobs), fixed(other)
+    varying_here = set(varying_keys(jobs))
+    differ = [f"{k} ({ours.get(k, 'unset')} here, {theirs.get(k, 'unset')} beside)"
+              for k in sorted(set(ours) | set(theirs))
+              if k not in varying_here and ours.get(k) != theirs.get(k)]
+    if differ:
+        raise SummaryError(f"--beside {', '.join(map(str, besides))} was run with other fixed settings: "
+                           f"{'; '.join(differ)}; only the split may differ. Summarize it on its own.")
+
+
+class SummaryError(HsiError, ValueError):
+    """A summary that would be wrong or overwrite a user's file; the message says why."""
 
 
 def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") -> int:
@@ -465,7 +577,12 @@ def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") ->
         summary = summarize(args.multirun, args.beside, args.more)
     except FileNotFoundError as error:
         parser.error(str(error))
+    except HsiError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
     print((args.multirun / "results.md").read_text())
     if summary["best_command"]:
         print(f"best trial: {summary['best_command']}")
-    return 1 if summary["failed"] else 0
+    for note in summary["unfinished"]:
+        print(f"unfinished: {note}", file=sys.stderr)
+    return 1 if summary["failed"] or summary["unfinished"] else 0
