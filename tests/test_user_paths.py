@@ -320,3 +320,58 @@ def test_summarize_never_overwrites_a_users_results_md(tmp_path: Path) -> None:
     with pytest.raises(SummaryError, match="not written by hsi.summarize"):
         summarize(sweep)
     assert (sweep / "results.md").read_text() == "my notes\n"
+
+
+# -- threads of parallel jobs ------------------------------------------------------------------
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+def test_parallel_jobs_share_the_cores_by_default() -> None:
+    from omegaconf import OmegaConf
+
+    from hsi.run.threads import available_cores, threads_for
+
+    cores = available_cores()
+    plain = OmegaConf.create({"threads": None})
+    assert threads_for(plain, {"launcher": {"_target_": "basic"}}) is None
+    assert threads_for(plain, {"launcher": {"_target_": JOBLIB, "n_jobs": 2}}) == max(1, cores // 2)
+    assert threads_for(plain, {"launcher": {"_target_": JOBLIB, "n_jobs": -1}}) == 1
+    assert threads_for(OmegaConf.create({"threads": 3}), {"launcher": {"_target_": JOBLIB, "n_jobs": 2}}) == 3
+    with pytest.raises(ConfigError, match="threads=0"):
+        threads_for(OmegaConf.create({"threads": 0}))
+
+
+def test_the_thread_count_is_recorded(synthetic_cfg) -> None:
+    import torch
+
+    from hsi.run.training import train
+
+    before = torch.get_num_threads()
+    try:
+        metrics = train(synthetic_cfg(*TINY, "model=svm", "threads=1"))
+        assert metrics["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_a_parallel_multirun_gives_each_job_its_share(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from hsi.run.config import PROJECT_ROOT
+    from hsi.run.threads import available_cores
+    from tests.conftest import FAST_SYNTHETIC
+
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "hsi.train", "-m", *FAST_SYNTHETIC, *TINY, "model=svm",
+                           "seed=1,2", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    threads = [json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())["threads"]
+               for job in ("0", "1")]
+    assert threads == [max(1, available_cores() // 2)] * 2

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from omegaconf import DictConfig
@@ -28,6 +29,7 @@ from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.estimator import check_estimator, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
+from hsi.run.threads import set_threads
 from hsi.run.validation import check_train_config
 from hsi.utils.files import atomic_write
 
@@ -112,12 +114,24 @@ def stopwatch(times: dict[str, float], key: str) -> Iterator[None]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as `cfg` says; write the run's outputs; return its metrics."""
     check_train_config(cfg)
+    threads = set_threads(cfg, _hydra_config())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     check_split_sizes(cfg, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
     run = train_network if is_network(cfg.model) else train_estimator
-    return run(cfg, datamodule, loggers)
+    metrics = run(cfg, datamodule, loggers)
+    if metrics:  # how many torch threads it ran with (parallel jobs share the cores)
+        metrics = update_metrics(cfg.paths.output_dir, {"threads": threads})
+    return metrics
+
+
+def _hydra_config() -> Any:
+    """The running Hydra app's `hydra` node (the launcher), or None outside one."""
+    try:
+        return HydraConfig.get()
+    except ValueError:
+        return None
 
 
 # how to get test pixels back, per split strategy
