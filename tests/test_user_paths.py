@@ -375,3 +375,31 @@ def test_a_parallel_multirun_gives_each_job_its_share(tmp_path: Path) -> None:
     threads = [json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())["threads"]
                for job in ("0", "1")]
     assert threads == [max(1, available_cores() // 2)] * 2
+
+
+# -- poor patterns: one line each -------------------------------------------------------------
+def test_trainer_gpu_without_a_gpu_is_one_line(synthetic_cfg) -> None:
+    import torch
+
+    from hsi.run.training import train
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="sees no CUDA GPU.*trainer=cpu"):
+        train(synthetic_cfg(*TINY, "trainer=gpu"))
+
+
+def test_half_precision_on_the_cpu_is_warned(synthetic_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    from hsi.run.validation import check_accelerator
+
+    check_accelerator(synthetic_cfg("trainer.precision=16-mixed"))
+    assert "looks hung" in caplog.text
+
+
+def test_predict_with_both_a_checkpoint_and_a_model_is_refused(tmp_path: Path) -> None:
+    from hsi.predict import predict
+    from tests.conftest import compose_config
+
+    cfg = compose_config("predict", ["ckpt_path=a.ckpt", "model_path=b/model.onnx"], tmp_path)
+    with pytest.raises(ConfigError, match="give one"):
+        predict(cfg)
