@@ -403,3 +403,38 @@ def test_predict_with_both_a_checkpoint_and_a_model_is_refused(tmp_path: Path) -
     cfg = compose_config("predict", ["ckpt_path=a.ckpt", "model_path=b/model.onnx"], tmp_path)
     with pytest.raises(ConfigError, match="give one"):
         predict(cfg)
+
+
+def test_evaluate_with_data_keys_names_what_applies(tmp_path: Path) -> None:
+    from hsi.evaluate import evaluate
+    from tests.conftest import compose_config
+
+    cfg = compose_config("evaluate", ["ckpt_path=a.ckpt", "+data.split.test_ratio=0.5"], tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.\* keys do not apply"):
+        evaluate(cfg)
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_after_its_metrics_leaves_no_lock(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from hsi.run.config import PROJECT_ROOT
+    from hsi.utils.files import LOCK_NAME
+    from tests.conftest import FAST_SYNTHETIC
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "hsi.train", *FAST_SYNTHETIC, "logger=none",
+                                "trainer.max_epochs=1", "data.height=96", "data.width=96",
+                                "data.eval_path=window", f"hydra.run.dir={run}"],
+                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (run / "metrics.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # Ctrl-C while the map is drawn
+    process.wait(timeout=120)
+    assert not (run / LOCK_NAME).exists()
