@@ -438,3 +438,21 @@ def test_a_run_interrupted_after_its_metrics_leaves_no_lock(tmp_path: Path) -> N
     process.send_signal(signal.SIGINT)  # Ctrl-C while the map is drawn
     process.wait(timeout=120)
     assert not (run / LOCK_NAME).exists()
+
+
+def test_a_pickled_estimator_given_as_a_checkpoint_is_named(fitted_svm) -> None:
+    from hsi.run.checkpoint import CheckpointError, load_checkpoint
+
+    with pytest.raises(CheckpointError, match="is a pickled estimator.*model=svm train=false"):
+        load_checkpoint(fitted_svm[0])
+
+
+def test_a_refused_resume_leaves_no_run_files(synthetic_cfg, tmp_path: Path) -> None:
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_train
+
+    first = train(compose_train([*FAST_SYNTHETIC, *TINY], tmp_path / "first"))
+    with pytest.raises(ConfigError, match="other settings"):
+        train(compose_train([*FAST_SYNTHETIC, *TINY, "data.pca.components=20",
+                             f"ckpt_path={first['checkpoint']}"], tmp_path / "resumed"))
+    assert not (tmp_path / "resumed" / "split.npz").exists()

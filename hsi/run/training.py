@@ -172,6 +172,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     if cfg.get("map", True):  # a bad map option fails now, not after training
         check_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
+    if cfg.get("train") and cfg.get("ckpt_path"):  # before anything is written
+        check_resume(cfg.ckpt_path, datamodule, model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -185,8 +187,6 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         write_run_start(cfg.paths.output_dir, datamodule, trainer.loggers)
 
     times: dict[str, float] = {}
-    if cfg.get("train") and cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, datamodule, model)
     if cfg.get("train"):
         with stopwatch(times, "train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
