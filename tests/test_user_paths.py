@@ -456,3 +456,13 @@ def test_a_refused_resume_leaves_no_run_files(synthetic_cfg, tmp_path: Path) -> 
         train(compose_train([*FAST_SYNTHETIC, *TINY, "data.pca.components=20",
                              f"ckpt_path={first['checkpoint']}"], tmp_path / "resumed"))
     assert not (tmp_path / "resumed" / "split.npz").exists()
+
+
+def test_summarize_leaves_export_and_predict_runs_out(tmp_path: Path) -> None:
+    from hsi.studies.summaries import summarize
+
+    sweep = _sweep(tmp_path / "sweep")
+    (_job(sweep / "export_run", ["ckpt_path=x.ckpt"], None) / "model.json").write_text("{}")
+    (_job(sweep / "predict_run", ["ckpt_path=x.ckpt"], None) / "prediction.json").write_text("{}")
+    summary = summarize(sweep)
+    assert summary["jobs"] == 3 and summary["failed"] == []

@@ -146,7 +146,17 @@ def find_jobs(multirun: Path) -> list[Job]:
     """Every job folder (one holding `.hydra/` or `metrics.json`) of `multirun`, by job number."""
     folders = [p for p in multirun.iterdir()
                if p.is_dir() and ((p / ".hydra").is_dir() or (p / "metrics.json").is_file())]
+    other = [p for p in folders if not (p / "metrics.json").is_file()
+             and any((p / name).is_file() for name in NOT_TRAINING)]
+    if other:  # e.g. a folder of single runs holding export or predict runs: not failed trainings
+        log.info("Left out %d folders of other commands (export / predict): %s", len(other),
+                 ", ".join(sorted(p.name for p in other)))
+    folders = [p for p in folders if p not in other]
     return [read_job(p) for p in sorted(folders, key=_job_sort_key)]
+
+
+# files that mark the folder of another command than hsi.train (hsi.export, hsi.predict)
+NOT_TRAINING = ("model.json", "prediction.json")
 
 
 # overrides that name where a job went or which grid launched it, not what it trained: jobs of
