@@ -466,3 +466,31 @@ def test_summarize_leaves_export_and_predict_runs_out(tmp_path: Path) -> None:
     (_job(sweep / "predict_run", ["ckpt_path=x.ckpt"], None) / "prediction.json").write_text("{}")
     summary = summarize(sweep)
     assert summary["jobs"] == 3 and summary["failed"] == []
+
+
+def test_predict_can_be_pointed_at_a_moved_scene(tmp_path: Path) -> None:
+    import shutil
+
+    import numpy as np
+
+    from hsi.data.synthetic import make_synthetic_scene
+    from hsi.predict import predict
+    from hsi.run.training import train
+    from tests.conftest import FAST_SYNTHETIC, compose_config, compose_train
+
+    scene = make_synthetic_scene(height=24, width=24, bands=30, classes=4)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "cube.npy", scene.cube)
+    np.save(data / "gt.npy", scene.labels)
+    keep = [o for o in FAST_SYNTHETIC if not o.startswith(("data=", "data.height", "data.width", "data.bands",
+                                                             "data.classes"))]
+    metrics = train(compose_train(["data=custom", f"data.cube_path={data / 'cube.npy'}",
+                                   f"data.gt_path={data / 'gt.npy'}", *keep, *TINY], tmp_path / "run"))
+    new = Path(shutil.move(data, tmp_path / "elsewhere"))
+    base = [f"ckpt_path={metrics['checkpoint']}", "progress=false"]
+    with pytest.raises(HsiError, match="cube_path="):
+        predict(compose_config("predict", base, tmp_path / "lost"))
+    found = predict(compose_config("predict", [*base, f"cube_path={new / 'cube.npy'}",
+                                               f"gt_path={new / 'gt.npy'}"], tmp_path / "found"))
+    assert 0 <= found["oa"] <= 1

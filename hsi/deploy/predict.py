@@ -11,7 +11,7 @@ from hsi.data.datamodule import HSIDataModule
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.errors import ConfigError
 from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
-from hsi.run.prediction import scene_from_config
+from hsi.run.prediction import moved_files, scene_from_config
 
 
 # -- prediction from an exported model (hsi.predict model_path=...) ----------------------------
@@ -34,7 +34,7 @@ def predict_onnx(cfg: Any) -> dict[str, Any]:
     if eval_path != "auto" and eval_path != model.kind:
         raise ConfigError(f"eval_path={eval_path}: {cfg.model_path} is a {model.kind} graph; use "
                           f"eval_path=auto.")
-    cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]))
+    cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg))
     scene = truth_for_model(scene, model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
     filled, bad = model.check_cube(cube)  # band count, shape; NaN / inf filled with band means
     start = time.perf_counter()
