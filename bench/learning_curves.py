@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from hsi.studies.summaries import find_jobs
+from hsi.studies.jobs import find_jobs
 
 
 def curves(job: Path) -> dict[str, list[float]]:

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
+from hsi.errors import ConfigError
 from hsi.models.cost import model_cost
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import load_checkpoint
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test metrics of `cfg.ckpt_path`, written as a training run writes them."""
+    if cfg.get("data") is not None:
+        raise ConfigError("hsi.evaluate tests a checkpoint on its own scene and split, so data.* keys do "
+                          "not apply; give cube_path= / gt_path= / data_dir= if the files moved, or use "
+                          "python -m hsi.predict ckpt_path=<file> data=<scene> for another scene.")
     check_predict_config(cfg)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = checkpoint.classifier()

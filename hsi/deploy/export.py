@@ -209,6 +209,7 @@ def _export_into(folder: Path, checkpoint: Checkpoint, net: nn.Module, datamodul
                  checks["int8"]["test_pixels"], checks["int8"]["oa_test_fp32"],
                  checks["int8"]["oa_test_int8"])
     meta["sizes_bytes"] = {name: (folder / name).stat().st_size for name in files.values()}
+    meta["sha1"] = {name: file_sha1(folder / name) for name in files.values()}  # checked on load
     meta["verification"] = checks
     atomic_write_json(folder / METADATA, meta)
     return meta

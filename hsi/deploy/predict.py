@@ -11,8 +11,8 @@ from hsi.data.datamodule import HSIDataModule
 from hsi.deploy.raster import predict_onnx_raster
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.errors import ConfigError
-from hsi.run.outputs import PredictionResult, write_prediction_run
-from hsi.run.prediction import raster_input, scene_from_config
+from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
+from hsi.run.prediction import moved_files, raster_input, scene_from_config
 
 
 # -- prediction from an exported model (hsi.predict model_path=...) ----------------------------
@@ -38,7 +38,8 @@ def predict_onnx(cfg: Any) -> dict[str, Any]:
     if eval_path != "auto" and eval_path != model.kind:
         raise ConfigError(f"eval_path={eval_path}: {cfg.model_path} is a {model.kind} graph; use "
                           f"eval_path=auto.")
-    cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]))
+    cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg))
+    scene = truth_for_model(scene, model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
     filled, bad = model.check_cube(cube)  # band count, shape; NaN / inf filled with band means
     start = time.perf_counter()
     prediction = model.predict(filled, cfg.get("tile_rows", 128), cfg.get("batch_size", 256))

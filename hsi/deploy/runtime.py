@@ -82,8 +82,10 @@ class OnnxClassifier:
                                  f"python -m hsi.export ckpt_path=<file> quantize={precision}.")
         self.precision = precision
         self.threads = threads
+        check_files(self.folder, self.meta)
         self.session = self._session(files[precision])
         self.pca_session = self._session(files["pca"]) if files.get("pca") else None
+        self._check_graph()
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -125,6 +127,48 @@ class OnnxClassifier:
             raise ModelFileError(f"{path} cannot be loaded by onnxruntime ({type(error).__name__}: "
                                  f"{first_line(error)}); "
                                  f"export it again.") from error
+
+    def _check_graph(self) -> None:
+        """The graph's input and output against model.json: bands, window, classes; for a dense
+        graph, the window it really reads (two probes), since the halo of its row tiles comes
+        from `patch_size`."""
+        where = self.folder / METADATA
+        graph_in = [d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape]
+        graph_out = [d if isinstance(d, int) else None for d in self.session.get_outputs()[0].shape]
+        classes = graph_out[1] if len(graph_out) > 1 else None
+        if classes is not None and classes != self.num_classes:
+            raise ModelFileError(f"{where} names {self.num_classes} classes but "
+                                 f"{self.folder / self.meta['files'][self.precision]} gives {classes}; "
+                                 f"the files come from different exports: export again.")
+        if self.kind == "window":
+            expected = self.patch_size
+            if len(graph_in) == 5 and graph_in[3:] != [expected, expected]:
+                raise ModelFileError(f"{where} says patch_size={expected} but the graph takes "
+                                     f"{graph_in[3]}x{graph_in[4]} windows: the file was edited or the "
+                                     f"graph swapped; export again.")
+            return
+        if len(graph_in) == 4 and graph_in[1] not in (None, self.bands):
+            raise ModelFileError(f"{where} says {self.bands} bands but the graph takes {graph_in[1]}: "
+                                 f"the file was edited or the graph swapped; export again.")
+        margin = self.patch_size // 2
+        if self._reads_ring(margin + 1) or (margin > 0 and not self._reads_ring(margin)):
+            raise ModelFileError(f"{where} says patch_size={self.patch_size} (margin {margin}) but the "
+                                 f"graph reads another window: the file was edited or the graph "
+                                 f"swapped; export again.")
+
+    def _reads_ring(self, distance: int) -> bool:
+        """Whether the centre pixel's logits change when the pixels `distance` away change."""
+        size = 2 * distance + 1
+        rng = np.random.default_rng(0)
+        tile = rng.normal(size=(1, self.bands, size, size)).astype(np.float32)
+        ring = np.ones((size, size), dtype=bool)
+        ring[1:-1, 1:-1] = False
+        changed = tile.copy()
+        changed[:, :, ring] = rng.normal(scale=10.0, size=(1, self.bands, int(ring.sum())))
+        name = self.session.get_inputs()[0].name
+        centre = [self.session.run(None, {name: t})[0][0][:, distance, distance] for t in (tile, changed)]
+        scale = float(np.abs(centre[0]).max()) + 1e-6
+        return bool(np.abs(centre[0] - centre[1]).max() > 1e-4 * scale)
 
     # -- what the model expects ----------------------------------------------------------------
     @property
@@ -268,6 +312,66 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
     return cube, bad
 
 
+# keys of model.json the runtime reads
+REQUIRED = ("files", "bands", "patch_size", "class_names", "network")
+
+
+def check_files(folder: Path, meta: dict[str, Any]) -> None:
+    """Each graph's size and SHA-1 against model.json (`sizes_bytes`, `sha1`; exports without
+    them are not checked): a graph swapped for another export's is refused."""
+    sizes, sums = meta.get("sizes_bytes") or {}, meta.get("sha1") or {}
+    for name in meta["files"].values():
+        path = folder / name
+        if not path.is_file():
+            continue  # named when its session is opened
+        if name in sizes and path.stat().st_size != sizes[name]:
+            raise ModelFileError(f"{path} has {path.stat().st_size} bytes but {folder / METADATA} "
+                                 f"recorded {sizes[name]}: the graph was replaced; export again.")
+        if name in sums and _sha1(path) != sums[name]:
+            raise ModelFileError(f"{path} is not the graph {folder / METADATA} was written with (SHA-1 "
+                                 f"differs): the graph was replaced; export again.")
+
+
+def _sha1(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """The keys the runtime needs, of the right kinds, and one name per class."""
+    missing = [k for k in REQUIRED if k not in meta]
+    if "eval_path" not in meta and "path" not in meta:
+        missing.append("eval_path")
+    if missing:
+        raise ModelFileError(f"{path} lacks {', '.join(missing)}: it was edited or is incomplete; "
+                             f"export again.")
+    if not isinstance(meta["files"], dict) or not isinstance(meta["class_names"], list):
+        raise ModelFileError(f"{path}: files must be an object and class_names a list; export again.")
+    for key in ("bands", "patch_size"):
+        if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 1:
+            raise ModelFileError(f"{path}: {key}={meta[key]!r} must be a whole number >= 1; export again.")
+    if "margin" in meta and meta["margin"] != meta["patch_size"] // 2:
+        raise ModelFileError(f"{path}: patch_size={meta['patch_size']} but margin={meta['margin']} "
+                             f"(patch_size // 2 = {meta['patch_size'] // 2}): the file was edited; "
+                             f"export again.")
+    names = meta["class_names"]
+    for key in ("label_values", "classes", "colours"):
+        other = meta.get(key)
+        if isinstance(other, list) and len(other) != len(names):
+            raise ModelFileError(f"{path} has {len(names)} class_names but {len(other)} {key}: the file "
+                                 f"was edited; export again.")
+    output = (meta.get("output") or {}).get("shape") if isinstance(meta.get("output"), dict) else None
+    declared = output[1] if isinstance(output, list) and len(output) > 1 else None
+    if isinstance(declared, int) and declared != len(names):
+        raise ModelFileError(f"{path} has {len(names)} class_names but its graph gives {declared} "
+                             f"classes: the file was edited; export again.")
+
+
 def read_metadata(folder: str | Path) -> dict[str, Any]:
     """`model.json` of an export folder, checked to be one this version reads."""
     path = Path(folder) / METADATA
@@ -283,6 +387,7 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{path} has format version {meta.get('format_version')}; this version "
                              f"of hsi reads {FORMAT_VERSION}. Export again with this version.")
+    check_metadata(path, meta)
     return meta
 
 

@@ -86,6 +86,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is a folder, not a checkpoint file{also}")
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path) and path.read_bytes()[:1] == b"\x80":  # a pickle: model=svm's
+        raise CheckpointError(f"{path} is a pickled estimator (model=svm's model.pkl), not a network "
+                              f"checkpoint: test it with python -m hsi.train model=svm train=false "
+                              f"ckpt_path={path}; estimators are not evaluated, exported or mapped "
+                              f"by this command.")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path} is not a checkpoint: checkpoints are zip archives and this file "
                               f"is not one (it is truncated, or another kind of file). Give a .ckpt "

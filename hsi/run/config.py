@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,9 @@ def _claim(folder: str) -> None:
         claim_run_folder(folder)
     except HsiError as error:
         exit_with(error)
+    # released however the command ends short of kill -9 (Ctrl-C in the map or export, a failed
+    # job of a sweep), not only through on_run_end / on_multirun_end
+    atexit.register(release_run_folder, folder)
 
 
 register_resolvers()

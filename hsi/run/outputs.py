@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hsi.data.scene import Scene
+from hsi.errors import DataError
 from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_figure, write_figure
 from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
@@ -158,8 +159,9 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
     sizes = datamodule.sizes()
     evaluated = len(report["targets"])
     if evaluated != sizes["n_test"]:  # e.g. trainer.limit_test_batches: say what was really tested
-        log.warning("Only %d of the %d test pixels were evaluated; n_test records %d.", evaluated,
-                    sizes["n_test"], evaluated)
+        log.warning("Only %d of the %d test pixels were evaluated (the test was cut short, e.g. by "
+                    "trainer.limit_test_batches or fast_dev_run); n_test records %d, n_test_split %d.",
+                    evaluated, sizes["n_test"], evaluated, sizes["n_test"])
         sizes |= {"n_test": evaluated, "n_test_split": sizes["n_test"]}
     untested = [datamodule.class_names[k] for k in report.get("untested", [])]
     if untested:
@@ -195,6 +197,28 @@ def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, pr
     report = accuracy_report(torch.as_tensor(prediction[labelled] - 1),
                              torch.as_tensor(truth[labelled] - 1), len(class_names))
     return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
+
+
+def truth_for_model(scene: Scene | None, class_names: Sequence[str], label_values: Sequence[int] | None,
+                    model_scene: str | None) -> Scene | None:
+    """The scene if its ground truth holds the model's classes (names and label values), so that
+    accuracy can be computed; the model's own scene loaded with other classes (e.g. another
+    data.ignore_labels) is refused; another scene with other classes gets a map without accuracy."""
+    if scene is None:
+        return None
+    names, values = list(scene.class_names), [int(v) for v in scene.label_values]
+    theirs = [int(v) for v in label_values] if label_values else values
+    if names == list(class_names) and values == theirs:
+        return scene
+    here = ", ".join(f"{v}:{n}" for v, n in zip(values, names))
+    model = ", ".join(f"{v}:{n}" for v, n in zip(theirs, class_names))
+    if scene.name == model_scene:
+        raise DataError(f"The model was trained on {scene.name} with classes [{model}] but the scene is "
+                        f"loaded here with [{here}]: load it with the training run's settings "
+                        f"(data.ignore_labels, data.gt_path) to compare.")
+    log.warning("%s's ground truth holds other classes than the model's ([%s] vs [%s]): the map is "
+                "written without accuracy.", scene.name, here, model)
+    return None
 
 
 @dataclass

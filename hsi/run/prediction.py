@@ -16,10 +16,11 @@ from hsi.data.datamodule import HSIDataModule
 from hsi.data.geo_scene import uses_gdal
 from hsi.data.io import read_array
 from hsi.data.scene import Scene, fill_nonfinite
+from hsi.errors import HsiError
 from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.inference import predict_labels
-from hsi.run.outputs import PredictionResult, write_prediction_run
+from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
 from hsi.run.streaming import predict_raster_run
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,20 @@ class RecordsData(Protocol):
     def datamodule(self, **overrides: Any) -> HSIDataModule: ...
 
 
-def scene_from_config(data_cfg: DictConfig | None, recorded: RecordsData) -> tuple[np.ndarray, Scene | None]:
-    """(cube, scene with ground truth or None) from `data=...`, or the scene `recorded` was trained on."""
+def scene_from_config(data_cfg: DictConfig | None, recorded: RecordsData,
+                      moved: dict[str, Any] | None = None) -> tuple[np.ndarray, Scene | None]:
+    """(cube, scene with ground truth or None) from `data=...`, or the scene `recorded` was trained
+    on (`moved`: data_dir / cube_path / gt_path where its files are now)."""
     if data_cfg is None:
-        scene = recorded.datamodule().load_scene()
+        moved = {k: v for k, v in (moved or {}).items() if v is not None}
+        try:
+            scene = recorded.datamodule(**moved).load_scene()
+        except HsiError as error:
+            if moved:
+                raise
+            raise type(error)(f"{error} (hsi.predict reads the scene where the model was trained: if its "
+                              f"files moved, give data_dir=<folder> or, for data=custom, cube_path= / "
+                              f"gt_path=; or data=<scene> for another one.)") from error
         return scene.cube, scene
     datamodule = instantiate(data_cfg)
     options = dict(datamodule.scene_options)
@@ -59,6 +70,11 @@ def raster_input(data_cfg: DictConfig | None, geo: dict[str, Any] | None) -> str
     return cube_path if uses_gdal(cube_path, data_cfg.get("gt_path"), data_cfg.get("gt_field")) else None
 
 
+def moved_files(cfg: DictConfig) -> dict[str, Any]:
+    """Where the model's own scene is now, if its files moved (`data_dir`, `cube_path`, `gt_path`)."""
+    return {key: cfg.get(key) for key in ("data_dir", "cube_path", "gt_path")}
+
+
 def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """`python -m hsi.predict ckpt_path=<file> [data=...]`: the map files and prediction.json."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
@@ -69,7 +85,8 @@ def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out; streamed if large
         return predict_raster_run(cfg, model.net, state, raster,
                                   {"checkpoint": str(checkpoint.path.resolve())})
-    cube, scene = scene_from_config(cfg.get("data"), checkpoint)
+    cube, scene = scene_from_config(cfg.get("data"), checkpoint, moved_files(cfg))
+    scene = truth_for_model(scene, state["class_names"], state.get("label_values"), state.get("scene"))
     filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
     if bad.any():
         log.warning("%d pixels hold NaN or inf values: filled with band means for the network and "

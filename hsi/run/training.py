@@ -14,12 +14,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
 from hsi.models.dense import check_eval_path, supports_dense
@@ -27,7 +28,9 @@ from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
+from hsi.run.estimator import check_estimator, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
+from hsi.run.threads import set_threads
 from hsi.run.validation import check_train_config
 from hsi.utils.files import atomic_write
 
@@ -100,13 +103,48 @@ def train(cfg: DictConfig, extra_callbacks: list[Any] | None = None) -> dict[str
     `extra_callbacks`: Lightning callbacks added to the configured ones (a search's pruning).
     """
     check_train_config(cfg)
+    threads = set_threads(cfg, _hydra_config())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
+    check_split_sizes(cfg, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
     dashboard.start(cfg, loggers)
-    if not is_network(cfg.model):
-        return train_estimator(cfg, datamodule, loggers)
-    return train_network(cfg, datamodule, loggers, extra_callbacks or [])
+    if is_network(cfg.model):
+        metrics = train_network(cfg, datamodule, loggers, extra_callbacks or [])
+    else:
+        metrics = train_estimator(cfg, datamodule, loggers)
+    if metrics:  # how many torch threads it ran with (parallel jobs share the cores)
+        metrics = update_metrics(cfg.paths.output_dir, {"threads": threads})
+    return metrics
+
+
+def _hydra_config() -> Any:
+    """The running Hydra app's `hydra` node (the launcher), or None outside one."""
+    try:
+        return HydraConfig.get()
+    except ValueError:
+        return None
+
+
+# how to get test pixels back, per split strategy
+SPLIT_FIXES = {
+    "disjoint": "lower data.split.block_size or data.split.margin, or raise data.split.test_ratio",
+    "mask": "check data.split.test_mask_path (or leave it null: every labelled pixel outside the "
+            "train / val masks)",
+}
+
+
+def check_split_sizes(cfg: DictConfig, datamodule: HSIDataModule) -> None:
+    """A split without training pixels, or without test pixels for a run that tests, is refused
+    before anything is trained or written."""
+    method = datamodule.split_report.get("method") or cfg.data.split.get("_target_", "?").rsplit(".", 1)[-1]
+    sizes = datamodule.sizes()
+    for subset, needed in (("train", cfg.get("train")), ("test", cfg.get("test"))):
+        if needed and sizes.get(f"n_{subset}", 0) == 0:
+            fix = SPLIT_FIXES.get(str(method).lower(), "raise data.split.test_ratio") if subset == "test" \
+                else "raise the training share of data.split"
+            raise DataError(f"The {method} split of {datamodule.scene.name} leaves no {subset} pixel "
+                            f"({', '.join(f'{k}={v}' for k, v in sizes.items())}): {fix}.")
 
 
 def record_run(cfg: DictConfig, datamodule: HSIDataModule, report: dict[str, Any],
@@ -127,20 +165,22 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     if cfg.get("map", True):  # a bad map option fails now, not after training
         check_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
+    if cfg.get("train") and cfg.get("ckpt_path"):  # before anything is written
+        check_resume(cfg.ckpt_path, datamodule, model)
     callbacks = [*dashboard.callbacks(loggers, datamodule.class_names),
                  *instantiate_group(cfg.get("callbacks")), *(extra_callbacks or [])]
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # without a validation set (the notebook recipe) skip the loop, rather than feed it nothing
     no_validation = {"limit_val_batches": 0} if len(datamodule.datasets["val"]) == 0 else {}
+    callbacks = drop_validation_stopping(callbacks, bool(no_validation) or cfg.trainer.get(
+        "limit_val_batches") == 0)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      **no_validation)
     if trainer.is_global_zero:
         write_run_start(cfg.paths.output_dir, datamodule, trainer.loggers)
 
     times: dict[str, float] = {}
-    if cfg.get("train") and cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, datamodule, model)
     if cfg.get("train"):
         with stopwatch(times, "train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -163,7 +203,22 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     return metrics
 
 
+def drop_validation_stopping(callbacks: list[Any], no_validation: bool) -> list[Any]:
+    """Without validation pixels (or with the validation loop off) early stopping on a `val/`
+    metric can never fire: it is dropped with a warning, and the run trains every epoch."""
+    if not no_validation:
+        return callbacks
+    stopping = [c for c in callbacks if isinstance(c, EarlyStopping) and str(c.monitor).startswith("val/")]
+    for callback in stopping:
+        log.warning("No validation pixels (data.split.val_ratio=0 or trainer.limit_val_batches=0): early "
+                    "stopping on %s is off, the run trains all trainer.max_epochs epochs and tests the "
+                    "last weights. Give validation pixels to stop early.", callback.monitor)
+    return [c for c in callbacks if c not in stopping]
+
+
 # settings that shape the data or the network: resuming with other values cannot work
+# the network's, the optimizer's and the schedule's: restored from the checkpoint as they were
+RESUME_MODEL_KEYS = ("net.", "num_bands", "num_classes", "scheduler.", "optimizer.")
 RESUME_DATA_KEYS = ("scene", "patch_size", "split_seed", "split", "pca.components", "pca.whiten", "pca.fit")
 
 
@@ -179,13 +234,17 @@ def check_resume(ckpt_path: str, datamodule: HSIDataModule, model: HSIClassifier
     saved = _flat(checkpoint.contents.get("hyper_parameters", {}))
     mine = _flat(dict(model.hparams))
     for key in sorted(set(saved) | set(mine)):
-        if key.startswith(("net.", "num_bands", "num_classes")) and saved.get(key) != mine.get(key):
-            name = f"model.{key}" if key.startswith("net.") else key
+        if key.startswith(RESUME_MODEL_KEYS) and saved.get(key) != mine.get(key):
+            name = f"model.{key}" if key.startswith(("net.", "scheduler", "optimizer")) else key
             differ.append(f"{name} (checkpoint {saved.get(key)!r}, here {mine.get(key)!r})")
     if differ:
-        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings: {'; '.join(differ)}. "
-                          f"Resume with the checkpoint's settings (its run's .hydra/overrides.yaml), or "
-                          f"start a new run without ckpt_path.")
+        schedule = any(d.startswith(("model.scheduler", "model.optimizer")) for d in differ)
+        why = (" The checkpoint's optimizer and learning-rate schedule are restored as they were, so a "
+               "schedule cannot be lengthened on resume (a cosine one would restart): resume to the "
+               "same trainer.max_epochs, or train a new run with the longer schedule.") if schedule else ""
+        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings: {'; '.join(differ)}."
+                          f"{why} Resume with the checkpoint's settings (its run's .hydra/overrides.yaml), "
+                          f"or start a new run without ckpt_path.")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -200,6 +259,10 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]) -> dict[str, Any]:
     """scikit-learn: fit on the training pixels' spectra, test on the test pixels' spectra."""
+    fitted = None
+    if not cfg.get("train"):  # checked before anything is written
+        fitted = load_estimator(cfg.ckpt_path)
+        check_estimator(cfg.ckpt_path, fitted, datamodule)
     output_dir = write_run_start(cfg.paths.output_dir, datamodule, loggers)
     ignored = sorted(NETWORK_ONLY & set(cfg.model))
     if ignored:  # e.g. an experiment's schedule, shared by every network
@@ -213,7 +276,7 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
             estimator.fit(train_set.centre_spectra(), train_set.targets.numpy())
             atomic_write(checkpoint, lambda tmp: tmp.write_bytes(pickle.dumps(estimator)))
         else:
-            estimator = pickle.loads(Path(cfg.ckpt_path).read_bytes())
+            estimator = fitted
             checkpoint = Path(cfg.ckpt_path)
     if not cfg.get("test"):
         return {}

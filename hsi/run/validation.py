@@ -3,9 +3,13 @@ key, named as the user types it, so a typo fails in the first second rather than
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Iterable
 from typing import Any
 
+import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig
 
 from hsi.data.patches import EVAL_PATHS
@@ -75,10 +79,32 @@ def check_data(cfg: DictConfig) -> None:
     require_int(cfg, "data.num_workers", 0)
     if _value(cfg, "data.eval_path") is not None:
         require_choice(cfg, "data.eval_path", EVAL_PATHS)
+    check_split_keys(cfg)
     if "pca" in cfg.data and cfg.data.pca is not None:
         require_int(cfg, "data.pca.components", 1, optional=True,
                     hint=" (or null to keep all bands)")
         require_choice(cfg, "data.pca.fit", PCA_FITS)
+
+
+def check_split_keys(cfg: DictConfig) -> None:
+    """Keys of `data.split` that its strategy does not take (e.g. an experiment's test_ratio
+    combined with data/split=mask) are named, with the override that removes them."""
+    split = _value(cfg, "data.split")
+    if not isinstance(split, DictConfig) or not isinstance(split.get("_target_"), str):
+        return
+    try:
+        params = inspect.signature(get_class(split._target_)).parameters
+    except Exception:  # noqa: BLE001 - an unknown target is reported when it is built
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    extra = [str(k) for k in split if not str(k).startswith("_") and k not in params]
+    if extra:
+        method = split._target_.rsplit(".", 1)[-1]
+        raise ConfigError(f"{', '.join(f'data.split.{k}' for k in extra)} do not apply to this split "
+                          f"({method} takes {', '.join(params) or 'no keys'}); an experiment sets them "
+                          f"for its own split: remove them with "
+                          f"{' '.join(f'~data.split.{k}' for k in extra)}, or leave out data/split=.")
 
 
 def check_model(cfg: DictConfig) -> None:
@@ -91,7 +117,26 @@ def check_model(cfg: DictConfig) -> None:
                           f"non-negative weight per class.")
 
 
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU asked for where there is none is refused in one line; mixed precision on the CPU
+    (many times slower than fp32 there, it looks hung) is warned about."""
+    trainer = cfg.get("trainer") or {}
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} (trainer=gpu) but torch sees no CUDA GPU here "
+                          f"(torch {torch.__version__}); use trainer=cpu (or trainer.accelerator=auto), or "
+                          f"install a CUDA build of torch.")
+    precision = str(trainer.get("precision", "32-true"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("16"):
+        logging.getLogger("hsi").warning(
+            "trainer.precision=%s on the CPU: half precision is emulated there and a step can take 10x "
+            "longer than fp32 (it looks hung); use trainer.precision=32-true (or bf16-mixed) on CPUs.",
+            precision)
+
+
 def check_trainer(cfg: DictConfig) -> None:
+    check_accelerator(cfg)
     trainer = cfg.get("trainer") or {}
     if trainer.get("fast_dev_run"):
         return
@@ -129,6 +174,9 @@ def check_train_config(cfg: DictConfig) -> None:
 def check_predict_config(cfg: DictConfig) -> None:
     """`python -m hsi.predict` and `python -m hsi.evaluate`."""
     refuse_renamed(cfg)
+    if cfg.get("ckpt_path") and cfg.get("model_path"):
+        raise ConfigError(f"Both ckpt_path={cfg.ckpt_path} and model_path={cfg.model_path} are given; "
+                          f"give one: ckpt_path= (a checkpoint) or model_path= (an exported model).")
     require_choice(cfg, "eval_path", EVAL_PATHS)
     for key, minimum in (("batch_size", 1), ("tile_rows", 1)):
         if key in cfg:

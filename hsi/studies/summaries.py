@@ -41,7 +41,8 @@ import json
 import logging
 import math
 import shlex
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,167 +50,41 @@ import numpy as np
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hsi.data.leakage import AUDIT_WINDOWS, audit_split_file
+from hsi.data.leakage import AUDIT_WINDOWS
+from hsi.errors import HsiError
 from hsi.maps import pyplot, write_figure
+from hsi.studies.jobs import (
+    AUDIT_KEYS,
+    METRICS,
+    STOPPED,
+    VAL_METRIC,
+    Job,
+    all_keys,
+    find_jobs,
+    is_bookkeeping,
+    is_number,
+    scalar,
+    unfinished_notes,
+    varying_keys,
+)
 from hsi.utils.files import atomic_write_text
 
 log = logging.getLogger("hsi.summarize")
 
-METRICS = ("oa", "aa", "kappa")
-# the best validation OA of a job (the objective of a search), shown when recorded
-VAL_METRIC = "val_oa"
 # written by the Optuna sweeper into the multirun folder: best_params, best_value
 OPTUNA_RESULTS = "optimization_results.yaml"
 HEATMAP_AXES = ("data.patch_size", "data.pca.components")
-# metrics.json `status` of a search's trial that did not run to its end on purpose or was cut off
-# with its search (hsi.studies.search): listed apart, never counted as a failed job
-STOPPED = {"pruned": "stopped early by the search's pruner",
-           "interrupted": "its worker was killed; the resumed search did not count it"}
-# the split audit (hsi.data.leakage.split_audit): shares of test / validation pixels inside a
-# training window of the run's size and of 7x7, 9x9, 25x25 (results.csv: all; results.md: these)
-AUDIT_KEYS = tuple(f"{subset}_in_{w}" for subset in ("test", "val")
-                   for w in ("window", *(f"{n}x{n}" for n in AUDIT_WINDOWS)))
 # (the run's own window for test pixels is the `leakage` column)
 AUDIT_TABLE = (*((f"test_in_{n}x{n}", f"test in {n}x{n}") for n in AUDIT_WINDOWS),
                ("val_in_window", "val in win"))
-
-
-@dataclass
-class Job:
-    """One job folder of a multirun."""
-
-    name: str
-    overrides: dict[str, Any]
-    metrics: dict[str, Any] | None = None
-    problem: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    folder: Path | None = None  # the job's folder
-    lines: list[str] = field(default_factory=list)  # its .hydra/overrides.yaml, as written
-
-    @property
-    def ok(self) -> bool:
-        return self.metrics is not None and self.metrics.get("status") not in STOPPED
-
-    @property
-    def status(self) -> str:
-        """`ok`, `failed`, or why a search stopped it (`pruned`, `interrupted`)."""
-        if self.metrics is not None and self.metrics.get("status") in STOPPED:
-            return self.metrics["status"]
-        return "ok" if self.ok else "failed"
-
-
-def _job_sort_key(path: Path) -> tuple[int, int | str]:
-    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
-
-
-def _scalar(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
-
-
-def parse_overrides(lines: list[str], config: dict[str, Any] | None) -> dict[str, Any]:
-    """A job's overrides (Hydra's own parser) as {key: value}; deletions (`~key`) are skipped and
-    values are taken from the job's config where it has them (interpolations resolved)."""
-    out: dict[str, Any] = {}
-    for override in OverridesParser.create().parse_overrides(lines):
-        if override.is_delete():
-            continue
-        key = override.key_or_group
-        value: Any = override.value()
-        node: Any = config
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, (int, float, str, bool)):
-            value = node
-        out[key] = _scalar(value)
-    return out
-
-
-def read_job(folder: Path) -> Job:
-    """A job's overrides and metrics; a missing or unreadable metrics.json marks it failed."""
-    hydra_dir = folder / ".hydra"
-    try:
-        config = yaml.safe_load((hydra_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        config = None
-    try:
-        lines = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError):
-        lines = []
-    job = Job(folder.name, parse_overrides(lines, config), folder=folder, lines=list(lines))
-    metrics_file = folder / "metrics.json"
-    if not metrics_file.is_file():
-        job.problem = "no metrics.json (the job crashed, was killed or is still running)"
-        return job
-    try:
-        job.metrics = json.loads(metrics_file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        job.problem = f"unreadable metrics.json: {error}"
-        return job
-    job.metrics.update(_audit(folder, job.metrics, config))
-    return job
-
-
-def _audit(folder: Path, metrics: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
-    """The job's split audit (`test_in_7x7`, ...): metrics.json's `audit`, or for runs written before
-    it held one, computed from the run's split.npz and window (nothing when neither is there)."""
-    audit = metrics.get("audit")
-    if isinstance(audit, dict):
-        return _audited(audit, metrics)
-    patch_size = (config or {}).get("data", {}).get("patch_size") if isinstance(config, dict) else None
-    if not (folder / "split.npz").is_file() or not isinstance(patch_size, int):
-        return {}
-    try:
-        audit = audit_split_file(folder / "split.npz", patch_size)
-    except (OSError, KeyError, ValueError) as error:
-        log.warning("%s: no split audit (%s)", folder, error)
-        return {}
-    return _audited(audit, metrics)
-
-
-def _audited(audit: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """The audit's shares; none for validation when the run had no validation pixels."""
-    no_val = metrics.get("n_val") == 0
-    return {k: v for k, v in audit.items() if k != "window" and not (no_val and k.startswith("val_"))}
-
-
-def find_jobs(multirun: Path) -> list[Job]:
-    """Every job folder (one holding `.hydra/` or `metrics.json`) of `multirun`, by job number."""
-    folders = [p for p in multirun.iterdir()
-               if p.is_dir() and ((p / ".hydra").is_dir() or (p / "metrics.json").is_file())]
-    return [read_job(p) for p in sorted(folders, key=_job_sort_key)]
-
-
-# overrides that name where a job went or which grid launched it, not what it trained: jobs of
-# several starts of one grid (`--with`) that differ only in these are the same setting
-BOOKKEEPING = ("task_name", "sweep", "hparams_search", "paths.log_dir", "paths.output_dir")
-
-
-def _bookkeeping(key: str) -> bool:
-    return key in BOOKKEEPING or key.startswith("hydra.")
-
-
-def varying_keys(jobs: list[Job]) -> list[str]:
-    """Override keys whose value differs between jobs (or that only some jobs have), in order seen;
-    bookkeeping keys (`task_name`, `sweep`, `hparams_search`, where outputs go: `paths.log_dir`,
-    `paths.output_dir`, and `hydra.*`) left out."""
-    return [k for k in all_keys(jobs) if not _bookkeeping(k)
-            and len({json.dumps(j.overrides.get(k)) for j in jobs}) > 1]
-
-
-def all_keys(jobs: list[Job]) -> list[str]:
-    """Every override key of any job, in order seen."""
-    keys: list[str] = []
-    for job in jobs:
-        keys += [k for k in job.overrides if k not in keys]
-    return keys
 
 
 def results_csv(jobs: list[Job]) -> str:
     """One row per job: overrides, metrics, train time, status."""
     keys = all_keys(jobs)
     has_leakage = any(j.ok and "leakage" in j.metrics for j in jobs)
-    has_val = any(j.ok and _number(j.metrics.get(VAL_METRIC)) for j in jobs)
-    audit = [k for k in AUDIT_KEYS if any(j.ok and _number(j.metrics.get(k)) for j in jobs)]
+    has_val = any(j.ok and is_number(j.metrics.get(VAL_METRIC)) for j in jobs)
+    audit = [k for k in AUDIT_KEYS if any(j.ok and is_number(j.metrics.get(k)) for j in jobs)]
     columns = ["job", *keys, *METRICS, *([VAL_METRIC] if has_val else []),
                *(["leakage"] if has_leakage else []), *audit, "train_seconds", "status"]
     buffer = io.StringIO()
@@ -221,15 +96,11 @@ def results_csv(jobs: list[Job]) -> str:
         if has_val:
             row.append(m.get(VAL_METRIC, ""))
         if has_leakage:
-            row.append(_scalar(m.get("leakage", "")))
+            row.append(scalar(m.get("leakage", "")))
         row += [m.get(k, "") for k in audit]
         row += [m.get("train_seconds", ""), job.status]
         writer.writerow(["" if v is None else v for v in row])
     return buffer.getvalue()
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -246,7 +117,7 @@ def format_mean_std(values: list[float]) -> str:
 def group_settings(jobs: list[Job], keys: list[str]) -> dict[tuple, list[Job]]:
     """Jobs grouped by their values of `keys` (in first-seen order)."""
     groups: dict[tuple, list[Job]] = {}
-    for job in jobs:
+    for job in (j for j in jobs if j.setting_known):
         groups.setdefault(tuple(job.overrides.get(k) for k in keys), []).append(job)
     return groups
 
@@ -258,10 +129,11 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
     setting of the best mean validation OA, a search's best trial.
     Long on purpose: the sections of results.md, written in the order a reader sees them.
     """
-    keys = [k for k in varying_keys(jobs) if k != "seed"]
-    fixed = [f"`{k}={jobs[0].overrides[k]}`" for k in all_keys(jobs)
-             if k not in keys and k != "seed" and all(k in j.overrides for j in jobs)
-             and len({json.dumps(j.overrides[k]) for j in jobs}) == 1]
+    known = [j for j in jobs if j.setting_known] or jobs
+    keys = [k for k in varying_keys(known) if k != "seed"]
+    fixed = [f"`{k}={known[0].overrides[k]}`" for k in all_keys(known)
+             if k not in keys and k != "seed" and all(k in j.overrides for j in known)
+             and len({json.dumps(j.overrides[k]) for j in known}) == 1]
     seeds = sorted({str(j.overrides.get("seed")) for j in jobs if "seed" in j.overrides})
     stopped = [j for j in jobs if j.status in STOPPED]
     jobs = [j for j in jobs if j.status not in STOPPED]
@@ -273,7 +145,7 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
     if fixed:
         lines += ["Common overrides: " + " ".join(fixed), ""]
     def recorded(group: list[Job], key: str) -> list[float]:
-        return [j.metrics[key] for j in group if j.ok and _number(j.metrics.get(key))]
+        return [j.metrics[key] for j in group if j.ok and is_number(j.metrics.get(key))]
 
     extras = [(key, title, fmt) for key, title, fmt in ((VAL_METRIC, "val OA", ".4f"),
                                                         ("leakage", "leakage", ".3f"),
@@ -308,7 +180,7 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
         for job in stopped:
             setting = ", ".join(f"{k}={v}" for k, v in job.overrides.items() if k in keys or k == "seed")
             val = job.metrics.get(VAL_METRIC)
-            where = f", best {VAL_METRIC} {val:.4f}" if _number(val) else ""
+            where = f", best {VAL_METRIC} {val:.4f}" if is_number(val) else ""
             epochs = f" after {job.metrics['epochs']} epoch(s)" if job.metrics.get("epochs") else ""
             lines.append(f"- job {job.name} ({setting or 'no overrides'}): {job.status}{epochs}"
                          f"{where} ({STOPPED[job.status]})")
@@ -332,7 +204,7 @@ def best_setting(jobs: list[Job], keys: list[str]) -> tuple[str, str] | None:
     """The setting with the best mean validation OA, and a command that trains it again over the
     same seeds (one of its jobs' overrides with the seeds swept); None without validation OA or
     with a single setting."""
-    groups = {values: [j for j in group if j.ok and _number(j.metrics.get(VAL_METRIC))]
+    groups = {values: [j for j in group if j.ok and is_number(j.metrics.get(VAL_METRIC))]
               for values, group in group_settings(jobs, keys).items()}
     groups = {values: group for values, group in groups.items() if group}
     if len(groups) < 2:
@@ -416,7 +288,7 @@ class BestTrial:
     job: str | None  # its job folder here, None when it ran in an earlier folder of the study
 
     def describe(self) -> str:
-        value = f"{self.value:.4f}" if _number(self.value) else str(self.value)
+        value = f"{self.value:.4f}" if is_number(self.value) else str(self.value)
         where = (f"job {self.job}" if self.job is not None else
                  "a trial of an earlier multirun folder of the same study (a resumed search)")
         return (f"The best trial of the study, {where}, reached {VAL_METRIC} {value} (best validation "
@@ -433,7 +305,7 @@ def _same_value(line: str, value: Any) -> bool:
         parsed = OverridesParser.create().parse_override(line).value()
     except Exception:  # noqa: BLE001 - an odd override never matches
         return False
-    if _number(parsed) and _number(value):
+    if is_number(parsed) and is_number(value):
         return math.isclose(float(parsed), float(value), rel_tol=1e-12, abs_tol=0.0)
     return str(parsed) == str(value)
 
@@ -493,27 +365,90 @@ def summarize(multirun: str | Path, beside: str | Path | list[str | Path] | None
     starts), named `<their folder>/<job>`.
     """
     multirun = Path(multirun)
+    check_outputs_are_ours(multirun)
     jobs = _jobs_of(multirun)
+    unfinished = [f"{multirun}: {note}" for note in unfinished_notes(multirun, len(jobs))]
+    seen = {multirun.resolve()}
     for folder in map(Path, more or []):
+        if folder.resolve() in seen:
+            log.warning("--with %s: already in the table, not counted twice.", folder)
+            continue
+        seen.add(folder.resolve())
+        unfinished += [f"{folder}: {note}" for note in unfinished_notes(folder, len(_jobs_of(folder)))]
         for job in _jobs_of(folder):
             job.name = f"{folder.name}/{job.name}"
             jobs.append(job)
     besides = [beside] if isinstance(beside, (str, Path)) else list(beside or [])
-    other = [job for folder in besides for job in _jobs_of(Path(folder))] if besides else None
+    other = [job for folder in dict.fromkeys(Path(f).resolve() for f in besides)
+             for job in _jobs_of(folder)] if besides else None
+    if other:
+        check_beside(jobs, other, besides)
     for job in jobs:
         if job.status == "failed":
             log.warning("Job %s failed: %s", job.name, job.problem)
+    for note in unfinished:
+        log.warning("Unfinished: %s", note)
     atomic_write_text(multirun / "results.csv", results_csv(jobs))
     figure = oa_figure(jobs, multirun)
     best = best_trial(multirun, jobs)
-    atomic_write_text(multirun / "results.md", results_markdown(
-        multirun, jobs, figure, best, other, ", ".join(map(str, besides))))
+    text = results_markdown(multirun, jobs, figure, best, other, ", ".join(map(str, besides)))
+    if unfinished:
+        text = text.replace("\n\n", "\n\n**Unfinished sweep**: " + "; ".join(unfinished)
+                            + ". The table holds the jobs done so far.\n\n", 1)
+    atomic_write_text(multirun / "results.md", text)
     failed = [j.name for j in jobs if j.status == "failed"]
     stopped = [j.name for j in jobs if j.status in STOPPED]
-    log.info("%d jobs (%d failed, %d stopped by the search); wrote results.csv, results.md%s in %s",
-             len(jobs), len(failed), len(stopped), f", {figure}" if figure else "", multirun)
+    log.info("%d jobs (%d failed, %d stopped by the search)%s; wrote results.csv, results.md%s in %s",
+             len(jobs), len(failed), len(stopped), ", sweep unfinished" if unfinished else "",
+             f", {figure}" if figure else "", multirun)
     return {"jobs": len(jobs), "failed": failed, "stopped": stopped, "figure": figure,
+            "unfinished": unfinished,
             "best_command": best.command if best else None, "best_job": best.job if best else None}
+
+
+# the first line of the files summarize writes: a file without it is the user's, never overwritten
+OWN_HEADERS = {"results.md": "# Results of ", "results.csv": "job,"}
+
+
+def check_outputs_are_ours(multirun: Path) -> None:
+    """Refuse to overwrite a results.md / results.csv that hsi.summarize did not write."""
+    for name, header in OWN_HEADERS.items():
+        path = multirun / name
+        if path.is_file():
+            try:
+                first = path.read_text(errors="replace")[:len(header)]
+            except OSError:
+                first = ""
+            if first != header:
+                raise SummaryError(f"{path} was not written by hsi.summarize; it is not overwritten: move "
+                                   f"it elsewhere and summarize again.")
+
+
+# keys that may differ between a table and the multirun --beside it: the split compared
+BESIDE_MAY_DIFFER = ("experiment", "data/split", "data.split.")
+
+
+def check_beside(jobs: list[Job], other: list[Job], besides: list[Any]) -> None:
+    """`--beside` compares the same settings: keys fixed in both tables must agree, except the split."""
+    def fixed(group: list[Job]) -> dict[str, str]:
+        done = [j for j in group if j.lines]
+        keys = [k for k in all_keys(done) if not is_bookkeeping(k) and k != "seed"
+                and not k.startswith(BESIDE_MAY_DIFFER) and k not in BESIDE_MAY_DIFFER]
+        return {k: json.dumps(done[0].overrides.get(k)) for k in keys
+                if len({json.dumps(j.overrides.get(k)) for j in done}) == 1}
+
+    ours, theirs = fixed(jobs), fixed(other)
+    varying_here = set(varying_keys(jobs))
+    differ = [f"{k} ({ours.get(k, 'unset')} here, {theirs.get(k, 'unset')} beside)"
+              for k in sorted(set(ours) | set(theirs))
+              if k not in varying_here and ours.get(k) != theirs.get(k)]
+    if differ:
+        raise SummaryError(f"--beside {', '.join(map(str, besides))} was run with other fixed settings: "
+                           f"{'; '.join(differ)}; only the split may differ. Summarize it on its own.")
+
+
+class SummaryError(HsiError, ValueError):
+    """A summary that would be wrong or overwrite a user's file; the message says why."""
 
 
 def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") -> int:
@@ -532,7 +467,12 @@ def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") ->
         summary = summarize(args.multirun, args.beside, args.more)
     except FileNotFoundError as error:
         parser.error(str(error))
+    except HsiError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
     print((args.multirun / "results.md").read_text())
     if summary["best_command"]:
         print(f"best trial: {summary['best_command']}")
-    return 1 if summary["failed"] else 0
+    for note in summary["unfinished"]:
+        print(f"unfinished: {note}", file=sys.stderr)
+    return 1 if summary["failed"] or summary["unfinished"] else 0

@@ -24,7 +24,8 @@ from hsi.data.literature import (
 )
 from hsi.errors import ConfigError, DataError
 from hsi.run.validation import check_train_config
-from hsi.studies.summaries import read_job, results_csv, results_markdown
+from hsi.studies.jobs import read_job
+from hsi.studies.summaries import results_csv, results_markdown
 from tests.conftest import PROJECT_ROOT, compose_train, swept_rows
 
 IP_TRAIN_PER_CLASS = [11, 50, 48, 48, 50, 48, 15, 50, 15, 50, 50, 47, 49, 46, 48, 44]  # EHU order
