@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsi.data.io import _envi_header
+from hsi.data.io import envi_header
 from hsi.data.raster import (
     ARRAY_SUFFIXES,
     gdal_path,
@@ -38,7 +38,7 @@ def uses_gdal(cube_path: str | Path | None, gt_path: str | Path | None = None,
     if gt_field is not None or is_vector_path(gt_path):
         return True
     path = Path(cube_path)
-    others_read_it = path.suffix.lower() in (".tif", ".tiff") or _envi_header(path) is not None
+    others_read_it = path.suffix.lower() in (".tif", ".tiff") or envi_header(path) is not None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

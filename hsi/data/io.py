@@ -23,6 +23,17 @@ SUPPORTED = (".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.t
              "raster GDAL reads (hsi.data.raster)")
 
 
+def require_file(path: str | Path, what: str = "data file") -> Path:
+    """`path` as a Path if it is a file; else one line naming the problem and the fix."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the path of the {what} in it.")
+    if not path.is_file():
+        raise MissingFileError(f"File not found: {path}. Check the path (relative paths are "
+                               f"relative to the folder the command runs in).")
+    return path
+
+
 def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """All numeric arrays in a file, keyed by variable name (the file's stem for one-array formats).
 
@@ -31,12 +42,7 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     (rows, cols, bands) whatever their interleave; a GeoTIFF comes as stored (bands may be
     first; see `hsi.data.scene.orient_cube`). Single-band ENVI / GeoTIFF images are 2-D.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; give the path of the data file in it.")
-    if not path.is_file():
-        raise MissingFileError(f"File not found: {path}. Check the path (relative paths are "
-                                f"relative to the folder the command runs in).")
+    path = require_file(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty (0 bytes); the copy or download did not finish.")
     try:
@@ -61,14 +67,14 @@ def _read_any(path: Path) -> dict[str, np.ndarray]:
         return _read_mat(path)
     if suffix in (".tif", ".tiff"):
         return {path.stem: _read_tiff(path)}
-    header = _envi_header(path)
+    header = envi_header(path)
     if header is not None:
         return {header.stem: _read_envi(header)}
     raise DataError(f"Unsupported file type {suffix!r} for {path}: use {SUPPORTED}. For ENVI, give "
                      f"the .hdr file (or a data file with a .hdr beside it).")
 
 
-def _envi_header(path: Path) -> Path | None:
+def envi_header(path: Path) -> Path | None:
     """The ENVI header for `path`: itself if `.hdr`, else `<path>.hdr` or `<stem>.hdr` beside it."""
     if path.suffix.lower() == ".hdr":
         return path

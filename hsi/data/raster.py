@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.io import require_file
 from hsi.errors import DataError, MissingFileError, first_line
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,7 @@ class RasterInfo:
 
 def open_raster(path: str | Path):
     """An open rasterio dataset, or a one-line error naming the file and the fix."""
-    path = gdal_path(path)
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; give the path of the raster file in it.")
-    if not path.is_file():
-        raise MissingFileError(f"File not found: {path}. Check the path (relative paths are relative "
-                               f"to the folder the command runs in).")
+    path = require_file(gdal_path(path), "raster file")
     rio = rasterio()
     try:
         return rio.open(path)
