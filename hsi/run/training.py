@@ -103,19 +103,15 @@ def train(cfg: DictConfig, extra_callbacks: list[Any] | None = None) -> dict[str
     `extra_callbacks`: Lightning callbacks added to the configured ones (a search's pruning).
     """
     check_train_config(cfg)
-    threads = set_threads(cfg, _hydra_config())
+    set_threads(cfg, _hydra_config())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     check_split_sizes(cfg, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
     dashboard.start(cfg, loggers)
     if is_network(cfg.model):
-        metrics = train_network(cfg, datamodule, loggers, extra_callbacks or [])
-    else:
-        metrics = train_estimator(cfg, datamodule, loggers)
-    if metrics:  # how many torch threads it ran with (parallel jobs share the cores)
-        metrics = update_metrics(cfg.paths.output_dir, {"threads": threads})
-    return metrics
+        return train_network(cfg, datamodule, loggers, extra_callbacks or [])
+    return train_estimator(cfg, datamodule, loggers)
 
 
 def _hydra_config() -> Any:
@@ -153,7 +149,9 @@ def record_run(cfg: DictConfig, datamodule: HSIDataModule, report: dict[str, Any
     """The one bookkeeping path of every run: metrics.json, reports and TensorBoard summaries."""
     record = {"epochs": None, "train_seconds": times.get("train", 0.0),
               "test_seconds": times.get("test", 0.0), "checkpoint": checkpoint,
-              "params": None, "macs": None, **extra}
+              "params": None, "macs": None,
+              "threads": torch.get_num_threads(),  # parallel jobs share the cores (hsi.run.threads)
+              **extra}
     return finish_run(cfg.paths.output_dir, datamodule, report, record, loggers, step, run_hparams(cfg),
                       cfg.seed)
 

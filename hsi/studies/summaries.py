@@ -374,8 +374,9 @@ def summarize(multirun: str | Path, beside: str | Path | list[str | Path] | None
             log.warning("--with %s: already in the table, not counted twice.", folder)
             continue
         seen.add(folder.resolve())
-        unfinished += [f"{folder}: {note}" for note in unfinished_notes(folder, len(_jobs_of(folder)))]
-        for job in _jobs_of(folder):
+        pooled = _jobs_of(folder)  # read once: every job's folder, overrides and metrics
+        unfinished += [f"{folder}: {note}" for note in unfinished_notes(folder, len(pooled))]
+        for job in pooled:
             job.name = f"{folder.name}/{job.name}"
             jobs.append(job)
     besides = [beside] if isinstance(beside, (str, Path)) else list(beside or [])
