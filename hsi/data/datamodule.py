@@ -24,6 +24,15 @@ from torch.utils.data import DataLoader
 from hsi.data.augment import BatchAugment
 from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.download import user_cache_dir
+from hsi.data.large_scene import (
+    AUTO_SAMPLE,
+    StreamedScene,
+    StreamSettings,
+    build_reduced_cube,
+    load_streamed_scene,
+    sample_coords,
+    sample_pixels,
+)
 from hsi.data.leakage import leakage, split_audit
 from hsi.data.loading import load_scene
 from hsi.data.patches import EVAL_PATHS, PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
@@ -60,7 +69,9 @@ class HSIDataModule(L.LightningDataModule):
     network allows it, which only the model knows: see `use_dense_evaluation`. `augment`
     (`augment=none|flips|spectral|all`, written to `data.augment`): a `BatchAugment` or a
     mapping of its settings, applied to training batches on their device
-    (`on_after_batch_transfer`); None or one with everything off changes nothing. Scene
+    (`on_after_batch_transfer`); None or one with everything off changes nothing. `stream`,
+    `stream_above_mb`, `memmap_above_mb`, `memmap_dir`, `block_rows` (`data.*`): a raster scene
+    built block by block, its reduced cube memory-mapped when large (`StreamSettings`). Scene
     options not named here (`cube_path`, `height`, ...) go to `load_scene`. The saved
     hyperparameters are plain values, so `HSIDataModule(**datamodule.hparams)` rebuilds it.
     """
@@ -70,12 +81,16 @@ class HSIDataModule(L.LightningDataModule):
                  split: SplitStrategy | Mapping[str, Any] | None = None, split_seed: int = 345,
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
                  pin_memory: bool = False, eval_path: str = "auto", eval_tile_rows: int = 128,
-                 augment: BatchAugment | Mapping[str, Any] | None = None,
+                 augment: BatchAugment | Mapping[str, Any] | None = None, stream: str | bool = "auto",
+                 stream_above_mb: float = 1024, memmap_above_mb: float = 1024,
+                 memmap_dir: str | None = None, block_rows: int | None = None,
                  **scene_options: Any) -> None:
         super().__init__()
         _refuse_old_keys(scene_options)
         check_patch_size(patch_size)
         check_eval_path(eval_path, eval_tile_rows)
+        self.stream_settings = StreamSettings(stream, stream_above_mb, memmap_above_mb, memmap_dir,
+                                              block_rows)
         self.pca_settings = PCASettings.from_any(_plain(pca))
         self.split_strategy = split_strategy(split)
         augmenter = BatchAugment.from_any(_plain(augment))
@@ -86,6 +101,7 @@ class HSIDataModule(L.LightningDataModule):
         # rebuild the same scene from any folder (hsi.evaluate, hsi.predict).
         self.scene_options = _plain_options(scene_options)
         self.hparams.update(data_dir=_absolute(data_dir), pca=self.pca_settings.config(),
+                            memmap_dir=_absolute(memmap_dir),
                             split=self.split_strategy.config(),
                             augment=None if self.augment is None else self.augment.config(),
                             **self.scene_options)
@@ -99,12 +115,15 @@ class HSIDataModule(L.LightningDataModule):
         self._tiles: dict[str, TileDataset] = {}  # evaluation subsets as row tiles, built on demand
         self._dense_evaluation: bool | None = None  # set by use_dense_evaluation()
         self._recorded: dict[str, Any] | None = None  # a loaded state waiting for setup()
+        self.data_report: dict[str, Any] = {}  # how the cube was built and PCA fitted (metrics.json "data")
 
     # -- set-up -----------------------------------------------------------------------------
     def load_scene(self) -> Scene:
         """The scene alone (no PCA, no split): for prediction and maps."""
         if isinstance(self._scene_arg, Scene):
             return self._scene_arg
+        if self.stream_settings.streams(self._scene_arg, self.scene_options):
+            return load_streamed_scene(**self.scene_options, block_rows=self.hparams.block_rows)
         return load_scene(self._scene_arg, self.hparams.data_dir, **self.scene_options)
 
     def prepare_data(self) -> None:
@@ -132,8 +151,14 @@ class HSIDataModule(L.LightningDataModule):
             pca = PCATransform.from_tensors(recorded.get("pca"))
         else:
             pca = None if self.pca_settings.components is None else self._fit_pca(scene, split["train"])
-        cube = scene.cube if pca is None else pca(scene.cube)
-        padded = pad_cube(cube, hp.patch_size)
+        streamed = isinstance(scene, StreamedScene)
+        if streamed:  # the padded reduced cube built block by block, memory-mapped when large
+            padded, built = build_reduced_cube(scene, pca, hp.patch_size, hp.memmap_above_mb, hp.memmap_dir,
+                                               hp.block_rows)
+        else:
+            padded, built = pad_cube(scene.cube if pca is None else pca(scene.cube), hp.patch_size), {}
+        self.data_report = {"streamed": streamed, **built, "pca_sample": self.pca_settings.sample,
+                            "pca_fit_pixels": self.data_report.get("pca_fit_pixels")}
         self.scene, self.pca, self.split, self.split_report = scene, pca, split, report
         self._recorded = None
         for subset, subset_coords in split.items():
@@ -143,13 +168,20 @@ class HSIDataModule(L.LightningDataModule):
 
     def _fit_pca(self, scene: Scene, train: np.ndarray) -> PCATransform:
         """PCA fitted on the whole scene or on the training pixels only (`data.pca.fit`), cached."""
-        settings = self.pca_settings
-        coords = train if settings.fit == "train" else None
+        settings, seed = self.pca_settings, self.hparams.split_seed
+        streamed = isinstance(scene, StreamedScene)
+        sample = settings.sample if settings.sample != "auto" else AUTO_SAMPLE if streamed else None
+        coords = sample_coords(*scene.shape, train if settings.fit == "train" else None, sample, seed)
+        self.data_report["pca_fit_pixels"] = int(np.prod(scene.shape)) if coords is None else len(coords)
         cache_dir = None
         if settings.cache:
             cache_dir = settings.cache_dir or user_cache_dir() / "pca"
-        return cached_fit_pca(scene.cube, coords, settings.components, settings.whiten,
-                              self.hparams.split_seed, scene.name, cache_dir)
+        if streamed:  # only the sampled spectra are read: (N, 1, bands) is the "cube" PCA sees
+            pixels = sample_pixels(scene, coords, self.hparams.block_rows)[:, None, :]
+            return cached_fit_pca(pixels, None, settings.components, settings.whiten, seed, scene.name,
+                                  cache_dir)
+        return cached_fit_pca(scene.cube, coords, settings.components, settings.whiten, seed, scene.name,
+                              cache_dir)
 
     # -- checkpoint state -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

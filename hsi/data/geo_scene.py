@@ -17,6 +17,7 @@ import numpy as np
 from hsi.data.io import envi_header
 from hsi.data.raster import (
     ARRAY_SUFFIXES,
+    RasterInfo,
     gdal_path,
     info_of,
     open_raster,
@@ -64,26 +65,8 @@ def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
         with open_raster(cube_path) as ds:
             info = info_of(ds)
             cube, invalid = read_block(ds, 0, ds.height)
-    if gt_path is None:
-        raise DataError(f"The raster {cube_path} holds no labels: give data.gt_path=<label raster or "
-                        f"polygons> (with data.gt_field=<attribute> for polygons).")
-    polygons = gt_field is not None or is_vector_path(gt_path)
-    label_report = None
-    if polygons:
-        made = rasterize_labels(gt_path, gt_field, info)
-        gt, label_report = made.labels, made.report
-        if class_names is None:
-            class_names = made.class_names
-        elif len(class_names) != len(made.class_names):
-            raise DataError(f"data.class_names has {len(class_names)} names but {gt_path} holds "
-                            f"{len(made.class_names)} classes in {gt_field!r} ({made.class_names}); "
-                            f"leave data.class_names unset to use them.")
-    else:
-        gt = read_label_raster(gt_path, info)
-        if gt.shape != cube.shape[:2]:
-            raise DataError(f"Scene {name!r}: the cube {cube_path} is {cube.shape[0]}x{cube.shape[1]} "
-                            f"pixels but the ground truth {gt_path} is {gt.shape[0]}x{gt.shape[1]}; "
-                            f"they must cover the same pixels.")
+    gt, class_names, label_report = raster_labels(info, cube_path, gt_path, gt_field, class_names, name)
+    polygons = label_report is not None
     nonfinite = ~np.isfinite(cube).all(axis=2)
     nodata = invalid & ~nonfinite  # flagged by the nodata value (NaN / inf pixels: data.nan_policy)
     if nodata.any():
@@ -103,3 +86,27 @@ def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
     scene.geo, scene.invalid = geo, invalid
     return scene
 
+
+def raster_labels(info: RasterInfo, cube_path: str | Path, gt_path: str | Path | None, gt_field: str | None,
+                  class_names: Sequence[str] | None,
+                  name: str) -> tuple[np.ndarray, Sequence[str] | None, dict | None]:
+    """(labels on the raster's grid, class names, the polygons' report or None for a label raster)
+    from a label raster or from polygons (`gt_field` names their class attribute)."""
+    if gt_path is None:
+        raise DataError(f"The raster {cube_path} holds no labels: give data.gt_path=<label raster or "
+                        f"polygons> (with data.gt_field=<attribute> for polygons).")
+    if gt_field is not None or is_vector_path(gt_path):
+        made = rasterize_labels(gt_path, gt_field, info)
+        if class_names is None:
+            class_names = made.class_names
+        elif len(class_names) != len(made.class_names):
+            raise DataError(f"data.class_names has {len(class_names)} names but {gt_path} holds "
+                            f"{len(made.class_names)} classes in {gt_field!r} ({made.class_names}); "
+                            f"leave data.class_names unset to use them.")
+        return made.labels, class_names, made.report
+    gt = read_label_raster(gt_path, info)
+    if gt.shape != (info.height, info.width):
+        raise DataError(f"Scene {name!r}: the cube {cube_path} is {info.height}x{info.width} "
+                        f"pixels but the ground truth {gt_path} is {gt.shape[0]}x{gt.shape[1]}; "
+                        f"they must cover the same pixels.")
+    return gt, class_names, None

@@ -119,7 +119,9 @@ class PCASettings:
     `components`: principal components kept (None: no PCA, all bands). `whiten`: scale each
     component to unit variance. `fit`: "scene" (all pixels, the recipe) or "train" (training
     pixels only). `cache`: keep fitted PCAs on disk in `cache_dir` (None: the user cache,
-    `hsi.data.download.user_cache_dir() / "pca"`) and reuse them.
+    `hsi.data.download.user_cache_dir() / "pca"`) and reuse them. `sample`: fit on at most this
+    many pixels of the fit set, drawn with the split seed (None: all of them; "auto": all for a
+    scene in memory, `AUTO_SAMPLE` for one built block by block, `hsi.data.large_scene`).
     """
 
     components: int | None = 30
@@ -127,6 +129,7 @@ class PCASettings:
     fit: str = "scene"
     cache: bool = True
     cache_dir: str | None = None
+    sample: int | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.components is not None:
@@ -137,6 +140,13 @@ class PCASettings:
         if self.fit not in PCA_FITS:
             raise ConfigError(f"data.pca.fit={self.fit!r} is not one of {', '.join(PCA_FITS)}.")
         self.whiten, self.cache = bool(self.whiten), bool(self.cache)
+        if self.sample != "auto" and self.sample is not None:
+            if isinstance(self.sample, bool) or not isinstance(self.sample, (int, float)) \
+                    or self.sample != int(self.sample) or self.sample < 2:
+                raise ConfigError(f"data.pca.sample={self.sample!r} must be a number of pixels >= 2, "
+                                  f"auto (all pixels in memory, a sample for a streamed scene) or null "
+                                  f"(all pixels).")
+            self.sample = int(self.sample)
         if self.cache_dir is not None:  # relative to where the command runs
             self.cache_dir = str(Path(self.cache_dir).expanduser().resolve())
 

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hsi.data.large_scene import StreamedScene
+from hsi.data.raster import rasterio
 from hsi.data.scene import Scene
 from hsi.errors import DataError
 from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_figure, write_figure
@@ -28,7 +30,7 @@ from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
 from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
-from hsi.run.streaming import classify_reduced, write_raster_maps
+from hsi.run.streaming import classify_reduced, predict_raster_streaming, write_raster_maps
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hsi")
@@ -169,7 +171,8 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
                     ", ".join(untested))
     extra = {**sizes, **extra, "untested_classes": untested, "leakage": datamodule.leakage(),
              "audit": datamodule.audit(),
-             "split": datamodule.split_report, "scene": datamodule.scene.name, "seed": seed}
+             "split": datamodule.split_report, "scene": datamodule.scene.name, "seed": seed,
+             "data": getattr(datamodule, "data_report", {})}
     metrics = write_run_outputs(output_dir, report, datamodule.class_names, extra)
     log_to_tensorboard(loggers, hparams, report, datamodule.class_names, metrics)
     log.info("Test OA %.4f  AA %.4f  kappa %.4f  (%d test pixels); outputs in %s",
@@ -264,6 +267,8 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
                     eval_path: str = "auto", loggers: Sequence[Any] = (), step: int = 0) -> dict[str, Any]:
     """Classify every pixel of the scene a model was trained on (`state`: the datamodule's
     checkpoint state); write the map files; return how it ran."""
+    if isinstance(scene, StreamedScene):  # never in memory: prediction.tif streamed, OA from it
+        return _streamed_scene_map(output_dir, net, state, scene, eval_path)
     start = time.perf_counter()
     confidence = None
     if scene.geo is not None:  # a raster: computed as hsi.predict computes it (nodata -> 0)
@@ -283,3 +288,20 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
         write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names))
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
     return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
+
+
+def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: StreamedScene,
+                        eval_path: str) -> dict[str, Any]:
+    """The map of a scene built block by block: prediction.tif / confidence.tif written as
+    `hsi.predict` streams them, accuracy on the labelled pixels read back from it (no PNG figures:
+    the scene is larger than memory)."""
+    result = predict_raster_streaming(net, state, scene.geo["gdal_path"], output_dir, eval_path,
+                                      progress=False)
+    with rasterio().open(output_dir / "prediction.tif") as ds:
+        prediction = ds.read(1).astype(np.int64)
+    counted = scene.labels > 0
+    oa = float((prediction[counted] == scene.labels[counted]).mean()) if counted.any() else None
+    log.info("Map of the whole scene (%s inference, streamed, %.1f s) in prediction.tif", result.path,
+             result.seconds)
+    return {"map_inference": result.path, "map_seconds": round(result.seconds, 2), "map_oa_labelled": oa,
+            "map_streamed": True}

@@ -1,0 +1,261 @@
+"""Training on a raster larger than memory: the scene's labels in memory, its cube never.
+
+`load_streamed_scene` reads the raster once, block by block (rasterio windows), for its nodata
+mask and band means; the labels (2-D, small) come from a label raster or polygons as for an
+in-memory raster scene (`hsi.data.geo_scene`). PCA is fitted on a pixel sample read in a second
+pass (`sample_pixels`), and `build_reduced_cube` writes the padded reduced cube (components, H + 2m,
+W + 2m) block by block: in memory when it fits `memmap_above_mb`, else into a memory-mapped .npy
+whose windows `PatchDataset` cuts as from an in-memory cube (the padding is the file's zeros).
+
+Every pixel is computed as the in-memory path computes it: invalid pixels (nodata, NaN / inf)
+filled with the band means of the valid pixels, then the same PCA per pixel; so with the same PCA
+the reduced cube equals the in-memory one (to float rounding of the band means).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsi.data.geo_scene import raster_labels, uses_gdal
+from hsi.data.preprocessing import PCATransform
+from hsi.data.raster import gdal_path, info_of, open_raster, rasterio, read_block
+from hsi.data.scene import Scene, build_scene
+from hsi.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+STREAM_CHOICES = ("auto", True, False)
+GDAL_CACHE_MB = 64  # GDAL's block cache while streaming (its default is 5% of the RAM)
+AUTO_SAMPLE = 100_000  # pixels PCA is fitted on for a streamed scene with data.pca.sample=auto
+
+
+@dataclass
+class StreamSettings:
+    """When and how a raster scene is built block by block (`data.stream*`, `data.memmap*`)."""
+
+    stream: str | bool = "auto"  # auto: rasters above `above_mb` as float32 | true | false
+    above_mb: float = 1024
+    memmap_above_mb: float = 1024  # a larger reduced cube goes to a memory-mapped .npy
+    memmap_dir: str | None = None  # None: a temporary folder (the file is deleted once mapped)
+    block_rows: int | None = None  # None: about 64 MB of raw float32 spectra per block
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stream, str) and self.stream.lower() in ("true", "false"):
+            self.stream = self.stream.lower() == "true"
+        if not any(self.stream is c or self.stream == c == "auto" for c in STREAM_CHOICES):
+            raise ConfigError(f"data.stream={self.stream!r}: choose auto, true or false.")
+        for key, value in (("data.stream_above_mb", self.above_mb),
+                           ("data.memmap_above_mb", self.memmap_above_mb)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{key}={value!r} must be a number of megabytes >= 0.")
+        if self.block_rows is not None and (isinstance(self.block_rows, bool) or int(self.block_rows) < 1):
+            raise ConfigError(f"data.block_rows={self.block_rows!r} must be a whole number >= 1, or null.")
+
+    def streams(self, scene: Any, options: Mapping[str, Any]) -> bool:
+        """Whether this scene (`scene` name, scene `options`) is built block by block."""
+        raster = scene == "custom" and uses_gdal(options.get("cube_path"), options.get("gt_path"),
+                                                 options.get("gt_field"))
+        if self.stream is True and not raster:
+            raise ConfigError("data.stream=true builds a raster scene (data=custom data.cube_path=<GeoTIFF, "
+                              "ENVI, ...>) block by block; this scene is read in memory: set "
+                              "data.stream=auto or false.")
+        if self.stream is not True and (self.stream is False or not raster):
+            return bool(self.stream)
+        if self.stream is True:
+            return True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_raster(options["cube_path"]) as ds:
+                return info_of(ds).nbytes_float32 > float(self.above_mb) * 1e6
+
+
+@dataclass
+class StreamedScene(Scene):
+    """A raster scene whose cube stays on disk: `cube` is None, `bands` its band count, `means`
+    the valid pixels' band means (what invalid pixels are filled with)."""
+
+    bands: int = 0
+    means: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+
+    @property
+    def num_bands(self) -> int:
+        return int(self.bands)
+
+
+def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
+    """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
+    return max(1, int(block_mb * 1e6 // (width * bands * 4)))
+
+
+def _blocks(height: int, rows: int):
+    for start in range(0, height, rows):
+        yield start, min(start + rows, height)
+
+
+def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None,
+                        gt_field: str | None = None, class_names: Sequence[str] | None = None,
+                        name: str = "custom", ignore_labels: Sequence[int] | None = None,
+                        nan_policy: str = "exclude", block_rows: int | None = None,
+                        **ignored: Any) -> StreamedScene:
+    """`hsi.data.geo_scene.load_raster_scene` without the cube in memory: one pass over the raster's
+    row blocks for the invalid mask (nodata, NaN / inf) and the band means of the valid pixels."""
+    with warnings.catch_warnings(), rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        warnings.simplefilter("ignore")
+        with open_raster(cube_path) as ds:
+            info = info_of(ds)
+            rows = block_rows or default_block_rows(info.width, info.bands)
+            invalid = np.zeros((info.height, info.width), dtype=bool)
+            nonfinite = np.zeros_like(invalid)
+            sums = np.zeros(info.bands, dtype=np.float64)
+            for start, stop in _blocks(info.height, rows):
+                data, bad = read_block(ds, start, stop, band_first=True)
+                invalid[start:stop], nonfinite[start:stop] = bad, ~np.isfinite(data).all(axis=0)
+                sums += data.sum(axis=(1, 2), where=~bad[None], dtype=np.float64)
+    means = (sums / max(int((~invalid).sum()), 1)).astype(np.float32)
+    gt, class_names, label_report = raster_labels(info, cube_path, gt_path, gt_field, class_names, name)
+    if nonfinite.any() and nan_policy == "error":
+        raise DataError(f"Scene {name!r}: {int(nonfinite.sum())} pixels hold NaN or inf values. Set "
+                        f"data.nan_policy=exclude to leave them out, or data.nan_policy=fill to fill "
+                        f"them with band means and keep their labels.")
+    unlabel = invalid & ~nonfinite if nan_policy == "fill" else invalid
+    excluded = 0 if nan_policy == "fill" else int((nonfinite & (gt > 0)).sum())
+    gt = np.where(unlabel, 0, gt)
+    if invalid.any():
+        log.info("Scene %r: %d invalid pixels (nodata, NaN / inf) filled with band means.", name,
+                 int(invalid.sum()))
+    values = list(range(1, len(class_names) + 1)) if label_report is not None else None
+    # the labels' checks and re-indexing on a one-band stand-in cube (zero strides: no memory)
+    stand_in = np.broadcast_to(np.zeros((1, 1, 1), dtype=np.float32), (*gt.shape, 1))
+    made = build_scene(name, stand_in, gt, class_names=class_names, label_values=values,
+                       ignore_labels=ignore_labels, nan_policy=nan_policy)
+    geo = info.geo()
+    geo["gdal_path"] = str(gdal_path(cube_path))
+    if label_report is not None:
+        geo["labels"] = label_report
+    return StreamedScene(name=name, cube=None, labels=made.labels, class_names=made.class_names,
+                         label_values=made.label_values, ignored_labels=made.ignored_labels,
+                         excluded_pixels=excluded, geo=geo,
+                         invalid=invalid, bands=info.bands, means=means)
+
+
+def sample_coords(height: int, width: int, coords: np.ndarray | None, sample: int | None,
+                  seed: int) -> np.ndarray | None:
+    """(N, 2) row-major pixels to fit PCA on: `coords` (None: every pixel), at most `sample` of
+    them drawn without replacement (seeded), kept in row-major order; None means every pixel."""
+    total = height * width if coords is None else len(coords)
+    if sample is None or sample >= total:
+        return coords
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=int(sample), replace=False))
+    if coords is None:
+        return np.stack(np.divmod(chosen, width), axis=1)
+    order = np.lexsort((coords[:, 1], coords[:, 0]))
+    return np.asarray(coords)[order][chosen]
+
+
+def _filled_rows(ds, start: int, stop: int, means: np.ndarray) -> np.ndarray:
+    """Raster rows [start, stop) as (rows, W, bands) float32, invalid pixels set to `means`."""
+    data, invalid = read_block(ds, start, stop)
+    data[invalid] = means
+    return data
+
+
+def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
+                  block_rows: int | None = None) -> np.ndarray:
+    """(N, bands) float32 spectra of `coords` (row-major; None: every pixel), invalid ones filled
+    with the band means, read block by block."""
+    path = scene.geo["gdal_path"]
+    height, width = scene.shape
+    rows = block_rows or default_block_rows(width, scene.bands)
+    if coords is None:
+        out = np.empty((height * width, scene.bands), dtype=np.float32)
+    else:
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        out = np.empty((len(coords), scene.bands), dtype=np.float32)
+        order = np.lexsort((coords[:, 1], coords[:, 0]))
+    with warnings.catch_warnings(), rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        warnings.simplefilter("ignore")
+        with open_raster(path) as ds:
+            for start, stop in _blocks(height, rows):
+                if coords is None:
+                    out[start * width:stop * width] = _filled_rows(ds, start, stop, scene.means).reshape(
+                        -1, scene.bands)
+                    continue
+                lo, hi = np.searchsorted(coords[order, 0], [start, stop])
+                if hi > lo:
+                    picked = order[lo:hi]
+                    block = _filled_rows(ds, start, stop, scene.means)
+                    out[picked] = block[coords[picked, 0] - start, coords[picked, 1]]
+    return out
+
+
+def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_size: int,
+                       memmap_above_mb: float = 1024, memmap_dir: str | Path | None = None,
+                       block_rows: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The padded reduced cube (C, H + 2m, W + 2m) float32 as `hsi.data.patches.pad_cube` lays it
+    out, built block by block; a memory-mapped .npy when larger than `memmap_above_mb`. Returns it
+    as a tensor (sharing the memory or the mapping) and a report of how it was built."""
+    height, width = scene.shape
+    margin = patch_size // 2
+    channels = scene.bands if pca is None else pca.num_components
+    shape = (channels, height + 2 * margin, width + 2 * margin)
+    nbytes = int(np.prod(shape)) * 4
+    mapped = nbytes > float(memmap_above_mb) * 1e6
+    rows = block_rows or default_block_rows(width, scene.bands)
+    offset, path = 0, None
+    if mapped:
+        folder = Path(memmap_dir).expanduser() if memmap_dir else Path(tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f"hsi-reduced-{scene.name}-", suffix=".npy", dir=folder)
+        os.close(handle)
+        path = Path(name)
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        offset = header.offset  # the file is sparse: its padding reads as zeros
+        del header
+        padded = None
+    else:
+        padded = np.zeros(shape, dtype=np.float32)
+    try:
+        with warnings.catch_warnings(), rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
+                (open(path, "r+b") if path is not None else contextlib.nullcontext()) as file:
+            warnings.simplefilter("ignore")
+            with open_raster(scene.geo["gdal_path"]) as ds:
+                for start, stop in _blocks(height, rows):
+                    block = _filled_rows(ds, start, stop, scene.means)
+                    reduced = block if pca is None else pca(block)
+                    del block
+                    if padded is not None:
+                        padded[:, margin + start:margin + stop, margin:margin + width] = \
+                            reduced.transpose(2, 0, 1)
+                        continue
+                    for c in range(channels):  # plain writes: no dirty mapped pages held in memory
+                        rows_out = np.zeros((stop - start, shape[2]), dtype=np.float32)
+                        rows_out[:, margin:margin + width] = reduced[:, :, c]
+                        position = offset + 4 * (c * shape[1] * shape[2] + (margin + start) * shape[2])
+                        os.pwrite(file.fileno(), rows_out.tobytes(), position)
+        if path is not None:
+            padded = np.load(path, mmap_mode="c")  # copy-on-write: the file itself is never written
+            if memmap_dir is None:
+                path.unlink()  # the mapping keeps the data until the run ends; nothing left behind
+    except BaseException:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
+    report = {"reduced_cube": "memmap" if mapped else "memory", "reduced_mb": round(nbytes / 1e6, 1),
+              "memmap_path": str(path) if mapped and memmap_dir is not None else None, "block_rows": rows}
+    log.info("Scene %r: reduced cube %s (%.0f MB) built in blocks of %d rows.", scene.name,
+             "memory-mapped at " + str(path) if mapped else "in memory", nbytes / 1e6, rows)
+    return torch.from_numpy(padded), report
