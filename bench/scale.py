@@ -8,6 +8,14 @@ process, which reports its peak resident memory (ru_maxrss); the two maps are co
 pixel. Prints a markdown table.
 
     OMP_NUM_THREADS=1 python bench/scale.py --tiles 1 2 4 8 --stream-only 11 --work /tmp/scale
+
+`--train`: a short training run instead (cnn2d, 9-pixel windows, PCA 30 fitted on a 100,000-pixel
+sample, 1 epoch of 5 batches, 2 validation and 2 test batches, no map) on the same rasters with
+the tiled Indian Pines ground truth as a label raster: the scene read in memory (`data.stream=false`)
+vs built block by block with its reduced cube memory-mapped (`data.stream=true
+data.memmap_above_mb=0`). Peak RSS and seconds of the whole run, each in its own process.
+
+    OMP_NUM_THREADS=1 python bench/scale.py --train --tiles 1 2 4 8 --work /tmp/scale
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CUBE = ROOT.parent / "shared" / "data" / "indian_pines_8bit" / "IP_200_M.mat"
+GT = ROOT.parent / "shared" / "data" / "indian_pines" / "Indian_pines_gt.mat"
 PATCH, COMPONENTS, CLASSES = 9, 30, 16
 
 
@@ -47,6 +56,80 @@ def write_tiled(path: Path, cube: np.ndarray, n: int) -> Path:
             ds.write(row, window=Window(0, i * h, w * n, h))
     tmp.rename(path)
     return path
+
+
+def write_tiled_labels(path: Path, n: int) -> Path:
+    """n x n copies of the Indian Pines ground truth as a uint8 label raster on the cube's grid."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from hsi.data.io import read_array
+
+    gt = np.tile(read_array(GT, None, 2, "ground truth").astype(np.uint8), (n, n))
+    with rasterio.open(path, "w", driver="GTiff", height=gt.shape[0], width=gt.shape[1], count=1,
+                       dtype="uint8", crs="EPSG:32616",
+                       transform=from_origin(500000.0, 4500000.0, 20.0, 20.0)) as ds:
+        ds.write(gt, 1)
+    return path
+
+
+def train_worker(raster: Path, labels: Path, mode: str, out: Path) -> dict:
+    """One short training run in this process (`hsi.train`'s code path): seconds and peak RSS."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from hsi.run.config import CONFIG_DIR
+    from hsi.run.training import train
+
+    overrides = ["data=custom", f"data.cube_path={raster}", f"data.gt_path={labels}",
+                 f"data.patch_size={PATCH}",
+                 f"data.pca.components={COMPONENTS}", "data.pca.sample=100000", "data.pca.cache=false",
+                 f"data.stream={'true' if mode == 'stream' else 'false'}", "data.memmap_above_mb=0",
+                 "model=cnn2d", "trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=5",
+                 "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", "logger=none", "map=false",
+                 "callbacks.progress_bar.refresh_rate=0"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    start = time.perf_counter()
+    metrics = train(cfg)
+    done = resource.getrusage(resource.RUSAGE_SELF)
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": done.ru_utime + done.ru_stime,
+            "rss_mb": done.ru_maxrss / 1024, "data": metrics["data"]}
+
+
+def train_table(args: argparse.Namespace, cube: np.ndarray) -> None:
+    """--train: peak RSS of a short training run against scene size, in memory vs streamed."""
+    rows = []
+    for n in sorted(args.tiles):
+        raster = write_tiled(args.work / f"ip_{n}x{n}.tif", cube, n)
+        labels = write_tiled_labels(args.work / f"ip_gt_{n}x{n}.tif", n)
+        result = {}
+        for mode in ("memory", "stream"):
+            cmd = [sys.executable, __file__, "--train-worker", str(raster), str(labels), mode,
+                   str(args.work / f"train_{n}_{mode}"), "--work", str(args.work)]
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
+                                  env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                                       "PATH": "/usr/bin:/bin", "HSI_CACHE_DIR": str(args.work / "cache")})
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-3000:])
+            result[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+        row = {"n": n, "gb": raster.stat().st_size / 1e9, **result}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            raster.unlink()
+    print("\n| tiles | GeoTIFF (GB, float32) | in memory: peak RSS (MB) | s "
+          "| streamed + memmap: peak RSS (MB) | s | reduced cube (MB) | PCA fitted on (pixels) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m, s = r["memory"], r["stream"]
+        print(f"| {r['n']} x {r['n']} | {r['gb']:.2f} | {m['rss_mb']:.0f} | {m['seconds']:.0f} | "
+              f"{s['rss_mb']:.0f} | {s['seconds']:.0f} | {s['data'].get('reduced_mb')} | "
+              f"{s['data'].get('pca_fit_pixels')} |")
 
 
 def setup(work: Path) -> Path:
@@ -122,12 +205,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/hsi_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the GeoTIFFs")
     parser.add_argument("--worker", nargs=3, metavar=("RASTER", "MODE", "OUT"))
+    parser.add_argument("--train", action="store_true", help="a short training run instead of prediction")
+    parser.add_argument("--train-worker", nargs=4, metavar=("RASTER", "LABELS", "MODE", "OUT"))
     args = parser.parse_args()
+    if args.train_worker:
+        raster, labels, mode, out = args.train_worker
+        print(json.dumps(train_worker(Path(raster), Path(labels), mode, Path(out))))
+        return
     if args.worker:
         raster, mode, out = args.worker
         print(json.dumps(worker(Path(raster), mode, Path(out), args.work)))
         return
     cube = np.load(setup(args.work))
+    if args.train:
+        train_table(args, cube)
+        return
     rows = []
     for n in sorted({*args.tiles, *args.stream_only}):
         raster = write_tiled(args.work / f"ip_{n}x{n}.tif", cube, n)

@@ -70,10 +70,8 @@ class StreamSettings:
             raise ConfigError("data.stream=true builds a raster scene (data=custom data.cube_path=<GeoTIFF, "
                               "ENVI, ...>) block by block; this scene is read in memory: set "
                               "data.stream=auto or false.")
-        if self.stream is not True and (self.stream is False or not raster):
-            return bool(self.stream)
-        if self.stream is True:
-            return True
+        if self.stream is True or self.stream is False or not raster:
+            return self.stream is True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_raster(options["cube_path"]) as ds:

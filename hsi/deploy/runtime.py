@@ -225,7 +225,7 @@ class OnnxClassifier:
         if self.kind == "dense":
             return self._dense(cube, tile_rows)
         if self.kind == "window":
-            return self._windows(self._reduce(cube, tile_rows), batch_size)
+            return self._windows(self.reduce(cube, tile_rows), batch_size)
         raise ModelFileError(f"{self.folder / METADATA}: unknown eval_path {self.kind!r}.")
 
     def _dense(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
@@ -241,7 +241,7 @@ class OnnxClassifier:
             out[:, start:stop] = logits[:, start - low:stop - low]
         return out
 
-    def _reduce(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
+    def reduce(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
         """(components, H, W) float32: the PCA graph row tile by row tile (no PCA: the bands)."""
         planes = np.ascontiguousarray(cube.transpose(2, 0, 1))
         if self.pca_session is None:
@@ -253,9 +253,14 @@ class OnnxClassifier:
 
     def _windows(self, reduced: np.ndarray, batch_size: int) -> np.ndarray:
         """Every pixel's window (1, components, p, p) cut from the zero-padded reduced cube."""
-        p, m = self.patch_size, self.patch_size // 2
-        channels, height, width = reduced.shape
-        padded = np.pad(reduced, ((0, 0), (m, m), (m, m)))
+        m = self.patch_size // 2
+        return self.window_logits(np.pad(reduced, ((0, 0), (m, m), (m, m))), batch_size)
+
+    def window_logits(self, padded: np.ndarray, batch_size: int) -> np.ndarray:
+        """(classes, H, W) logits of the window graph for the H x W pixels whose windows lie in
+        `padded` (components, H + p - 1, W + p - 1), in row-major batches of `batch_size` pixels."""
+        p = self.patch_size
+        channels, height, width = padded.shape[0], padded.shape[1] - p + 1, padded.shape[2] - p + 1
         rows, cols = np.indices((height, width)).reshape(2, -1)
         offsets = np.arange(p)
         name = self.session.get_inputs()[0].name
