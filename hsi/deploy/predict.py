@@ -7,24 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hsi.data.datamodule import HSIDataModule
 from hsi.deploy.raster import predict_onnx_raster
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.errors import ConfigError
 from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
-from hsi.run.prediction import moved_files, raster_input, scene_from_config
-
-
-# -- prediction from an exported model (hsi.predict model_path=...) ----------------------------
-class RecordedData:
-    """The scene settings an export recorded (model.json's `data`), standing in for a checkpoint
-    where only `datamodule()` is needed (loading the scene it was trained on)."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-
-    def datamodule(self, **overrides: Any) -> HSIDataModule:
-        return HSIDataModule(**(self.data | {k: v for k, v in overrides.items() if v is not None}))
+from hsi.run.prediction import RecordedData, moved_files, raster_input, scene_from_config
 
 
 def predict_onnx(cfg: Any) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 `confidence.tif` carry the raster's CRS and transform, as with a checkpoint.
 
 Invalid pixels (nodata, NaN / inf) are filled with the band means of the valid pixels, summed
-block by block in a fixed order (`band_means`), and are 0 in the maps. Dense graphs also stream
-(`stream=true`, or `auto` above `stream_above_mb`): blocks of whole `tile_rows` tiles with their
-halo, each tile the same array the in-memory path gives the graph, so the labels are identical.
-Window graphs read the whole raster.
+block by block in a fixed order (`band_means`), and are 0 in the maps. Both kinds of graph stream
+(`stream=true`, or `auto` above `stream_above_mb`): row blocks with their halo; a dense graph's
+blocks are whole `tile_rows` tiles, each the same array the in-memory path gives the graph; a
+window graph's blocks start on a whole batch of pixels, the PCA graph runs on the block's rows
+and each window is cut from the block padded as the whole scene is, so the labels are identical.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import numpy as np
 from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
+from hsi.run.outputs import add_raster_accuracy, truth_for_model
+from hsi.run.prediction import RecordedData, moved_files, raster_truth
 from hsi.utils.files import atomic_write_json
 from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
 
@@ -91,11 +94,25 @@ def onnx_raster_in_memory(model: OnnxClassifier, raster: str | Path, tile_rows: 
     return labels, confidence, info, seconds
 
 
+def _window_block(model: OnnxClassifier, cube: np.ndarray, offset: int, start: int, stop: int,
+                  tile_rows: int, batch_size: int) -> np.ndarray:
+    """Logits (K, stop - start, W) of scene rows [start, stop) through a window graph, `cube` holding
+    scene rows from `offset` on (with the halo): the PCA graph in row tiles, then each pixel's window
+    cut from the block zero-padded as the in-memory path pads the whole scene."""
+    margin = model.patch_size // 2
+    high = offset + cube.shape[0]
+    reduced = model.reduce(cube, tile_rows)  # (C, rows, W)
+    padded = np.pad(reduced, ((0, 0), (margin - (start - offset), margin - (high - stop)), (margin, margin)))
+    return model.window_logits(padded, batch_size)
+
+
 def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir: str | Path,
-                          tile_rows: int = 128, block_rows: int | None = None,
-                          progress: bool = True) -> tuple[RasterInfo, float, int, int]:
-    """Stream a raster through a dense graph, writing prediction.tif and confidence.tif block by
-    block; returns (info, seconds, invalid pixels, block rows)."""
+                          tile_rows: int = 128, block_rows: int | None = None, progress: bool = True,
+                          batch_size: int = 256) -> tuple[RasterInfo, float, int, int]:
+    """Stream a raster through the graph, writing prediction.tif and confidence.tif block by block;
+    returns (info, seconds, invalid pixels, block rows). A dense graph's blocks are whole `tile_rows`
+    tiles; a window graph's blocks start on a whole `batch_size` batch of pixels, so both see the
+    arrays the in-memory path gives them."""
     output_dir = Path(output_dir)
     names = list(model.class_names)
     with warnings.catch_warnings(), rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
@@ -104,7 +121,8 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
             info = info_of(ds)
             height, width, margin = info.height, info.width, model.patch_size // 2
             rows = block_rows or max(1, int(64e6 // (width * info.bands * 4)))
-            rows = max(tile_rows, math.ceil(rows / tile_rows) * tile_rows)
+            step = tile_rows if model.kind == "dense" else batch_size // math.gcd(width, batch_size)
+            rows = max(step, math.ceil(rows / step) * step)
             started = time.perf_counter()
             means, invalid_pixels = band_means(ds)
             geo = info.geo()
@@ -114,8 +132,11 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
                     stop = min(start + rows, height)
                     low, high = max(0, start - margin), min(height, stop + margin)
                     cube, invalid = read_block(ds, low, high)
-                    logits = _dense_tiles(model, _filled(cube, invalid, means), low, start, stop, height,
-                                          tile_rows)
+                    cube = _filled(cube, invalid, means)
+                    if model.kind == "dense":
+                        logits = _dense_tiles(model, cube, low, start, stop, height, tile_rows)
+                    else:
+                        logits = _window_block(model, cube, low, start, stop, tile_rows, batch_size)
                     labels, confidence = softmax_top(logits)
                     own = invalid[start - low:stop - low]
                     labels[own], confidence[own] = 0, 0
@@ -126,6 +147,8 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
 def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     """Classify `raster` with the exported graph `cfg.model_path`; write the maps and prediction.json."""
     model = OnnxClassifier.load(cfg.model_path, threads=cfg.get("threads"))
+    truth = truth_for_model(raster_truth(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg)),
+                            model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tile_rows, batch_size = int(cfg.get("tile_rows", 128)), int(cfg.get("batch_size", 256))
@@ -135,15 +158,12 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             with open_raster(raster) as ds:
                 stream = info_of(ds).nbytes_float32 > float(cfg.get("stream_above_mb", 1024)) * 1e6
-    if stream and model.kind != "dense":
-        log.warning("%s is a window graph: it reads the whole raster (only dense graphs stream).",
-                    cfg.model_path)
-        stream = False
     names = list(model.class_names)
     block_rows = None
     if stream:
         info, seconds, invalid_pixels, block_rows = onnx_raster_streaming(
-            model, raster, output_dir, tile_rows, cfg.get("block_rows"), bool(cfg.get("progress", True)))
+            model, raster, output_dir, tile_rows, cfg.get("block_rows"), bool(cfg.get("progress", True)),
+            batch_size)
     else:
         labels, confidence, info, seconds = onnx_raster_in_memory(model, raster, tile_rows, batch_size)
         invalid_pixels = int((labels == 0).sum())
@@ -158,4 +178,4 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     atomic_write_json(output_dir / "prediction.json", summary)
     log.info("%s inference over %dx%d pixels in %.1f s (%s); prediction.tif, confidence.tif in %s", path,
              info.height, info.width, seconds, "streamed" if stream else "in memory", output_dir)
-    return summary
+    return add_raster_accuracy(output_dir, summary, truth)

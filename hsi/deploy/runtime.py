@@ -260,7 +260,7 @@ class OnnxClassifier:
         """(classes, H, W) logits of the window graph for the H x W pixels whose windows lie in
         `padded` (components, H + p - 1, W + p - 1), in row-major batches of `batch_size` pixels."""
         p = self.patch_size
-        channels, height, width = padded.shape[0], padded.shape[1] - p + 1, padded.shape[2] - p + 1
+        height, width = padded.shape[1] - p + 1, padded.shape[2] - p + 1
         rows, cols = np.indices((height, width)).reshape(2, -1)
         offsets = np.arange(p)
         name = self.session.get_inputs()[0].name

@@ -196,10 +196,30 @@ def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, pr
     write_figure(output_dir / "map.png", fig, dpi=110)
     if truth is None:
         return {}
+    return labelled_accuracy(prediction, truth, len(class_names))
+
+
+def labelled_accuracy(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """OA, AA, kappa and the count of the labelled pixels (truth > 0) of a map (classes 1..K)."""
     labelled = truth > 0
-    report = accuracy_report(torch.as_tensor(prediction[labelled] - 1),
-                             torch.as_tensor(truth[labelled] - 1), len(class_names))
+    report = accuracy_report(torch.as_tensor(prediction[labelled].astype(np.int64) - 1),
+                             torch.as_tensor(truth[labelled].astype(np.int64) - 1), num_classes)
     return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
+
+
+def add_raster_accuracy(output_dir: str | Path, summary: dict[str, Any],
+                        truth: Scene | None) -> dict[str, Any]:
+    """`summary` (prediction.json of a raster) with the accuracy of prediction.tif on `truth`'s labelled
+    pixels, as a prediction of an in-memory scene reports it; prediction.json rewritten. No truth: as is."""
+    if truth is None:
+        return summary
+    with rasterio().open(Path(output_dir) / "prediction.tif") as ds:
+        prediction = ds.read(1)
+    summary = summary | labelled_accuracy(prediction, truth.labels, truth.num_classes)
+    atomic_write_json(Path(output_dir) / "prediction.json", summary)
+    log.info("OA %.4f  AA %.4f  kappa %.4f on the %d labelled pixels of %s", summary["oa"], summary["aa"],
+             summary["kappa"], summary["labelled_pixels"], truth.name)
+    return summary
 
 
 def truth_for_model(scene: Scene | None, class_names: Sequence[str], label_values: Sequence[int] | None,

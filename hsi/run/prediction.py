@@ -15,12 +15,13 @@ from omegaconf import DictConfig
 from hsi.data.datamodule import HSIDataModule
 from hsi.data.geo_scene import uses_gdal
 from hsi.data.io import read_array
+from hsi.data.large_scene import load_streamed_scene
 from hsi.data.scene import Scene, fill_nonfinite
 from hsi.errors import HsiError
 from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.inference import predict_labels
-from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
+from hsi.run.outputs import PredictionResult, add_raster_accuracy, truth_for_model, write_prediction_run
 from hsi.run.streaming import predict_raster_run
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,17 @@ class RecordsData(Protocol):
     """A checkpoint, or an export's model.json: rebuilds the datamodule it was trained with."""
 
     def datamodule(self, **overrides: Any) -> HSIDataModule: ...
+
+
+class RecordedData:
+    """The scene settings an export recorded (model.json's `data`), standing in for a checkpoint
+    where only `datamodule()` is needed (loading the scene it was trained on)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def datamodule(self, **overrides: Any) -> HSIDataModule:
+        return HSIDataModule(**(self.data | {k: v for k, v in overrides.items() if v is not None}))
 
 
 def scene_from_config(data_cfg: DictConfig | None, recorded: RecordsData,
@@ -70,6 +82,21 @@ def raster_input(data_cfg: DictConfig | None, geo: dict[str, Any] | None) -> str
     return cube_path if uses_gdal(cube_path, data_cfg.get("gt_path"), data_cfg.get("gt_field")) else None
 
 
+def raster_truth(data_cfg: DictConfig | None, recorded: RecordsData,
+                 moved: dict[str, Any] | None = None) -> Scene | None:
+    """The labels of a raster being classified (`data.gt_path`, or without `data` those the model was
+    trained on), read block by block as a streamed scene reads them (the cube never in memory);
+    None when no ground truth is given."""
+    if data_cfg is None:
+        datamodule = recorded.datamodule(**{k: v for k, v in (moved or {}).items() if v is not None})
+    else:
+        datamodule = instantiate(data_cfg)
+    options = dict(datamodule.scene_options)
+    if datamodule.hparams.scene != "custom" or options.get("gt_path") is None:
+        return None
+    return load_streamed_scene(**options, block_rows=datamodule.hparams.get("block_rows"))
+
+
 def moved_files(cfg: DictConfig) -> dict[str, Any]:
     """Where the model's own scene is now, if its files moved (`data_dir`, `cube_path`, `gt_path`)."""
     return {key: cfg.get(key) for key in ("data_dir", "cube_path", "gt_path")}
@@ -83,8 +110,11 @@ def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     state = checkpoint.data_state
     raster = raster_input(cfg.get("data"), state.get("geo"))
     if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out; streamed if large
-        return predict_raster_run(cfg, model.net, state, raster,
-                                  {"checkpoint": str(checkpoint.path.resolve())})
+        truth = truth_for_model(raster_truth(cfg.get("data"), checkpoint, moved_files(cfg)),
+                                state["class_names"], state.get("label_values"), state.get("scene"))
+        summary = predict_raster_run(cfg, model.net, state, raster,
+                                     {"checkpoint": str(checkpoint.path.resolve())})
+        return add_raster_accuracy(cfg.paths.output_dir, summary, truth)
     cube, scene = scene_from_config(cfg.get("data"), checkpoint, moved_files(cfg))
     scene = truth_for_model(scene, state["class_names"], state.get("label_values"), state.get("scene"))
     filled, bad = fill_nonfinite(cube)  # as in training: band means for the network ...
