@@ -3,9 +3,10 @@
 `load_streamed_scene` reads the raster once, block by block (rasterio windows), for its nodata
 mask and band means; the labels (2-D, small) come from a label raster or polygons as for an
 in-memory raster scene (`hsi.data.geo_scene`). PCA is fitted on a pixel sample read in a second
-pass (`sample_pixels`), and `build_reduced_cube` writes the padded reduced cube (components, H + 2m,
-W + 2m) block by block: in memory when it fits `memmap_above_mb`, else into a memory-mapped .npy
-whose windows `PatchDataset` cuts as from an in-memory cube (the padding is the file's zeros).
+pass (`sample_pixels`), and `build_reduced_cube` writes the padded reduced cube block by block: in
+memory when it fits `memmap_above_mb`, else into a memory-mapped .npy (pixel-interleaved, (H + 2m,
+W + 2m, components), so a window reads p short runs of the file) seen band-first as a view, whose
+windows `PatchDataset` cuts as from an in-memory cube (the padding is the file's zeros).
 
 Every pixel is computed as the in-memory path computes it: invalid pixels (nodata, NaN / inf)
 filled with the band means of the valid pixels, then the same PCA per pixel; so with the same PCA
@@ -214,13 +215,13 @@ def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_siz
     mapped = nbytes > float(memmap_above_mb) * 1e6
     rows = block_rows or default_block_rows(width, scene.bands)
     offset, path = 0, None
-    if mapped:
+    if mapped:  # pixel-interleaved on disk (a window reads p short runs, not p x components pages)
         folder = Path(memmap_dir).expanduser() if memmap_dir else Path(tempfile.gettempdir())
         folder.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f"hsi-reduced-{scene.name}-", suffix=".npy", dir=folder)
         os.close(handle)
         path = Path(name)
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(*shape[1:], channels))
         offset = header.offset  # the file is sparse: its padding reads as zeros
         del header
         padded = None
@@ -239,15 +240,16 @@ def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_siz
                         padded[:, margin + start:margin + stop, margin:margin + width] = \
                             reduced.transpose(2, 0, 1)
                         continue
-                    for c in range(channels):  # plain writes: no dirty mapped pages held in memory
-                        rows_out = np.zeros((stop - start, shape[2]), dtype=np.float32)
-                        rows_out[:, margin:margin + width] = reduced[:, :, c]
-                        position = offset + 4 * (c * shape[1] * shape[2] + (margin + start) * shape[2])
-                        os.pwrite(file.fileno(), rows_out.tobytes(), position)
-        if path is not None:
-            padded = np.load(path, mmap_mode="c")  # copy-on-write: the file itself is never written
+                    rows_out = np.zeros((stop - start, shape[2], channels), dtype=np.float32)
+                    rows_out[:, margin:margin + width] = reduced
+                    position = offset + 4 * (margin + start) * shape[2] * channels
+                    os.pwrite(file.fileno(), rows_out.data, position)  # plain writes: no dirty mapped pages
+        if path is not None:  # copy-on-write: the file itself is never written; band-first as a view
+            tensor = torch.from_numpy(np.load(path, mmap_mode="c")).permute(2, 0, 1)
             if memmap_dir is None:
                 path.unlink()  # the mapping keeps the data until the run ends; nothing left behind
+        else:
+            tensor = torch.from_numpy(padded)
     except BaseException:
         if path is not None:
             path.unlink(missing_ok=True)
@@ -256,4 +258,4 @@ def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_siz
               "memmap_path": str(path) if mapped and memmap_dir is not None else None, "block_rows": rows}
     log.info("Scene %r: reduced cube %s (%.0f MB) built in blocks of %d rows.", scene.name,
              "memory-mapped at " + str(path) if mapped else "in memory", nbytes / 1e6, rows)
-    return torch.from_numpy(padded), report
+    return tensor, report

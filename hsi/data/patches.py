@@ -107,7 +107,7 @@ class TileDataset(Dataset):
         pos = self.coords[members].clone()
         pos[:, 0] -= start
         # a copy, not a view: a worker process would otherwise share the whole cube per tile
-        tile = self.padded[:, start:stop + p - 1].unsqueeze(0).clone()
+        tile = self.padded[:, start:stop + p - 1].unsqueeze(0).clone(memory_format=torch.contiguous_format)
         return {"tile": tile, "pos": pos, "target": self.targets[members], "index": members}
 
 
