@@ -15,7 +15,7 @@ the tiled Indian Pines ground truth as a label raster: the scene read in memory 
 vs built block by block with its reduced cube memory-mapped (`data.stream=true
 data.memmap_above_mb=0`). Peak RSS and seconds of the whole run, each in its own process.
 
-    OMP_NUM_THREADS=1 python bench/scale.py --train --tiles 1 2 4 8 --work /tmp/scale
+    OMP_NUM_THREADS=1 python bench/scale.py --train --tiles 1 2 4 8 --stream-only 11 --work /tmp/scale
 """
 
 from __future__ import annotations
@@ -97,18 +97,22 @@ def train_worker(raster: Path, labels: Path, mode: str, out: Path) -> dict:
     start = time.perf_counter()
     metrics = train(cfg)
     done = resource.getrusage(resource.RUSAGE_SELF)
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return {"seconds": time.perf_counter() - start, "cpu_seconds": done.ru_utime + done.ru_stime,
-            "rss_mb": done.ru_maxrss / 1024, "data": metrics["data"]}
+            "rss_mb": done.ru_maxrss / 1024, "data": metrics["data"],
+            # at the end: the process's own memory vs the mapped file's pages (page cache, reclaimable)
+            "end_anon_mb": int(status["RssAnon"].split()[0]) / 1024,
+            "end_file_mb": int(status["RssFile"].split()[0]) / 1024}
 
 
 def train_table(args: argparse.Namespace, cube: np.ndarray) -> None:
     """--train: peak RSS of a short training run against scene size, in memory vs streamed."""
     rows = []
-    for n in sorted(args.tiles):
+    for n in sorted({*args.tiles, *args.stream_only}):
         raster = write_tiled(args.work / f"ip_{n}x{n}.tif", cube, n)
         labels = write_tiled_labels(args.work / f"ip_gt_{n}x{n}.tif", n)
         result = {}
-        for mode in ("memory", "stream"):
+        for mode in ("memory", "stream") if n in args.tiles else ("stream",):
             cmd = [sys.executable, __file__, "--train-worker", str(raster), str(labels), mode,
                    str(args.work / f"train_{n}_{mode}"), "--work", str(args.work)]
             done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
@@ -126,8 +130,10 @@ def train_table(args: argparse.Namespace, cube: np.ndarray) -> None:
           "| streamed + memmap: peak RSS (MB) | s | reduced cube (MB) | PCA fitted on (pixels) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        m, s = r["memory"], r["stream"]
-        print(f"| {r['n']} x {r['n']} | {r['gb']:.2f} | {m['rss_mb']:.0f} | {m['seconds']:.0f} | "
+        s = r["stream"]
+        m = r.get("memory")
+        memory = f"{m['rss_mb']:.0f} | {m['seconds']:.0f}" if m else "not run | -"
+        print(f"| {r['n']} x {r['n']} | {r['gb']:.2f} | {memory} | "
               f"{s['rss_mb']:.0f} | {s['seconds']:.0f} | {s['data'].get('reduced_mb')} | "
               f"{s['data'].get('pca_fit_pixels')} |")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import tempfile
 import warnings
@@ -194,10 +195,11 @@ def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
                         -1, scene.bands)
                     continue
                 lo, hi = np.searchsorted(coords[order, 0], [start, stop])
-                if hi > lo:
+                if hi > lo:  # band-first as read (no transposed copy of the block)
                     picked = order[lo:hi]
-                    block = _filled_rows(ds, start, stop, scene.means)
-                    out[picked] = block[coords[picked, 0] - start, coords[picked, 1]]
+                    data, invalid = read_block(ds, start, stop, band_first=True)
+                    r, c = coords[picked, 0] - start, coords[picked, 1]
+                    out[picked] = np.where(invalid[r, c][:, None], scene.means, data[:, r, c].T)
     return out
 
 
@@ -244,8 +246,13 @@ def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_siz
                     rows_out[:, margin:margin + width] = reduced
                     position = offset + 4 * (margin + start) * shape[2] * channels
                     os.pwrite(file.fileno(), rows_out.data, position)  # plain writes: no dirty mapped pages
+            if file is not None:  # out of the page cache, so a window maps its own pages, not 64 kB around
+                os.fsync(file.fileno())
+                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         if path is not None:  # copy-on-write: the file itself is never written; band-first as a view
-            tensor = torch.from_numpy(np.load(path, mmap_mode="c")).permute(2, 0, 1)
+            mapped_array = np.load(path, mmap_mode="c")
+            mapped_array._mmap.madvise(mmap.MADV_RANDOM)  # windows are random reads: no read-ahead
+            tensor = torch.from_numpy(mapped_array).permute(2, 0, 1)
             if memmap_dir is None:
                 path.unlink()  # the mapping keeps the data until the run ends; nothing left behind
         else:
