@@ -30,7 +30,7 @@ from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
 from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
-from hsi.run.streaming import classify_reduced, predict_raster_streaming, write_raster_maps
+from hsi.run.streaming import capped_tile_rows, classify_reduced, predict_raster_streaming, write_raster_maps
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hsi")
@@ -293,7 +293,8 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
     confidence = None
     if scene.geo is not None:  # a raster: computed as hsi.predict computes it (nodata -> 0)
         invalid = scene.invalid if scene.invalid is not None else np.zeros(scene.shape, dtype=bool)
-        prediction, confidence, path = classify_reduced(net, state, scene.cube, invalid, eval_path, 64, 128)
+        prediction, confidence, path = classify_reduced(net, state, scene.cube, invalid, eval_path, 64,
+                                                        capped_tile_rows(128, scene.shape[1]))
     else:
         prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], eval_path)
     seconds = time.perf_counter() - start

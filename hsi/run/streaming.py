@@ -7,7 +7,8 @@ Both paths compute every pixel the same way, so their labels are identical on ev
 - invalid pixels (nodata, NaN / inf) become zero after reduction, which is what the window
   padding outside the scene holds (zero in the reduced space is the training scene's mean
   spectrum), and are 0 (no class) in the map;
-- the dense path runs row tiles of `tile_rows` output rows with their halo; a streamed block
+- the dense path runs row tiles of `tile_rows` output rows (fewer on a raster wider than
+  `tile_pixels` / `tile_rows`: `capped_tile_rows`, alike in both paths) with their halo; a streamed block
   is a whole number of tiles, so each tile the network sees is the same array as in memory (the
   window path: a block is a whole number of batches).
 
@@ -42,6 +43,7 @@ from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
 log = logging.getLogger(__name__)
 
 GDAL_CACHE_MB = 64  # GDAL's raster block cache while streaming (its default is 5% of the RAM)
+TILE_PIXELS = 65536  # at most this many output pixels per dense tile of a raster (`tile_pixels`)
 
 
 @dataclass
@@ -100,15 +102,25 @@ def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
     return max(1, int(block_mb * 1e6 // (width * bands * 4)))
 
 
-def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int) -> int:
-    """`block_rows` rounded up to a whole number of dense tiles (dense path) or of window batches."""
+def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int,
+                       down: bool = False) -> int:
+    """`block_rows` rounded up (`down`: down, to at least one) to a whole number of dense tiles
+    (dense path) or of window batches."""
     step = tile_rows if dense else batch_size // math.gcd(width, batch_size)
-    return max(step, math.ceil(block_rows / step) * step)
+    return max(step, (block_rows // step if down else math.ceil(block_rows / step)) * step)
+
+
+def capped_tile_rows(tile_rows: int, width: int, tile_pixels: int | None = TILE_PIXELS) -> int:
+    """`tile_rows`, fewer on a raster so wide that a tile would hold more than `tile_pixels` pixels
+    (None: no cap): the dense path's activations then take the same memory whatever the width.
+    Both raster paths cap alike, so their tiles, and labels, stay the same."""
+    return tile_rows if tile_pixels is None else max(1, min(tile_rows, int(tile_pixels) // width))
 
 
 def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str | Path,
                              eval_path: str = "auto", batch_size: int = 64, tile_rows: int = 128,
-                             progress: bool = False) -> RasterPrediction:
+                             progress: bool = False,
+                             tile_pixels: int | None = TILE_PIXELS) -> RasterPrediction:
     """The whole raster read, reduced and classified at once."""
     check_eval_path(net, eval_path)
     with warnings.catch_warnings():
@@ -116,6 +128,7 @@ def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str 
         with open_raster(raster) as ds:
             info = info_of(ds)
             cube, invalid = read_block(ds, 0, ds.height, band_first=True)
+    tile_rows = capped_tile_rows(tile_rows, info.width, tile_pixels)
     start = time.perf_counter()
     labels, confidence, path = classify_reduced(net, state, cube, invalid, eval_path, batch_size, tile_rows,
                                                 progress, band_first=True)
@@ -140,17 +153,19 @@ def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, in
 def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str | Path,
                              output_dir: str | Path, eval_path: str = "auto", batch_size: int = 64,
                              tile_rows: int = 128, block_rows: int | None = None,
-                             progress: bool = True) -> RasterPrediction:
+                             progress: bool = True,
+                             tile_pixels: int | None = TILE_PIXELS) -> RasterPrediction:
     """Classify a raster block by block, writing prediction.tif and confidence.tif as it goes.
     `block_rows` None: about 64 MB of raw float32 spectra per block."""
     check_eval_path(net, eval_path)
     with rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # GDAL's block cache would grow with the scene
         return _stream(net, state, raster, Path(output_dir), eval_path, batch_size, tile_rows, block_rows,
-                       progress)
+                       progress, tile_pixels)
 
 
 def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_dir: Path, eval_path: str,
-            batch_size: int, tile_rows: int, block_rows: int | None, progress: bool) -> RasterPrediction:
+            batch_size: int, tile_rows: int, block_rows: int | None, progress: bool,
+            tile_pixels: int | None = TILE_PIXELS) -> RasterPrediction:
     patch = int(state["patch_size"])
     margin = patch // 2
     class_names = list(state["class_names"])
@@ -161,9 +176,11 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
         info = info_of(ds)
         height, width = info.height, info.width
         dense = eval_path != "window" and supports_dense(net)
-        if block_rows is None:
+        tile_rows = capped_tile_rows(tile_rows, width, tile_pixels)
+        budget = block_rows is None  # the default budget is a cap (rounded down); a given size a floor
+        if budget:
             block_rows = default_block_rows(width, info.bands)
-        block_rows = aligned_block_rows(block_rows, dense, tile_rows, width, batch_size)
+        block_rows = aligned_block_rows(block_rows, dense, tile_rows, width, batch_size, down=budget)
         geo = info.geo()
         invalid_pixels, path = 0, "dense"
         start_time = time.perf_counter()
@@ -203,7 +220,8 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     stream = cfg.get("stream", "auto")
-    options = {"eval_path": cfg.eval_path, "batch_size": int(cfg.batch_size), "tile_rows": int(cfg.tile_rows)}
+    options = {"eval_path": cfg.eval_path, "batch_size": int(cfg.batch_size), "tile_rows": int(cfg.tile_rows),
+               "tile_pixels": cfg.get("tile_pixels", TILE_PIXELS)}
     if stream == "auto":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -185,6 +185,7 @@ def check_predict_config(cfg: DictConfig) -> None:
         require_choice(cfg, "device", ("auto", "cpu", "cuda"))
     if "stream" in cfg and cfg.stream not in (True, False, "auto"):
         raise ConfigError(f"stream={cfg.stream!r}: choose true, false or auto.")
-    if cfg.get("block_rows") is not None:
-        require_int(cfg, "block_rows", 1)
+    for key in ("block_rows", "tile_pixels"):
+        if cfg.get(key) is not None:
+            require_int(cfg, key, 1)
     check_data(cfg)
