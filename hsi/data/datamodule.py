@@ -26,6 +26,7 @@ from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.download import user_cache_dir
 from hsi.data.large_scene import (
     AUTO_SAMPLE,
+    TILE_PIXELS,
     StreamedScene,
     StreamSettings,
     build_reduced_cube,
@@ -293,8 +294,10 @@ class HSIDataModule(L.LightningDataModule):
         """The pixels of `subset` ("val", "test", ...) as row tiles of the padded cube."""
         self.setup()
         if subset not in self._tiles:
-            self._tiles[subset] = TileDataset.from_patches(self.datasets[subset],
-                                                           self.hparams.eval_tile_rows)
+            rows = self.hparams.eval_tile_rows
+            if isinstance(self.scene, StreamedScene):  # a wide raster: tiles of at most TILE_PIXELS pixels
+                rows = max(1, min(rows, TILE_PIXELS // self.scene.shape[1]))
+            self._tiles[subset] = TileDataset.from_patches(self.datasets[subset], rows)
         return self._tiles[subset]
 
     # -- loaders ----------------------------------------------------------------------------

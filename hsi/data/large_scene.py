@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 STREAM_CHOICES = ("auto", True, False)
 GDAL_CACHE_MB = 64  # GDAL's block cache while streaming (its default is 5% of the RAM)
 AUTO_SAMPLE = 100_000  # pixels PCA is fitted on for a streamed scene with data.pca.sample=auto
+TILE_PIXELS = 65536  # at most this many output pixels per dense tile of a raster (wide ones: fewer rows)
 
 
 @dataclass

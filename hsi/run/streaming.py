@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hsi.data.large_scene import TILE_PIXELS
 from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
 from hsi.maps import class_colours
@@ -43,7 +44,6 @@ from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
 log = logging.getLogger(__name__)
 
 GDAL_CACHE_MB = 64  # GDAL's raster block cache while streaming (its default is 5% of the RAM)
-TILE_PIXELS = 65536  # at most this many output pixels per dense tile of a raster (`tile_pixels`)
 
 
 @dataclass
