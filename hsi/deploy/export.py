@@ -141,8 +141,10 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, *, quantize
     require_packages()
     checkpoint = load_checkpoint(ckpt_path)
     net = checkpoint.classifier("cpu").net.eval()
-    datamodule = checkpoint.datamodule(data_dir=data_dir)
-    datamodule.setup()  # the scene, the recorded PCA and the split (checked against the recorded one)
+    # the scene in memory (a streamed raster too: the graph is checked on every pixel), the recorded
+    # PCA and the split (checked against the recorded one)
+    datamodule = checkpoint.datamodule(data_dir=data_dir, stream=False)
+    datamodule.setup()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for name in (*FILES.values(), METADATA):

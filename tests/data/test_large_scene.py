@@ -4,6 +4,7 @@ sample finds the same components, and a short training run on the streamed path 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hsi.data.loading import load_custom_scene
 from hsi.data.patches import pad_cube
 from hsi.data.preprocessing import fit_pca
 from hsi.errors import ConfigError
-from tests.conftest import compose_train
+from tests.conftest import compose_config, compose_train
 from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons
 
 NODATA_ROWS = 3
@@ -113,6 +114,18 @@ def test_a_short_training_run_on_the_streamed_path(raster: dict[str, Path], tmp_
     assert data["pca_sample"] == 2000 and data["pca_fit_pixels"] == 2000 and data["block_rows"] == 16
     assert metrics["map_streamed"] and 0 <= metrics["map_oa_labelled"] <= 1
     assert (tmp_path / "prediction.tif").is_file() and (tmp_path / "confidence.tif").is_file()
+    from hsi.evaluate import evaluate  # the checkpoint's own streamed scene, rebuilt: same split, same test
+
+    evaluated = evaluate(compose_config("evaluate", [
+        f"ckpt_path={metrics['checkpoint']}", "logger=none", "++trainer.limit_test_batches=3"],
+        tmp_path / "evaluate"))
+    assert evaluated["data"]["streamed"] and evaluated["data"]["pca_fit_pixels"] is None  # the recorded PCA
+    assert evaluated["oa"] == pytest.approx(metrics["oa"]) and evaluated["map_streamed"]
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        from hsi.deploy.export import export_checkpoint  # checked on the scene read whole
+
+        meta = export_checkpoint(Path(metrics["checkpoint"]), tmp_path / "export")
+        assert meta["verification"]["shape"] == [83, 86] and meta["verification"]["fp32"]["pixels"] == 83 * 86
 
 
 @pytest.mark.parametrize(("settings", "words"), [
