@@ -94,7 +94,14 @@ def raster_truth(data_cfg: DictConfig | None, recorded: RecordsData,
     options = dict(datamodule.scene_options)
     if datamodule.hparams.scene != "custom" or options.get("gt_path") is None:
         return None
-    return load_streamed_scene(**options, block_rows=datamodule.hparams.get("block_rows"))
+    try:
+        return load_streamed_scene(**options, block_rows=datamodule.hparams.get("block_rows"))
+    except HsiError as error:
+        if data_cfg is not None:  # labels asked for: their problem is the user's to fix
+            raise
+        log.warning("The labels the model was trained from cannot be read (%s): the map is written "
+                    "without accuracy; give data=custom data.gt_path=<labels> to score it.", error)
+        return None
 
 
 def moved_files(cfg: DictConfig) -> dict[str, Any]:

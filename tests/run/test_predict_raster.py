@@ -75,3 +75,16 @@ def test_predict_on_its_own_raster_reports_the_accuracy_on_its_labels(trained: d
     summary = predict(compose_config("predict", [f"ckpt_path={trained['ckpt']}", "progress=false",
                                                  "stream=true"], tmp_path))
     assert summary["streamed"] and summary["labelled_pixels"] > 5000 and 0 < summary["oa"] <= 1
+
+
+def test_moved_training_labels_only_cost_the_accuracy(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Without data=, labels that are no longer where the model was trained from: a map, no accuracy."""
+    from hsi.predict import predict
+
+    moved = trained["gpkg"].rename(trained["gpkg"].with_suffix(".moved"))
+    try:
+        summary = predict(compose_config("predict", [f"ckpt_path={trained['ckpt']}", "progress=false"],
+                                         tmp_path))
+    finally:
+        moved.rename(trained["gpkg"])
+    assert "oa" not in summary and (tmp_path / "prediction.tif").is_file()
