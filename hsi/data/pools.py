@@ -1,0 +1,52 @@
+"""Pools of unlabelled pixels for self-supervised pretraining (`pretrain.pool`).
+
+A pool is the set of window centres whose windows a pretext task may read; labels are never read.
+
+- `all`: every pixel of the scene (transductive, as the semi-supervised literature does: the
+  validation and test pixels' spectra are read, never their labels).
+- `train_side`: every pixel whose window holds no validation or test pixel, so not one spectrum
+  of a pixel that is ever evaluated is read (windows are zero-padded at the scene's border, so a
+  window reads exactly the scene pixels it covers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy.ndimage import maximum_filter
+
+from hsi.errors import ConfigError
+
+POOLS = ("all", "train_side")
+EVALUATED = ("val", "test")
+
+
+def evaluated_mask(shape: tuple[int, int], split: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(H, W) bool: the pixels of the validation and test subsets."""
+    mask = np.zeros(shape, dtype=bool)
+    for subset in EVALUATED:
+        coords = np.asarray(split.get(subset, np.empty((0, 2))), dtype=np.int64).reshape(-1, 2)
+        mask[coords[:, 0], coords[:, 1]] = True
+    return mask
+
+
+def pool_mask(shape: tuple[int, int], split: Mapping[str, np.ndarray], patch_size: int,
+              pool: str) -> np.ndarray:
+    """(H, W) bool: the window centres of `pool` for windows of `patch_size` pixels."""
+    if pool not in POOLS:
+        raise ConfigError(f"pretrain.pool={pool!r} is not one of {', '.join(POOLS)} (all: every pixel, "
+                          f"labels never read; train_side: no window reads a validation or test pixel).")
+    if pool == "all":
+        return np.ones(shape, dtype=bool)
+    evaluated = evaluated_mask(shape, split)
+    # a window centred at c reads a val/test pixel iff one lies within patch_size // 2 of c
+    reach = maximum_filter(evaluated.astype(np.uint8), size=patch_size, mode="constant", cval=0)
+    return reach == 0
+
+
+def pool_coords(shape: tuple[int, int], split: Mapping[str, np.ndarray], patch_size: int,
+                pool: str) -> np.ndarray:
+    """(N, 2) int64 (row, col) window centres of `pool`, row-major."""
+    rows, cols = np.nonzero(pool_mask(shape, split, patch_size, pool))
+    return np.stack([rows, cols], axis=1).astype(np.int64)
