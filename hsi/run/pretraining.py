@@ -14,8 +14,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,13 +152,32 @@ def pretrain_trunk(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module) -
                           f"{RUN_FILE} or leave it null to pretrain.")
     else:
         start = time.perf_counter()
-        losses = fit_pretext(cfg, datamodule, net, coords, settings)
+        with own_random_stream(int(cfg.seed)):  # a reused trunk leaves fine-tuning as a fresh one does
+            losses = fit_pretext(cfg, datamodule, net, coords, settings)
         info |= {"reused": None, "epoch_losses": losses, "seconds": round(time.perf_counter() - start, 2)}
         if cache_file is not None:
             save_trunk(cache_file, net, key, mask, info)
     save_trunk(Path(cfg.paths.output_dir) / RUN_FILE, net, key, mask, info)
     info["trunk"] = str(RUN_FILE)
     return info
+
+
+@contextmanager
+def own_random_stream(seed: int) -> Iterator[None]:
+    """Run the block from `seed` and give back Python's, NumPy's and torch's random states as they
+    were, so the run after it (fine-tuning) draws the same numbers whether the trunk was
+    pretrained now or loaded from the cache."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def fit_pretext(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module, coords: np.ndarray,

@@ -16,6 +16,7 @@ from hsi.models.pretext import trunk_state
 from hsi.run.pretraining import RUN_FILE, PretrainSettings, fit_pretext, pretrain_trunk
 from hsi.run.training import build_datamodule, build_model
 from hsi.train import train
+from tests.conftest import FAST_SYNTHETIC, compose_train
 
 # a disjoint split leaves room between training and evaluated blocks, so train_side keeps pixels
 DISJOINT = ["data/split=disjoint", "data.split.block_size=6", "data.split.margin=3", "data.height=36",
@@ -138,3 +139,15 @@ def test_bad_pretraining_settings_are_refused_before_anything_runs(synthetic_cfg
     with pytest.raises(ConfigError, match=message):
         train(synthetic_cfg(*overrides))
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_reused_trunk_gives_the_same_run_as_a_fresh_one(tmp_path: Path) -> None:
+    overrides = [*FAST_SYNTHETIC, *DISJOINT, *QUICK, "trainer.max_epochs=2", "map=false",
+                 f"pretrain.cache_dir={tmp_path / 'cache'}"]
+    first = train(compose_train(overrides, tmp_path / "fresh"))
+    again = train(compose_train(overrides, tmp_path / "reused"))
+    assert first["pretrain"]["reused"] is None and again["pretrain"]["reused"]
+    assert (again["oa"], again["val_oa"], again["per_class_accuracy"]) == \
+        (first["oa"], first["val_oa"], first["per_class_accuracy"])
+    weights = [torch.load(run["checkpoint"], weights_only=False)["state_dict"] for run in (first, again)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
