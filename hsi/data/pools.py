@@ -50,3 +50,12 @@ def pool_coords(shape: tuple[int, int], split: Mapping[str, np.ndarray], patch_s
     """(N, 2) int64 (row, col) window centres of `pool`, row-major."""
     rows, cols = np.nonzero(pool_mask(shape, split, patch_size, pool))
     return np.stack([rows, cols], axis=1).astype(np.int64)
+
+
+def check_pool_pca(key: str, pool: str, pca_fit: str, components: int | None) -> None:
+    """`train_side` promises that no validation or test spectrum is read: PCA must then be fitted
+    on the training pixels (or be off)."""
+    if pool == "train_side" and components is not None and pca_fit != "train":
+        raise ConfigError(f"{key}=train_side promises that no validation or test spectrum is read, but "
+                          f"data.pca.fit={pca_fit} fits PCA on every pixel: set data.pca.fit=train (or use "
+                          f"{key}=all and declare it).")

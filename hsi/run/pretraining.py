@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from hsi.data.datamodule import HSIDataModule
 from hsi.data.download import user_cache_dir
 from hsi.data.patches import PatchDataset
-from hsi.data.pools import POOLS, pool_mask
+from hsi.data.pools import POOLS, check_pool_pca, pool_mask
 from hsi.errors import ConfigError, DataError
 from hsi.models.pretext import MaskedReconstruction, load_trunk, trunk_state
 from hsi.utils.files import atomic_write
@@ -111,12 +111,8 @@ def check_pretrain_config(cfg: DictConfig, network: bool) -> PretrainSettings:
     if not network:
         raise ConfigError("pretrain=masked pretrains a network's trunk; a scikit-learn estimator has none: "
                           "drop pretrain= (or set pretrain=none) for this model.")
-    pca_fit = OmegaConf.select(cfg, "data.pca.fit", default="scene")
-    components = OmegaConf.select(cfg, "data.pca.components", default=None)
-    if settings.pool == "train_side" and components is not None and pca_fit != "train":
-        raise ConfigError("pretrain.pool=train_side promises that no validation or test spectrum is read, "
-                          "but data.pca.fit=scene fits PCA on every pixel: set data.pca.fit=train (or use "
-                          "pretrain.pool=all and declare it).")
+    check_pool_pca("pretrain.pool", settings.pool, OmegaConf.select(cfg, "data.pca.fit", default="scene"),
+                   OmegaConf.select(cfg, "data.pca.components", default=None))
     return settings
 
 
