@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 METHODS = ("none", "masked")
 TRUNK_FORMAT = 1
 RUN_FILE = Path("pretrain") / "trunk.pt"
+# Lightning's debug flags that cut pretraining short as they cut training short
+DEBUG_LIMITS = ("fast_dev_run", "limit_train_batches")
 # settings that change the trunk (the rest say where it is kept)
 _KEYED = ("method", "pool", "epochs", "samples_per_epoch", "batch_size", "lr", "weight_decay",
           "mask_ratio", "band_mask_ratio")
@@ -134,7 +136,11 @@ def pretrain_trunk(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module) -
                             "pool_share": round(len(coords) / mask.size, 4), **settings.keyed(), "key": key,
                             "patch_size": int(hp.patch_size), "pca": pca_fingerprint(datamodule)}
     cache_file = None
-    if settings.cache:
+    cut_short = bool(OmegaConf.select(cfg, "trainer.fast_dev_run", default=None)) or \
+        OmegaConf.select(cfg, "trainer.limit_train_batches", default=None) not in (None, 1.0)
+    if cut_short:  # a debug run's trunk is never cached, nor a cached one used for it
+        info["cut_short"] = True
+    elif settings.cache:
         cache_dir = Path(settings.cache_dir) if settings.cache_dir else user_cache_dir() / "pretrain"
         cache_file = cache_dir / f"{key}.pt"
     source = Path(settings.trunk_path) if settings.trunk_path else cache_file
@@ -189,7 +195,7 @@ def fit_pretext(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module, coor
     pretext = MaskedReconstruction(net, datamodule.num_bands, hp.patch_size, settings.mask_ratio,
                                    settings.band_mask_ratio, settings.lr, settings.weight_decay)
     trainer_cfg = cfg.get("trainer") or {}
-    debug = {k: trainer_cfg[k] for k in ("fast_dev_run", "limit_train_batches") if trainer_cfg.get(k)}
+    debug = {k: trainer_cfg[k] for k in DEBUG_LIMITS if trainer_cfg.get(k)}
     progress = trainer_cfg.get("enable_progress_bar", True) is not False and OmegaConf.select(
         cfg, "callbacks.progress_bar.refresh_rate", default=1) != 0
     trainer = L.Trainer(max_epochs=settings.epochs, accelerator=trainer_cfg.get("accelerator", "auto"),

@@ -151,3 +151,10 @@ def test_a_reused_trunk_gives_the_same_run_as_a_fresh_one(tmp_path: Path) -> Non
         (first["oa"], first["val_oa"], first["per_class_accuracy"])
     weights = [torch.load(run["checkpoint"], weights_only=False)["state_dict"] for run in (first, again)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_debug_run_pretrains_one_batch_and_never_touches_the_cache(synthetic_cfg, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    metrics = train(synthetic_cfg(*DISJOINT, "pretrain=masked", f"pretrain.cache_dir={cache}", "debug=fast"))
+    assert metrics["pretrain"]["cut_short"] and len(metrics["pretrain"]["epoch_losses"]) == 1
+    assert not cache.exists() and (tmp_path / RUN_FILE).is_file()
