@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.ndimage import maximum_filter
 
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 
 POOLS = ("all", "train_side")
 EVALUATED = ("val", "test")
@@ -31,12 +31,17 @@ def evaluated_mask(shape: tuple[int, int], split: Mapping[str, np.ndarray]) -> n
     return mask
 
 
+def check_pool(key: str, pool: str) -> None:
+    """`pool` must be one of POOLS (`key` names the setting in the message)."""
+    if pool not in POOLS:
+        raise ConfigError(f"{key}={pool!r} is not one of {', '.join(POOLS)} (all: every pixel, labels never "
+                          f"read; train_side: no window reads a validation or test pixel).")
+
+
 def pool_mask(shape: tuple[int, int], split: Mapping[str, np.ndarray], patch_size: int,
               pool: str) -> np.ndarray:
     """(H, W) bool: the window centres of `pool` for windows of `patch_size` pixels."""
-    if pool not in POOLS:
-        raise ConfigError(f"pretrain.pool={pool!r} is not one of {', '.join(POOLS)} (all: every pixel, "
-                          f"labels never read; train_side: no window reads a validation or test pixel).")
+    check_pool("pool", pool)
     if pool == "all":
         return np.ones(shape, dtype=bool)
     evaluated = evaluated_mask(shape, split)
@@ -59,3 +64,12 @@ def check_pool_pca(key: str, pool: str, pca_fit: str, components: int | None) ->
         raise ConfigError(f"{key}=train_side promises that no validation or test spectrum is read, but "
                           f"data.pca.fit={pca_fit} fits PCA on every pixel: set data.pca.fit=train (or use "
                           f"{key}=all and declare it).")
+
+
+def require_pool(mask: np.ndarray, key: str, pool: str, scene: str, patch_size: int) -> np.ndarray:
+    """The (N, 2) window centres of a pool's `mask`; an empty pool is refused with the fix."""
+    coords = np.argwhere(mask).astype(np.int64)
+    if len(coords) == 0:
+        raise DataError(f"{key}={pool}: no pixel of {scene} has a {patch_size}x{patch_size} window free of "
+                        f"validation and test pixels; use a smaller data.patch_size or {key}=all.")
+    return coords

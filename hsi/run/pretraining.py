@@ -10,7 +10,6 @@ the same key (another fine-tuning setting, a rerun) reuses it instead of pretrai
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -32,9 +31,10 @@ from torch.utils.data import DataLoader, RandomSampler
 from hsi.data.datamodule import HSIDataModule
 from hsi.data.download import user_cache_dir
 from hsi.data.patches import PatchDataset
-from hsi.data.pools import POOLS, check_pool_pca, pool_mask
-from hsi.errors import ConfigError, DataError
+from hsi.data.pools import check_pool, check_pool_pca, pool_mask, require_pool
+from hsi.errors import ConfigError
 from hsi.models.pretext import MaskedReconstruction, load_trunk, trunk_state
+from hsi.run.config import settings_from
 from hsi.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,7 @@ class PretrainSettings:
         if self.method not in METHODS:
             raise ConfigError(f"pretrain.method={self.method!r} is not one of {', '.join(METHODS)} "
                               f"(pretrain=masked or pretrain=none).")
-        if self.pool not in POOLS:
-            raise ConfigError(f"pretrain.pool={self.pool!r} is not one of {', '.join(POOLS)} (all: every "
-                              f"pixel, labels never read; train_side: no window reads a val/test pixel).")
+        check_pool("pretrain.pool", self.pool)
         for key in ("epochs", "batch_size"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -85,17 +83,8 @@ class PretrainSettings:
             raise ConfigError(f"pretrain.lr={self.lr!r} must be a positive number (1e-3 is usual).")
 
     @classmethod
-    def from_any(cls, value: Mapping[str, Any] | DictConfig | None) -> PretrainSettings:
-        if value is None:
-            return cls()
-        if isinstance(value, DictConfig):
-            value = OmegaConf.to_container(value, resolve=True)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ConfigError(f"pretrain.{unknown[0]} is not a pretraining setting; the settings are "
-                              f"{', '.join(sorted(known))}.")
-        return cls(**value)
+    def from_any(cls, value: Mapping[str, Any] | DictConfig | None) -> Any:
+        return settings_from(cls, value, "pretrain")
 
     @property
     def active(self) -> bool:
@@ -126,11 +115,7 @@ def pretrain_trunk(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module) -
     hp = datamodule.hparams
     shape = tuple(int(n) for n in datamodule.scene.shape[:2])
     mask = pool_mask(shape, datamodule.split, hp.patch_size, settings.pool)
-    coords = np.argwhere(mask).astype(np.int64)
-    if len(coords) == 0:
-        raise DataError(f"pretrain.pool={settings.pool}: no pixel of {datamodule.scene.name} has a "
-                        f"{hp.patch_size}x{hp.patch_size} window free of validation and test pixels; use "
-                        f"a smaller data.patch_size or pretrain.pool=all.")
+    coords = require_pool(mask, "pretrain.pool", settings.pool, datamodule.scene.name, hp.patch_size)
     key = trunk_key(cfg, datamodule, mask, settings)
     info: dict[str, Any] = {"method": settings.method, "pool": settings.pool, "pool_pixels": int(len(coords)),
                             "pool_share": round(len(coords) / mask.size, 4), **settings.keyed(), "key": key,

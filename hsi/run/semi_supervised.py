@@ -16,9 +16,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.data.pools import POOLS, check_pool_pca, pool_coords
-from hsi.errors import ConfigError, DataError
+from hsi.data.pools import check_pool, check_pool_pca, pool_mask, require_pool
+from hsi.errors import ConfigError
 from hsi.models.consistency import ConsistencyLoss
+from hsi.run.config import settings_from
 
 METHODS = ("none", "fixmatch")
 
@@ -38,25 +39,14 @@ class SemiSettings:
         if self.method not in METHODS:
             raise ConfigError(f"semi.method={self.method!r} is not one of {', '.join(METHODS)} "
                               f"(semi=fixmatch or semi=none).")
-        if self.pool not in POOLS:
-            raise ConfigError(f"semi.pool={self.pool!r} is not one of {', '.join(POOLS)} (all: every pixel, "
-                              f"labels never read; train_side: no window reads a val/test pixel).")
+        check_pool("semi.pool", self.pool)
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, int) or self.ratio < 1:
             raise ConfigError(f"semi.ratio={self.ratio!r} must be a whole number of at least 1 (unlabelled "
                               f"windows per labelled one in a batch; 3 is usual).")
 
     @classmethod
-    def from_any(cls, value: Mapping[str, Any] | DictConfig | None) -> SemiSettings:
-        if value is None:
-            return cls()
-        if isinstance(value, DictConfig):
-            value = OmegaConf.to_container(value, resolve=True)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ConfigError(f"semi.{unknown[0]} is not a semi-supervised setting; the settings are "
-                              f"{', '.join(sorted(known))}.")
-        return cls(**value)
+    def from_any(cls, value: Mapping[str, Any] | DictConfig | None) -> Any:
+        return settings_from(cls, value, "semi")
 
     @property
     def active(self) -> bool:
@@ -94,11 +84,8 @@ def add_unlabelled_pool(cfg: DictConfig, datamodule: HSIDataModule) -> dict[str,
     if not settings.active:
         return None
     hp = datamodule.hparams
-    coords = pool_coords(tuple(datamodule.scene.shape[:2]), datamodule.split, hp.patch_size, settings.pool)
-    if len(coords) == 0:
-        raise DataError(f"semi.pool={settings.pool}: no pixel of {datamodule.scene.name} has a "
-                        f"{hp.patch_size}x{hp.patch_size} window free of validation and test pixels; use "
-                        f"a smaller data.patch_size or semi.pool=all.")
+    mask = pool_mask(tuple(datamodule.scene.shape[:2]), datamodule.split, hp.patch_size, settings.pool)
+    coords = require_pool(mask, "semi.pool", settings.pool, datamodule.scene.name, hp.patch_size)
     datamodule.add_unlabelled(coords, settings.ratio * hp.batch_size)
     shape = datamodule.scene.shape
     return {**dataclasses.asdict(settings), "pool_pixels": int(len(coords)),

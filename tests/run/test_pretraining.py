@@ -132,7 +132,7 @@ def test_a_run_pretrains_then_fine_tunes_and_records_it(synthetic_cfg, tmp_path:
     (["pretrain=masked", "data.pca.fit=scene"], "data.pca.fit=train"),
     (["pretrain=masked", "pretrain.pool=nearby", "data.pca.fit=train"], "all, train_side"),
     (["pretrain=masked", "pretrain.epochs=0", "data.pca.fit=train"], "pretrain.epochs"),
-    (["pretrain=masked", "+pretrain.masking=0.3", "data.pca.fit=train"], "not a pretraining setting"),
+    (["pretrain=masked", "+pretrain.masking=0.3", "data.pca.fit=train"], "masking is not a pretrain setting"),
 ])
 def test_bad_pretraining_settings_are_refused_before_anything_runs(synthetic_cfg, tmp_path: Path,
                                                                    overrides, message) -> None:

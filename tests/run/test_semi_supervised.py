@@ -72,7 +72,7 @@ def test_a_run_records_what_it_learnt_from(synthetic_cfg, tmp_path: Path) -> Non
     (["semi=fixmatch", "data.pca.fit=scene"], "data.pca.fit=train"),
     (["semi=fixmatch", "semi.ratio=0", "data.pca.fit=train"], "semi.ratio"),
     (["semi=fixmatch", "semi.threshold=1.5", "data.pca.fit=train"], "semi.threshold"),
-    (["semi=fixmatch", "+semi.rounds=2", "data.pca.fit=train"], "not a semi-supervised setting"),
+    (["semi=fixmatch", "+semi.rounds=2", "data.pca.fit=train"], "semi.rounds is not a semi setting"),
 ])
 def test_bad_semi_settings_are_refused_before_anything_runs(synthetic_cfg, tmp_path: Path,
                                                             overrides, message) -> None:
