@@ -19,7 +19,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from hsi.data.augment import BatchAugment
 from hsi.data.catalogue import CATALOGUE, prepare_scene
@@ -117,6 +118,8 @@ class HSIDataModule(L.LightningDataModule):
         self._dense_evaluation: bool | None = None  # set by use_dense_evaluation()
         self._recorded: dict[str, Any] | None = None  # a loaded state waiting for setup()
         self.data_report: dict[str, Any] = {}  # how the cube was built and PCA fitted (metrics.json "data")
+        self.unlabelled: PatchDataset | None = None  # windows drawn beside training batches (semi=)
+        self.unlabelled_batch_size = 0
 
     # -- set-up -----------------------------------------------------------------------------
     def load_scene(self) -> Scene:
@@ -317,8 +320,23 @@ class HSIDataModule(L.LightningDataModule):
                           collate_fn=first_item, num_workers=hp.num_workers,
                           pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.hparams.batch_size)
+    def add_unlabelled(self, coords: np.ndarray, batch_size: int) -> None:
+        """Draw `batch_size` windows around pixels of `coords` beside every training batch (their
+        labels are never read): training batches become {"labelled": (x, y), "unlabelled": (x, -1)}."""
+        self.setup()
+        self.unlabelled = PatchDataset(self.datasets["train"].padded, coords, np.full(len(coords), -1),
+                                       self.hparams.patch_size)
+        self.unlabelled_batch_size = int(batch_size)
+
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        labelled = self._loader("train", True, self.hparams.batch_size)
+        if self.unlabelled is None:
+            return labelled
+        draws = len(labelled) * self.unlabelled_batch_size  # one unlabelled batch per labelled one
+        sampler = RandomSampler(self.unlabelled, replacement=draws > len(self.unlabelled), num_samples=draws)
+        unlabelled = DataLoader(self.unlabelled, batch_size=self.unlabelled_batch_size, sampler=sampler,
+                                num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory)
+        return CombinedLoader({"labelled": labelled, "unlabelled": unlabelled}, mode="min_size")
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()
@@ -334,6 +352,8 @@ class HSIDataModule(L.LightningDataModule):
         """Training batches of windows through `augment` on their device; everything else
         (validation, test, prediction, dense tiles) unchanged."""
         trainer = self.trainer
+        if isinstance(batch, dict) and "labelled" in batch:  # with unlabelled windows (semi=)
+            return {**batch, "labelled": self.on_after_batch_transfer(batch["labelled"], dataloader_idx)}
         if (self.augment is None or trainer is None or not trainer.training
                 or not isinstance(batch, (tuple, list)) or len(batch) != 2):
             return batch

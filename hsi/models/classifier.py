@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from hsi.errors import ConfigError, DataError
+from hsi.models.consistency import ConsistencyLoss
 from hsi.models.dense import build_dense_head, check_eval_path, tile_logits
 from hsi.models.metrics import accuracy_report, classification_metrics
 
@@ -46,7 +47,8 @@ class HSIClassifier(L.LightningModule):
                  class_names: list[str] | None = None,
                  optimizer: dict | None = None, scheduler: dict | None = None,
                  scheduler_monitor: str = "train/loss",
-                 class_weights: list[float] | None = None, label_smoothing: float = 0.0) -> None:
+                 class_weights: list[float] | None = None, label_smoothing: float = 0.0,
+                 consistency: dict | None = None) -> None:
         super().__init__()
         if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float))
                 or not 0 <= label_smoothing < 1):
@@ -54,6 +56,7 @@ class HSIClassifier(L.LightningModule):
                               f"below 1 (0: none; 0.1 is usual).")
         label_smoothing = float(label_smoothing)
         net, optimizer, scheduler = _plain(net), _plain(optimizer), _plain(scheduler)
+        consistency = _plain(consistency)
         class_names = list(class_names) if class_names is not None else [
             f"class_{k}" for k in range(1, num_classes + 1)]
         class_weights = list(class_weights) if class_weights is not None else None
@@ -62,6 +65,8 @@ class HSIClassifier(L.LightningModule):
                                           num_classes=num_classes)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.criterion = nn.CrossEntropyLoss(weight=weight)
+        # semi=fixmatch: the loss on unlabelled windows (training batches then come as a dict)
+        self.consistency = ConsistencyLoss(**consistency) if consistency else None
         self.train_metrics = classification_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")
@@ -88,16 +93,24 @@ class HSIClassifier(L.LightningModule):
             loss = self.criterion(logits, y)
         return loss, logits.argmax(1), y
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        unlabelled = None
+        if isinstance(batch, dict):  # {"labelled": (x, y), "unlabelled": (x, -1)}: semi=fixmatch
+            batch, unlabelled = batch["labelled"], batch["unlabelled"][0]
         loss, preds, y = self._step(batch, self.hparams.get("label_smoothing", 0.0))
+        if unlabelled is not None and self.consistency is not None:
+            extra, counted = self.consistency(self, unlabelled, self.global_rank)
+            loss = loss + self.consistency.weight * extra
+            self.log("train/loss_unlabelled", extra, on_step=False, on_epoch=True, batch_size=len(unlabelled))
+            self.log("train/confident", counted, on_step=False, on_epoch=True, batch_size=len(unlabelled))
         if not torch.isfinite(loss):
             raise DataError(f"The training loss became {loss.item()} at epoch {self.current_epoch}, "
                             f"batch {batch_idx}: the windows hold non-finite or huge values (check the "
                             f"cube and data.pca.components) or the learning rate is too high "
                             f"(model.optimizer.lr). The run was stopped.")
         self.train_metrics.update(preds, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

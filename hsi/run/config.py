@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hsi.errors import HsiError
+from hsi.errors import ConfigError, HsiError
 from hsi.utils.files import claim_run_folder, release_run_folder
 from hsi.utils.reporting import exit_with
 
@@ -23,6 +25,24 @@ def register_resolvers() -> None:
     """`${hsi_root:}` is the project folder (the one that holds `conf/` and `hsi/`)."""
     if not OmegaConf.has_resolver("hsi_root"):
         OmegaConf.register_new_resolver("hsi_root", lambda: str(PROJECT_ROOT))
+
+
+Settings = TypeVar("Settings")
+
+
+def settings_from(cls: type[Settings], value: Mapping[str, Any] | DictConfig | None, group: str) -> Settings:
+    """A settings dataclass from a config group's node (`pretrain`, `semi`); an unknown key is
+    refused with the known ones, None gives the defaults."""
+    if value is None:
+        return cls()
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"{group}.{unknown[0]} is not a {group} setting; the settings are "
+                          f"{', '.join(sorted(known))}.")
+    return cls(**value)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -213,6 +213,10 @@ def run_hparams(cfg: DictConfig, context: RunContext | None = None) -> dict[str,
         _flatten("data", {k: v for k, v in data.items() if k != "_target_"}, flat)
     if "data" in context.choices:
         flat["data"] = context.choices["data"]
+    for group in ("pretrain", "semi"):  # learning from unlabelled pixels, when on
+        node = _resolved(cfg, group)
+        if isinstance(node, dict) and node.get("method", "none") != "none":
+            _flatten(group, node, flat)
     for group in ("augment", "experiment"):  # the named recipe a run starts from
         if context.choices.get(group):
             flat[group] = context.choices[group]

@@ -30,6 +30,8 @@ from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.estimator import check_estimator, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
+from hsi.run.pretraining import check_pretrain_config, pretrain_trunk
+from hsi.run.semi_supervised import add_unlabelled_pool, check_semi_config, consistency_settings
 from hsi.run.threads import set_threads
 from hsi.run.validation import check_train_config
 from hsi.utils.files import atomic_write
@@ -74,7 +76,7 @@ def build_model(cfg: DictConfig, datamodule: HSIDataModule) -> HSIClassifier:
     return instantiate(cfg.model, num_bands=datamodule.num_bands,
                        patch_size=datamodule.hparams.patch_size,
                        num_classes=datamodule.num_classes, class_names=datamodule.class_names,
-                       class_weights=class_weights, _recursive_=False)
+                       class_weights=class_weights, consistency=consistency_settings(cfg), _recursive_=False)
 
 
 def is_network(model_cfg: DictConfig) -> bool:
@@ -103,6 +105,8 @@ def train(cfg: DictConfig, extra_callbacks: list[Any] | None = None) -> dict[str
     `extra_callbacks`: Lightning callbacks added to the configured ones (a search's pruning).
     """
     check_train_config(cfg)
+    check_pretrain_config(cfg, is_network(cfg.model))
+    check_semi_config(cfg, is_network(cfg.model))
     set_threads(cfg, _hydra_config())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -165,6 +169,10 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         check_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
     if cfg.get("train") and cfg.get("ckpt_path"):  # before anything is written
         check_resume(cfg.ckpt_path, datamodule, model)
+    # a resumed run takes its weights from the checkpoint: no pretraining then
+    pretrained = pretrain_trunk(cfg, datamodule, model.net) if cfg.get("train") and not cfg.get("ckpt_path") \
+        else None
+    semi = add_unlabelled_pool(cfg, datamodule)
     callbacks = [*dashboard.callbacks(loggers, datamodule.class_names),
                  *instantiate_group(cfg.get("callbacks")), *(extra_callbacks or [])]
     if not loggers:  # the learning-rate monitor writes to a logger; without one it has no use
@@ -192,6 +200,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     metrics = record_run(cfg, datamodule, model.test_report, times, checkpoint_file, trainer.loggers,
                          trainer.current_epoch, epochs=trainer.current_epoch,
                          val_oa=best_validation_oa(trainer),
+                         **({"pretrain": pretrained} if pretrained else {}),
+                         **({"semi": semi} if semi else {}),
                          **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),

@@ -103,6 +103,14 @@ def results_csv(jobs: list[Job]) -> str:
     return buffer.getvalue()
 
 
+def nested(metrics: dict[str, Any], key: str) -> Any:
+    """metrics.json's value at a dotted key (`pretrain.seconds`), or None."""
+    value: Any = metrics
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     array = np.asarray(values, dtype=float)
@@ -145,14 +153,15 @@ def results_markdown(multirun: Path, jobs: list[Job], figure: str | None,
     if fixed:
         lines += ["Common overrides: " + " ".join(fixed), ""]
     def recorded(group: list[Job], key: str) -> list[float]:
-        return [j.metrics[key] for j in group if j.ok and is_number(j.metrics.get(key))]
+        return [v for v in (nested(j.metrics, key) for j in group if j.ok) if is_number(v)]
 
     extras = [(key, title, fmt) for key, title, fmt in ((VAL_METRIC, "val OA", ".4f"),
                                                         ("leakage", "leakage", ".3f"),
                                                         *((k, t, ".3f") for k, t in AUDIT_TABLE),
                                                         ("n_train", "train px", ".0f"),
                                                         ("n_test", "test px", ".0f"),
-                                                        ("train_seconds", "train s", ".0f"))
+                                                        ("train_seconds", "train s", ".0f"),
+                                                        ("pretrain.seconds", "pretrain s", ".0f"))
               if recorded(jobs, key)]
     beside_groups = group_settings(beside, keys) if beside else {}
     beside_titles = ["OA beside", "gap"] if beside else []

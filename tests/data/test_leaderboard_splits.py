@@ -276,3 +276,20 @@ def test_an_every_field_run_trains_on_every_field_of_a_synthetic_scene(tmp_path:
     near_train = window_mask(labels.shape, split["train"], 9)
     for subset in ("val", "test"):
         assert len(split[subset]) and not near_train[split[subset][:, 0], split[subset][:, 1]].any()
+
+
+def test_summary_counts_the_pretraining_seconds_of_pretrained_rows(tmp_path: Path) -> None:
+    root = tmp_path / "pretrained"
+    for pool, seconds in (("all", [30.0, 50.0]), ("train_side", [20.0, 24.0])):
+        for seed, spent in enumerate(seconds):
+            _job(root / f"{pool}_{seed}", [f"pretrain.pool={pool}", f"seed={seed}"],
+                 {"oa": 0.5, "aa": 0.5, "kappa": 0.4, "train_seconds": 8.0,
+                  "pretrain": {"pool": pool, "seconds": spent}})
+    summarize(root)
+    lines = (root / "results.md").read_text().splitlines()
+    head = next(line for line in lines if line.startswith("| pretrain.pool"))
+    titles = [c.strip() for c in head.strip("|").split("|")]
+    rows = {line.split("|")[1].strip(): dict(zip(titles, [c.strip() for c in line.strip("|").split("|")]))
+            for line in lines if line.startswith(("| all ", "| train_side "))}
+    assert rows["all"]["pretrain s"] == "40" and rows["train_side"]["pretrain s"] == "22"
+    assert rows["all"]["train s"] == "8"
