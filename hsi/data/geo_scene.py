@@ -11,6 +11,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,12 +80,18 @@ def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
     values = list(range(1, len(class_names) + 1)) if polygons else None  # a class may burn no pixel
     scene = build_scene(name, cube, gt, class_names=class_names, label_values=values,
                         ignore_labels=ignore_labels, nan_policy=nan_policy)
+    scene.geo, scene.invalid = raster_geo(info, cube_path, label_report), invalid
+    return scene
+
+
+def raster_geo(info: Any, cube_path: str | Path, label_report: dict[str, Any] | None) -> dict[str, Any]:
+    """What a scene read from a raster keeps of it: CRS, transform, nodata, wavelengths (`info`),
+    the path GDAL opened and, for polygon labels, how they were burnt."""
     geo = info.geo()
     geo["gdal_path"] = str(gdal_path(cube_path))
     if label_report is not None:
         geo["labels"] = label_report
-    scene.geo, scene.invalid = geo, invalid
-    return scene
+    return geo
 
 
 def raster_labels(info: RasterInfo, cube_path: str | Path, gt_path: str | Path | None, gt_field: str | None,

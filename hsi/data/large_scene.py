@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.data.geo_scene import raster_labels, uses_gdal
+from hsi.data.geo_scene import raster_geo, raster_labels, uses_gdal
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import gdal_path, info_of, open_raster, rasterio, read_block
+from hsi.data.raster import info_of, open_raster, rasterio, read_block
 from hsi.data.scene import Scene, build_scene
 from hsi.errors import ConfigError, DataError
 
@@ -143,10 +143,7 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
     stand_in = np.broadcast_to(np.zeros((1, 1, 1), dtype=np.float32), (*gt.shape, 1))
     made = build_scene(name, stand_in, gt, class_names=class_names, label_values=values,
                        ignore_labels=ignore_labels, nan_policy=nan_policy)
-    geo = info.geo()
-    geo["gdal_path"] = str(gdal_path(cube_path))
-    if label_report is not None:
-        geo["labels"] = label_report
+    geo = raster_geo(info, cube_path, label_report)
     return StreamedScene(name=name, cube=None, labels=made.labels, class_names=made.class_names,
                          label_values=made.label_values, ignored_labels=made.ignored_labels,
                          excluded_pixels=excluded, geo=geo,

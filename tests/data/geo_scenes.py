@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hsi.data.io import read_array
 
@@ -65,3 +66,17 @@ def write_polygons(path: Path, gt: np.ndarray, field: str = "crop", crs: str | N
     pyogrio.raw.write(path, wkb, [np.array(values, dtype=object)], fields=[field], geometry_type="Polygon",
                       crs=crs, driver=driver)
     return len(geoms)
+
+
+def salinas_a_files(base: Path, nodata_rows: int = 3) -> dict[str, Path]:
+    """Salinas-A as `salinas_a.tif` (UTM, the first `nodata_rows` rows nodata) and `fields.gpkg`
+    (EPSG:4326 polygons, attribute `crop`) in `base`; skips the test without ../shared/data."""
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip("../shared/data is not beside the repository")
+    cube, gt = salinas_a_arrays(SHARED_DATA)
+    files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=nodata_rows),
+             "gpkg": base / "fields.gpkg"}
+    write_polygons(files["gpkg"], gt)
+    return files

@@ -18,22 +18,15 @@ from hsi.data.patches import pad_cube
 from hsi.data.preprocessing import fit_pca
 from hsi.errors import ConfigError
 from tests.conftest import compose_config, compose_train
-from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons
+from tests.data.geo_scenes import salinas_a_files
 
 NODATA_ROWS = 3
 
 
 @pytest.fixture(scope="module")
 def raster(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
     base = tmp_path_factory.mktemp("large")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
-    files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=NODATA_ROWS),
-             "gpkg": base / "fields.gpkg"}
-    write_polygons(files["gpkg"], gt)
+    files = salinas_a_files(base, NODATA_ROWS)
     return files
 
 

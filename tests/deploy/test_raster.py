@@ -16,7 +16,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 from tests.conftest import compose_config, compose_train  # noqa: E402
-from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons  # noqa: E402
+from tests.data.geo_scenes import salinas_a_files  # noqa: E402
 
 NODATA_ROWS = 3
 
@@ -27,15 +27,8 @@ def window_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     GeoTIFF from polygons, exported."""
     from hsi.deploy.export import export
     from hsi.train import train
-    from tests.conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
     base = tmp_path_factory.mktemp("onnx_raster")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
-    files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=NODATA_ROWS),
-             "gpkg": base / "fields.gpkg"}
-    write_polygons(files["gpkg"], gt)
+    files = salinas_a_files(base, NODATA_ROWS)
     metrics = train(compose_train([
         "data=custom", f"data.cube_path={files['tif']}", f"data.gt_path={files['gpkg']}",
         "data.gt_field=crop", "data.patch_size=9", "data.pca.components=15", "model=hybridsn_se",

@@ -12,7 +12,7 @@ import rasterio
 
 from hsi.data.loading import load_custom_scene
 from tests.conftest import compose_config, compose_train
-from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons
+from tests.data.geo_scenes import salinas_a_files
 
 NODATA_ROWS = 3
 
@@ -21,15 +21,8 @@ NODATA_ROWS = 3
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Salinas-A as a GeoTIFF with polygons, and cnn2d trained on it for a few batches."""
     from hsi.train import train
-    from tests.conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
     base = tmp_path_factory.mktemp("predict_raster")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
-    files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=NODATA_ROWS),
-             "gpkg": base / "fields.gpkg"}
-    write_polygons(files["gpkg"], gt)
+    files = salinas_a_files(base, NODATA_ROWS)
     metrics = train(compose_train([
         "data=custom", f"data.cube_path={files['tif']}", f"data.gt_path={files['gpkg']}",
         "data.gt_field=crop", "data.patch_size=9", "data.pca.components=15", "model=cnn2d", "trainer=cpu",
