@@ -8,6 +8,7 @@ process, which reports its peak resident memory (ru_maxrss); the two maps are co
 pixel. Prints a markdown table.
 
     OMP_NUM_THREADS=1 python bench/scale.py --tiles 1 2 4 8 --stream-only 11 --work /tmp/scale
+    OMP_NUM_THREADS=1 python bench/scale.py --tiles 2x3 --stream-only 11 --work /tmp/scale  # 0.10 vs 2 GB
 
 `--train`: a short training run instead (cnn2d, 9-pixel windows, PCA 30 fitted on a 100,000-pixel
 sample, 1 epoch of 5 batches, 2 validation and 2 test batches, no map) on the same rasters with
@@ -36,36 +37,47 @@ GT = ROOT.parent / "shared" / "data" / "indian_pines" / "Indian_pines_gt.mat"
 PATCH, COMPONENTS, CLASSES = 9, 30, 16
 
 
-def write_tiled(path: Path, cube: np.ndarray, n: int) -> Path:
-    """n x n copies of `cube` as a tiled float32 GeoTIFF, written one row of copies at a time."""
+def tiles(text: str) -> tuple[int, int]:
+    """`n` (n x n copies) or `RxC` (R rows by C columns of copies, e.g. 2x3 for a ~100 MB scene)."""
+    rows, _, cols = text.lower().partition("x")
+    return int(rows), int(cols or rows)
+
+
+def label(grid: tuple[int, int]) -> str:
+    return f"{grid[0]}x{grid[1]}"
+
+
+def write_tiled(path: Path, cube: np.ndarray, grid: tuple[int, int]) -> Path:
+    """R x C copies of `cube` as a float32 GeoTIFF, written one row of copies at a time."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
     h, w, b = cube.shape
+    n, m = grid
     if path.is_file():
         return path
     tmp = path.with_suffix(".part.tif")
-    profile = {"driver": "GTiff", "height": h * n, "width": w * n, "count": b, "dtype": "float32",
+    profile = {"driver": "GTiff", "height": h * n, "width": w * m, "count": b, "dtype": "float32",
                "crs": "EPSG:32616", "transform": from_origin(500000.0, 4500000.0, 20.0, 20.0),
                "BIGTIFF": "YES", "nodata": -1.0}  # strips (untiled): the file is the scene's size
     band_first = np.ascontiguousarray(np.moveaxis(cube, -1, 0).astype(np.float32))
-    row = np.tile(band_first, (1, 1, n))
+    row = np.tile(band_first, (1, 1, m))
     with rasterio.open(tmp, "w", **profile) as ds:
         for i in range(n):
-            ds.write(row, window=Window(0, i * h, w * n, h))
+            ds.write(row, window=Window(0, i * h, w * m, h))
     tmp.rename(path)
     return path
 
 
-def write_tiled_labels(path: Path, n: int) -> Path:
-    """n x n copies of the Indian Pines ground truth as a uint8 label raster on the cube's grid."""
+def write_tiled_labels(path: Path, grid: tuple[int, int]) -> Path:
+    """R x C copies of the Indian Pines ground truth as a uint8 label raster on the cube's grid."""
     import rasterio
     from rasterio.transform import from_origin
 
     from hsi.data.io import read_array
 
-    gt = np.tile(read_array(GT, None, 2, "ground truth").astype(np.uint8), (n, n))
+    gt = np.tile(read_array(GT, None, 2, "ground truth").astype(np.uint8), grid)
     with rasterio.open(path, "w", driver="GTiff", height=gt.shape[0], width=gt.shape[1], count=1,
                        dtype="uint8", crs="EPSG:32616",
                        transform=from_origin(500000.0, 4500000.0, 20.0, 20.0)) as ds:
@@ -108,20 +120,20 @@ def train_worker(raster: Path, labels: Path, mode: str, out: Path) -> dict:
 def train_table(args: argparse.Namespace, cube: np.ndarray) -> None:
     """--train: peak RSS of a short training run against scene size, in memory vs streamed."""
     rows = []
-    for n in sorted({*args.tiles, *args.stream_only}):
-        raster = write_tiled(args.work / f"ip_{n}x{n}.tif", cube, n)
-        labels = write_tiled_labels(args.work / f"ip_gt_{n}x{n}.tif", n)
+    for n in sorted({*args.tiles, *args.stream_only}, key=lambda g: g[0] * g[1]):
+        raster = write_tiled(args.work / f"ip_{label(n)}.tif", cube, n)
+        labels = write_tiled_labels(args.work / f"ip_gt_{label(n)}.tif", n)
         result = {}
         for mode in ("memory", "stream") if n in args.tiles else ("stream",):
             cmd = [sys.executable, __file__, "--train-worker", str(raster), str(labels), mode,
-                   str(args.work / f"train_{n}_{mode}"), "--work", str(args.work)]
+                   str(args.work / f"train_{label(n)}_{mode}"), "--work", str(args.work)]
             done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
                                   env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
                                        "PATH": "/usr/bin:/bin", "HSI_CACHE_DIR": str(args.work / "cache")})
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-3000:])
             result[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-        row = {"n": n, "gb": raster.stat().st_size / 1e9, **result}
+        row = {"n": label(n), "gb": raster.stat().st_size / 1e9, **result}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if not args.keep:
@@ -133,7 +145,7 @@ def train_table(args: argparse.Namespace, cube: np.ndarray) -> None:
         s = r["stream"]
         m = r.get("memory")
         memory = f"{m['rss_mb']:.0f} | {m['seconds']:.0f}" if m else "not run | -"
-        print(f"| {r['n']} x {r['n']} | {r['gb']:.2f} | {memory} | "
+        print(f"| {r['n'].replace('x', ' x ')} | {r['gb']:.2f} | {memory} | "
               f"{s['rss_mb']:.0f} | {s['seconds']:.0f} | {s['data'].get('reduced_mb')} | "
               f"{s['data'].get('pca_fit_pixels')} |")
 
@@ -204,10 +216,10 @@ def same_labels(a: Path, b: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiles", type=int, nargs="+", default=[1, 2, 4, 8],
-                        help="n for n x n copies, both paths")
-    parser.add_argument("--stream-only", type=int, nargs="*", default=[],
-                        help="n for n x n copies, streamed only (too large to read whole here)")
+    parser.add_argument("--tiles", type=tiles, nargs="+", default=[(1, 1), (2, 2), (4, 4), (8, 8)],
+                        help="n (n x n copies) or RxC, both paths")
+    parser.add_argument("--stream-only", type=tiles, nargs="*", default=[],
+                        help="n or RxC copies, streamed only (too large to read whole here)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/hsi_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the GeoTIFFs")
     parser.add_argument("--worker", nargs=3, metavar=("RASTER", "MODE", "OUT"))
@@ -227,14 +239,15 @@ def main() -> None:
         train_table(args, cube)
         return
     rows = []
-    for n in sorted({*args.tiles, *args.stream_only}):
-        raster = write_tiled(args.work / f"ip_{n}x{n}.tif", cube, n)
+    for n in sorted({*args.tiles, *args.stream_only}, key=lambda g: g[0] * g[1]):
+        raster = write_tiled(args.work / f"ip_{label(n)}.tif", cube, n)
         modes = ["memory", "stream"] if n in args.tiles else ["stream"]
-        result = {m: run_worker(raster, m, args.work / f"out_{n}_{m}", args.work) for m in modes}
-        same = (same_labels(args.work / f"out_{n}_memory" / "prediction.tif",
-                            args.work / f"out_{n}_stream" / "prediction.tif") if len(modes) == 2 else None)
+        out = {m: args.work / f"out_{label(n)}_{m}" for m in modes}
+        result = {m: run_worker(raster, m, out[m], args.work) for m in modes}
+        same = (same_labels(out["memory"] / "prediction.tif", out["stream"] / "prediction.tif")
+                if len(modes) == 2 else None)
         pixels = result["stream"]["pixels"]
-        row = {"n": n, "shape": f"{145 * n} x {145 * n}", "gb": raster.stat().st_size / 1e9,
+        row = {"n": label(n), "shape": f"{145 * n[0]} x {145 * n[1]}", "gb": raster.stat().st_size / 1e9,
                "mpx": pixels / 1e6, "same": same,
                **{f"{m}_{k}": v for m, r in result.items() for k, v in r.items()}}
         rows.append(row)
@@ -249,7 +262,7 @@ def main() -> None:
         memory = (f"{r['memory_seconds'] / r['mpx']:.1f} ({r['memory_cpu_seconds'] / r['mpx']:.1f}) | "
                   f"{r['memory_rss_mb']:.0f}" if "memory_seconds" in r else "not run | not run")
         same = {True: "yes", False: "NO", None: "-"}[r["same"]]
-        print(f"| {r['n']} x {r['n']} | {r['shape']} | {r['gb']:.2f} | {memory} | "
+        print(f"| {r['n'].replace('x', ' x ')} | {r['shape']} | {r['gb']:.2f} | {memory} | "
               f"{r['stream_seconds'] / r['mpx']:.1f} ({r['stream_cpu_seconds'] / r['mpx']:.1f}) | "
               f"{r['stream_rss_mb']:.0f} | {r['stream_block_rows']} | "
               f"{same} |")
