@@ -13,6 +13,7 @@ from hsi.data.patches import PatchDataset
 from hsi.data.pools import pool_coords
 from hsi.errors import ConfigError, DataError
 from hsi.models.pretext import trunk_state
+from hsi.run.dashboard import run_hparams
 from hsi.run.pretraining import RUN_FILE, PretrainSettings, fit_pretext, pretrain_trunk
 from hsi.run.training import build_datamodule, build_model
 from hsi.train import train
@@ -158,3 +159,12 @@ def test_a_debug_run_pretrains_one_batch_and_never_touches_the_cache(synthetic_c
     metrics = train(synthetic_cfg(*DISJOINT, "pretrain=masked", f"pretrain.cache_dir={cache}", "debug=fast"))
     assert metrics["pretrain"]["cut_short"] and len(metrics["pretrain"]["epoch_losses"]) == 1
     assert not cache.exists() and (tmp_path / RUN_FILE).is_file()
+
+
+def test_tensorboard_names_the_methods_and_pools_of_a_run(synthetic_cfg) -> None:
+    hparams = run_hparams(synthetic_cfg(*DISJOINT, "pretrain=masked", "semi=fixmatch", "semi.pool=all"))
+    assert hparams["pretrain.method"] == "masked" and hparams["pretrain.pool"] == "train_side"
+    assert hparams["semi.method"] == "fixmatch" and hparams["semi.pool"] == "all"
+    assert "pretrain.cache_dir" not in hparams  # bookkeeping stays out
+    plain = run_hparams(synthetic_cfg(*DISJOINT))
+    assert not any(k.startswith(("pretrain", "semi")) for k in plain)
