@@ -84,10 +84,13 @@ class StreamSettings:
 @dataclass
 class StreamedScene(Scene):
     """A raster scene whose cube stays on disk: `cube` is None, `bands` its band count, `means`
-    the valid pixels' band means (what invalid pixels are filled with)."""
+    the valid pixels' band means (what nodata pixels are filled with), `nan_means` what NaN / inf
+    values are filled with (each band's mean over its finite values once nodata is filled: what
+    `hsi.data.scene.fill_nonfinite` computes in memory; a pixel keeps its finite values)."""
 
     bands: int = 0
     means: np.ndarray | None = None
+    nan_means: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -122,11 +125,20 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
             invalid = np.zeros((info.height, info.width), dtype=bool)
             nonfinite = np.zeros_like(invalid)
             sums = np.zeros(info.bands, dtype=np.float64)
+            partial_sums, partial_counts = np.zeros_like(sums), np.zeros(info.bands, dtype=np.int64)
             for start, stop in _blocks(info.height, rows):
                 data, bad = read_block(ds, start, stop, band_first=True)
-                invalid[start:stop], nonfinite[start:stop] = bad, ~np.isfinite(data).all(axis=0)
+                finite = np.isfinite(data)
+                invalid[start:stop], nonfinite[start:stop] = bad, ~finite.all(axis=0)
                 sums += data.sum(axis=(1, 2), where=~bad[None], dtype=np.float64)
-    means = (sums / max(int((~invalid).sum()), 1)).astype(np.float32)
+                kept = finite & nonfinite[None, start:stop]  # the finite values of NaN / inf pixels
+                partial_sums += data.sum(axis=(1, 2), where=kept, dtype=np.float64)
+                partial_counts += kept.sum(axis=(1, 2))
+    good, nodata = int((~invalid).sum()), int((invalid & ~nonfinite).sum())
+    means = (sums / max(good, 1)).astype(np.float32)
+    counts = good + nodata + partial_counts
+    nan_means = np.divide(sums + nodata * means.astype(np.float64) + partial_sums, counts,
+                          out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
     gt, class_names, label_report = raster_labels(info, cube_path, gt_path, gt_field, class_names, name)
     if nonfinite.any() and nan_policy == "error":
         raise DataError(f"Scene {name!r}: {int(nonfinite.sum())} pixels hold NaN or inf values. Set "
@@ -147,7 +159,7 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
     return StreamedScene(name=name, cube=None, labels=made.labels, class_names=made.class_names,
                          label_values=made.label_values, ignored_labels=made.ignored_labels,
                          excluded_pixels=excluded, geo=geo,
-                         invalid=invalid, bands=info.bands, means=means)
+                         invalid=invalid, bands=info.bands, means=means, nan_means=nan_means)
 
 
 def sample_coords(height: int, width: int, coords: np.ndarray | None, sample: int | None,
@@ -164,11 +176,18 @@ def sample_coords(height: int, width: int, coords: np.ndarray | None, sample: in
     return np.asarray(coords)[order][chosen]
 
 
-def _filled_rows(ds, start: int, stop: int, means: np.ndarray) -> np.ndarray:
-    """Raster rows [start, stop) as (rows, W, bands) float32, invalid pixels set to `means`."""
+def _filled(values: np.ndarray, invalid: np.ndarray, scene: StreamedScene) -> np.ndarray:
+    """(..., bands) spectra with their pixels' `invalid` flags, filled as the in-memory path fills
+    them: nodata pixels with `scene.means`, NaN / inf values with `scene.nan_means`."""
+    holes = ~np.isfinite(values)
+    values[invalid & ~holes.any(axis=-1)] = scene.means
+    return np.where(holes, scene.nan_means, values) if holes.any() else values
+
+
+def _filled_rows(ds, start: int, stop: int, scene: StreamedScene) -> np.ndarray:
+    """Raster rows [start, stop) as (rows, W, bands) float32, invalid pixels filled (`_filled`)."""
     data, invalid = read_block(ds, start, stop)
-    data[invalid] = means
-    return data
+    return _filled(data, invalid, scene)
 
 
 def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
@@ -189,7 +208,7 @@ def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
         with open_raster(path) as ds:
             for start, stop in _blocks(height, rows):
                 if coords is None:
-                    out[start * width:stop * width] = _filled_rows(ds, start, stop, scene.means).reshape(
+                    out[start * width:stop * width] = _filled_rows(ds, start, stop, scene).reshape(
                         -1, scene.bands)
                     continue
                 lo, hi = np.searchsorted(coords[order, 0], [start, stop])
@@ -197,7 +216,7 @@ def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
                     picked = order[lo:hi]
                     data, invalid = read_block(ds, start, stop, band_first=True)
                     r, c = coords[picked, 0] - start, coords[picked, 1]
-                    out[picked] = np.where(invalid[r, c][:, None], scene.means, data[:, r, c].T)
+                    out[picked] = _filled(data[:, r, c].T, invalid[r, c], scene)
     return out
 
 
@@ -233,7 +252,7 @@ def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_siz
             warnings.simplefilter("ignore")
             with open_raster(scene.geo["gdal_path"]) as ds:
                 for start, stop in _blocks(height, rows):
-                    block = _filled_rows(ds, start, stop, scene.means)
+                    block = _filled_rows(ds, start, stop, scene)
                     reduced = block if pca is None else pca(block)
                     del block
                     if padded is not None:

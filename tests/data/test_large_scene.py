@@ -139,3 +139,28 @@ def test_stream_true_on_an_array_scene_is_refused() -> None:
 def test_a_bad_pca_sample_is_refused() -> None:
     with pytest.raises(ConfigError, match="data.pca.sample=1"):
         HSIDataModule("synthetic", pca={"sample": 1})
+
+
+def test_nan_values_are_filled_as_in_memory_keeping_a_pixels_finite_bands(tmp_path: Path) -> None:
+    """Pixels with some NaN bands keep their finite values, and a band that is NaN everywhere (a
+    water-absorption band blanked by a tool) does not turn every pixel into the band means."""
+    from tests.conftest import SHARED_DATA
+    from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons
+
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip("../shared/data is not beside the repository")
+    cube, gt = salinas_a_arrays(SHARED_DATA)
+    cube = cube.astype(np.float32)
+    cube[10:14, 5:40, 3:7] = np.nan  # partly NaN pixels
+    cube[..., 50] = np.nan  # one band NaN everywhere
+    tif = write_geotiff(tmp_path / "holes.tif", cube, nodata_rows=2)
+    fields = tmp_path / "fields.gpkg"
+    write_polygons(fields, gt)
+    memory = load_custom_scene(tif, fields, gt_field="crop", nan_policy="fill")
+    streamed = load_streamed_scene(tif, fields, gt_field="crop", nan_policy="fill", block_rows=5)
+    filled = sample_pixels(streamed, None, block_rows=6)
+    np.testing.assert_allclose(filled, memory.cube.reshape(-1, memory.num_bands), rtol=1e-5, atol=1e-3)
+    assert np.ptp(filled[:, 0]) > 0 and (filled[:, 50] == 0).all()  # spectra kept; the empty band 0
+    np.testing.assert_array_equal(streamed.labels, memory.labels)
+    coords = np.array([[12, 20], [0, 0], [40, 40]])
+    np.testing.assert_allclose(sample_pixels(streamed, coords), filled[coords[:, 0] * 86 + coords[:, 1]])
