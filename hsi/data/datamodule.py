@@ -27,7 +27,6 @@ from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.download import user_cache_dir
 from hsi.data.large_scene import (
     AUTO_SAMPLE,
-    TILE_PIXELS,
     StreamedScene,
     StreamSettings,
     build_reduced_cube,
@@ -43,6 +42,7 @@ from hsi.data.scene import Scene
 from hsi.data.split import RandomSplit, SplitStrategy
 from hsi.errors import ConfigError, DataError
 from hsi.maps import class_colours
+from hsi.utils.tiles import capped_tile_rows
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class HSIDataModule(L.LightningDataModule):
         if subset not in self._tiles:
             rows = self.hparams.eval_tile_rows
             if isinstance(self.scene, StreamedScene):  # a wide raster: tiles of at most TILE_PIXELS pixels
-                rows = max(1, min(rows, TILE_PIXELS // self.scene.shape[1]))
+                rows = capped_tile_rows(rows, self.scene.shape[1])
             self._tiles[subset] = TileDataset.from_patches(self.datasets[subset], rows)
         return self._tiles[subset]
 

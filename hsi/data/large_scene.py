@@ -34,13 +34,13 @@ from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import info_of, open_raster, rasterio, read_block
 from hsi.data.scene import Scene, build_scene
 from hsi.errors import ConfigError, DataError
+from hsi.utils.tiles import default_block_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
 STREAM_CHOICES = ("auto", True, False)
 GDAL_CACHE_MB = 64  # GDAL's block cache while streaming (its default is 5% of the RAM)
 AUTO_SAMPLE = 100_000  # pixels PCA is fitted on for a streamed scene with data.pca.sample=auto
-TILE_PIXELS = 65536  # at most this many output pixels per dense tile of a raster (wide ones: fewer rows)
 
 
 @dataclass
@@ -100,16 +100,6 @@ class StreamedScene(Scene):
         return int(self.bands)
 
 
-def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
-    """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
-    return max(1, int(block_mb * 1e6 // (width * bands * 4)))
-
-
-def _blocks(height: int, rows: int):
-    for start in range(0, height, rows):
-        yield start, min(start + rows, height)
-
-
 def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None,
                         gt_field: str | None = None, class_names: Sequence[str] | None = None,
                         name: str = "custom", ignore_labels: Sequence[int] | None = None,
@@ -126,7 +116,7 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
             nonfinite = np.zeros_like(invalid)
             sums = np.zeros(info.bands, dtype=np.float64)
             partial_sums, partial_counts = np.zeros_like(sums), np.zeros(info.bands, dtype=np.int64)
-            for start, stop in _blocks(info.height, rows):
+            for start, stop in row_tiles(info.height, rows):
                 data, bad = read_block(ds, start, stop, band_first=True)
                 finite = np.isfinite(data)
                 invalid[start:stop], nonfinite[start:stop] = bad, ~finite.all(axis=0)
@@ -206,7 +196,7 @@ def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
     with warnings.catch_warnings(), rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         warnings.simplefilter("ignore")
         with open_raster(path) as ds:
-            for start, stop in _blocks(height, rows):
+            for start, stop in row_tiles(height, rows):
                 if coords is None:
                     out[start * width:stop * width] = _filled_rows(ds, start, stop, scene).reshape(
                         -1, scene.bands)
@@ -251,7 +241,7 @@ def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_siz
                 (open(path, "r+b") if path is not None else contextlib.nullcontext()) as file:
             warnings.simplefilter("ignore")
             with open_raster(scene.geo["gdal_path"]) as ds:
-                for start, stop in _blocks(height, rows):
+                for start, stop in row_tiles(height, rows):
                     block = _filled_rows(ds, start, stop, scene)
                     reduced = block if pca is None else pca(block)
                     del block

@@ -13,7 +13,6 @@ and each window is cut from the block padded as the whole scene is, so the label
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
@@ -26,8 +25,10 @@ from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
 from hsi.run.outputs import add_raster_accuracy, truth_for_model
 from hsi.run.prediction import RecordedData, moved_files, raster_truth
+from hsi.run.streaming import aligned_block_rows
 from hsi.utils.files import atomic_write_json
 from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
+from hsi.utils.tiles import default_block_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +121,14 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
         with open_raster(raster) as ds:
             info = info_of(ds)
             height, width, margin = info.height, info.width, model.patch_size // 2
-            rows = block_rows or max(1, int(64e6 // (width * info.bands * 4)))
-            step = tile_rows if model.kind == "dense" else batch_size // math.gcd(width, batch_size)
-            rows = max(step, math.ceil(rows / step) * step)
+            rows = aligned_block_rows(block_rows or default_block_rows(width, info.bands),
+                                      model.kind == "dense", tile_rows, width, batch_size)
             started = time.perf_counter()
             means, invalid_pixels = band_means(ds)
             geo = info.geo()
             with MapWriters(output_dir, height, width, geo, names, class_colours(len(names)),
                             progress) as maps:
-                for start in range(0, height, rows):
-                    stop = min(start + rows, height)
+                for start, stop in row_tiles(height, rows):
                     low, high = max(0, start - margin), min(height, stop + margin)
                     cube, invalid = read_block(ds, low, high)
                     cube = _filled(cube, invalid, means)

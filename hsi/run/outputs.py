@@ -30,8 +30,9 @@ from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
 from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
-from hsi.run.streaming import capped_tile_rows, classify_reduced, predict_raster_streaming, write_raster_maps
+from hsi.run.streaming import classify_reduced, predict_raster_streaming, write_raster_maps
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
+from hsi.utils.tiles import capped_tile_rows
 
 log = logging.getLogger("hsi")
 
@@ -319,9 +320,9 @@ def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str,
     result = predict_raster_streaming(net, state, scene.geo["gdal_path"], output_dir, eval_path,
                                       progress=False)
     with rasterio().open(output_dir / "prediction.tif") as ds:
-        prediction = ds.read(1).astype(np.int64)
-    counted = scene.labels > 0
-    oa = float((prediction[counted] == scene.labels[counted]).mean()) if counted.any() else None
+        prediction = ds.read(1)
+    oa = labelled_accuracy(prediction, scene.labels, scene.num_classes)["oa"] if (scene.labels > 0).any() \
+        else None
     log.info("Map of the whole scene (%s inference, streamed, %.1f s) in prediction.tif", result.path,
              result.seconds)
     return {"map_inference": result.path, "map_seconds": round(result.seconds, 2), "map_oa_labelled": oa,

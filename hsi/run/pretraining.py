@@ -128,22 +128,33 @@ def pretrain_trunk(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module) -
     elif settings.cache:
         cache_dir = Path(settings.cache_dir) if settings.cache_dir else user_cache_dir() / "pretrain"
         cache_file = cache_dir / f"{key}.pt"
-    source = Path(settings.trunk_path) if settings.trunk_path else cache_file
-    if source is not None and source.is_file():
-        saved = read_trunk(source, key if not settings.trunk_path else None, datamodule, mask, settings)
+    source, saved = None, None
+    if settings.trunk_path:
+        source = Path(settings.trunk_path)
+        if not source.is_file():
+            raise ConfigError(f"pretrain.trunk_path={settings.trunk_path}: no such file; give a run's "
+                              f"{RUN_FILE} or leave it null to pretrain.")
+        saved = read_trunk(source, None, datamodule, mask, settings)
+    elif cache_file is not None and cache_file.is_file():
+        try:  # as the PCA cache: an unusable file is a cache miss, never a failed run
+            saved, source = read_trunk(cache_file, key, datamodule, mask, settings), cache_file
+        except ConfigError as error:
+            log.warning("Ignoring the pretrained-trunk cache %s (%s); pretraining again.", cache_file, error)
+    if saved is not None:
         load_trunk(net, saved["trunk"])
         info |= {"reused": str(source), "epoch_losses": saved.get("epoch_losses"), "seconds": 0.0}
         log.info("Pretrained trunk loaded from %s", source)
-    elif settings.trunk_path:
-        raise ConfigError(f"pretrain.trunk_path={settings.trunk_path}: no such file; give a run's "
-                          f"{RUN_FILE} or leave it null to pretrain.")
     else:
         start = time.perf_counter()
         with own_random_stream(int(cfg.seed)):  # a reused trunk leaves fine-tuning as a fresh one does
             losses = fit_pretext(cfg, datamodule, net, coords, settings)
         info |= {"reused": None, "epoch_losses": losses, "seconds": round(time.perf_counter() - start, 2)}
         if cache_file is not None:
-            save_trunk(cache_file, net, key, mask, info)
+            try:
+                save_trunk(cache_file, net, key, mask, info)
+            except OSError as error:
+                log.warning("Could not write the pretrained-trunk cache %s (%s); set pretrain.cache_dir to a "
+                            "writable folder or pretrain.cache=false.", cache_file, error)
     save_trunk(Path(cfg.paths.output_dir) / RUN_FILE, net, key, mask, info)
     info["trunk"] = str(RUN_FILE)
     return info
@@ -240,7 +251,7 @@ def read_trunk(path: Path, key: str | None, datamodule: HSIDataModule, mask: np.
         raise ConfigError(f"{path} is not a pretrained trunk of this hsi version; give a run's {RUN_FILE}.")
     if key is not None:
         if saved.get("key") != key:
-            raise ConfigError(f"{path} holds another trunk than its name says; delete it to pretrain again.")
+            raise ConfigError(f"{path} holds another trunk than its name says")
         return saved
     recorded = saved.get("info") or {}
     if recorded.get("patch_size") not in (None, datamodule.hparams.patch_size) or \

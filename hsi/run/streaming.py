@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from hsi.data.large_scene import TILE_PIXELS
 from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
 from hsi.maps import class_colours
@@ -40,6 +39,7 @@ from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 from hsi.utils.files import atomic_write, atomic_write_json
 from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
+from hsi.utils.tiles import TILE_PIXELS, capped_tile_rows, default_block_rows
 
 log = logging.getLogger(__name__)
 
@@ -97,24 +97,12 @@ def labels_and_confidence(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     return (index + 1).numpy(), confidence.numpy().astype(np.float32)
 
 
-def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
-    """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
-    return max(1, int(block_mb * 1e6 // (width * bands * 4)))
-
-
 def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int,
                        down: bool = False) -> int:
     """`block_rows` rounded up (`down`: down, to at least one) to a whole number of dense tiles
     (dense path) or of window batches."""
     step = tile_rows if dense else batch_size // math.gcd(width, batch_size)
     return max(step, (block_rows // step if down else math.ceil(block_rows / step)) * step)
-
-
-def capped_tile_rows(tile_rows: int, width: int, tile_pixels: int | None = TILE_PIXELS) -> int:
-    """`tile_rows`, fewer on a raster so wide that a tile would hold more than `tile_pixels` pixels
-    (None: no cap): the dense path's activations then take the same memory whatever the width.
-    Both raster paths cap alike, so their tiles, and labels, stay the same."""
-    return tile_rows if tile_pixels is None else max(1, min(tile_rows, int(tile_pixels) // width))
 
 
 def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str | Path,

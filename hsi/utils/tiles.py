@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+TILE_PIXELS = 65536  # at most this many output pixels per dense tile of a raster (wide ones: fewer rows)
+
 
 def row_tiles(height: int, tile_rows: int) -> Iterator[tuple[int, int]]:
     """(start, stop) of consecutive bands of at most `tile_rows` rows covering `height` rows."""
     for start in range(0, height, tile_rows):
         yield start, min(start + tile_rows, height)
+
+
+def capped_tile_rows(tile_rows: int, width: int, tile_pixels: int | None = TILE_PIXELS) -> int:
+    """`tile_rows`, fewer on a raster so wide that a tile would hold more than `tile_pixels` pixels
+    (None: no cap): the dense path's activations then take the same memory whatever the width.
+    Every raster path caps alike, so their tiles, and labels, stay the same."""
+    return tile_rows if tile_pixels is None else max(1, min(tile_rows, int(tile_pixels) // width))
+
+
+def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
+    """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
+    return max(1, int(block_mb * 1e6 // (width * bands * 4)))

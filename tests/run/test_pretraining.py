@@ -168,3 +168,16 @@ def test_tensorboard_names_the_methods_and_pools_of_a_run(synthetic_cfg) -> None
     assert "pretrain.cache_dir" not in hparams  # bookkeeping stays out
     plain = run_hparams(synthetic_cfg(*DISJOINT))
     assert not any(k.startswith(("pretrain", "semi")) for k in plain)
+
+
+def test_an_unusable_trunk_cache_costs_the_cache_not_the_run(synthetic_cfg, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cfg = synthetic_cfg(*DISJOINT, *QUICK, f"pretrain.cache_dir={cache}")
+    datamodule = build_datamodule(cfg)
+    key = pretrain_trunk(cfg, datamodule, build_model(cfg, datamodule).net)["key"]
+    (cache / f"{key}.pt").write_bytes(b"not a trunk")  # a truncated file: pretrained again, rewritten
+    again = pretrain_trunk(cfg, datamodule, build_model(cfg, datamodule).net)
+    assert again["reused"] is None and torch.load(cache / f"{key}.pt", weights_only=False)["key"] == key
+    cache.rename(tmp_path / "moved")
+    cache.write_text("a file where the folder should be")  # cannot be written: the run still pretrains
+    assert pretrain_trunk(cfg, datamodule, build_model(cfg, datamodule).net)["reused"] is None
