@@ -155,7 +155,7 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
 
     Besides `extra`: the subset sizes, `leakage` (test pixels inside a training window),
     `audit` (test and validation pixels inside a training window of this run's size and of
-    7x7, 9x9 and 25x25: `hsi.data.leakage.split_audit`),
+    7x7, 9x9 and 25x25: `hsi.data.splits.leakage.split_audit`),
     `split` (the method and, for disjoint and per_class splits, the achieved per-class shares),
     the scene and the seed.
     """

@@ -126,23 +126,15 @@ def _hydra_config() -> Any:
         return None
 
 
-# how to get test pixels back, per split strategy
-SPLIT_FIXES = {
-    "disjoint": "lower data.split.block_size or data.split.margin, or raise data.split.test_ratio",
-    "mask": "check data.split.test_mask_path (or leave it null: every labelled pixel outside the "
-            "train / val masks)",
-}
-
-
 def check_split_sizes(cfg: DictConfig, datamodule: HSIDataModule) -> None:
     """A split without training pixels, or without test pixels for a run that tests, is refused
-    before anything is trained or written."""
-    method = datamodule.split_report.get("method") or cfg.data.split.get("_target_", "?").rsplit(".", 1)[-1]
+    before anything is trained or written (the fix for test pixels is the strategy's `no_test_fix`)."""
+    strategy = datamodule.split_strategy
+    method = datamodule.split_report.get("method") or strategy.method
     sizes = datamodule.sizes()
     for subset, needed in (("train", cfg.get("train")), ("test", cfg.get("test"))):
         if needed and sizes.get(f"n_{subset}", 0) == 0:
-            fix = SPLIT_FIXES.get(str(method).lower(), "raise data.split.test_ratio") if subset == "test" \
-                else "raise the training share of data.split"
+            fix = strategy.no_test_fix if subset == "test" else "raise the training share of data.split"
             raise DataError(f"The {method} split of {datamodule.scene.name} leaves no {subset} pixel "
                             f"({', '.join(f'{k}={v}' for k, v in sizes.items())}): {fix}.")
 

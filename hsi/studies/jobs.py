@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hsi.data.leakage import AUDIT_WINDOWS, audit_split_file
+from hsi.data.splits.leakage import AUDIT_WINDOWS, audit_split_file
 from hsi.utils.files import LOCK_NAME
 
 log = logging.getLogger("hsi.summarize")
@@ -25,7 +25,7 @@ VAL_METRIC = "val_oa"
 # with its search (hsi.studies.search): listed apart, never counted as a failed job
 STOPPED = {"pruned": "stopped early by the search's pruner",
            "interrupted": "its worker was killed; the resumed search did not count it"}
-# the split audit (hsi.data.leakage.split_audit): shares of test / validation pixels inside a
+# the split audit (hsi.data.splits.leakage.split_audit): shares of test / validation pixels inside a
 # training window of the run's size and of 7x7, 9x9, 25x25 (results.csv: all; results.md: these)
 AUDIT_KEYS = tuple(f"{subset}_in_{w}" for subset in ("test", "val")
                    for w in ("window", *(f"{n}x{n}" for n in AUDIT_WINDOWS)))

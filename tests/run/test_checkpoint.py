@@ -22,7 +22,7 @@ def test_a_format1_checkpoint_still_predicts_the_same_labels() -> None:
     checkpoint = load_checkpoint(FORMAT1)
     assert checkpoint.format == 1
     assert checkpoint.data["pca"]["components"] == 6 and checkpoint.data["patch_size"] == 7
-    assert checkpoint.data["split"]["_target_"] == "hsi.data.split.RandomSplit"
+    assert checkpoint.data["split"]["_target_"] == "hsi.data.splits.random.RandomSplit"
     net = checkpoint.classifier("cpu").net
     scene = make_synthetic_scene(height=16, width=16, bands=20, classes=3)
     labels, path = predict_labels(net, checkpoint.reduce(scene.cube), 7)
