@@ -1,8 +1,9 @@
 """Classify a scene with an exported model (`python -m hsi.export`) without PyTorch.
 
-This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`, which
-imports nothing heavy; scipy / h5py only to read `.mat` files), so a deployment needs neither
-torch nor Lightning:
+This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`,
+`hsi.utils.tiles`, `hsi.data.io` and `hsi.data.scene`, which import nothing heavy: `hsi.data` is a
+lazy package; scipy / h5py only to read `.mat` files), so a deployment needs neither torch nor
+Lightning:
 
     from hsi.deploy.runtime import OnnxClassifier, read_cube
     model = OnnxClassifier.load("outputs/export/runs/<timestamp>")     # or .../model.int8.onnx
@@ -22,7 +23,7 @@ window by window). Two kinds of graph:
 
 Pixels whose spectrum holds NaN or inf get label 0; their values are filled with the band means
 of the cube's finite values before the network sees them (as `data.nan_policy=exclude` does), so
-their neighbours' windows stay finite.
+their neighbours' windows stay finite (`nan_policy=fill`: they are classified too; `error`: stop).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.io import read_array
+from hsi.data.scene import NAN_POLICIES
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 from hsi.utils.tiles import row_tiles
 
@@ -44,7 +47,6 @@ METADATA = "model.json"
 FORMAT = "hsi-onnx"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "int8")
-NAN_POLICIES = ("exclude", "error")
 EXTRA = 'pip install -e ".[export]"'
 
 
@@ -278,7 +280,8 @@ class OnnxClassifier:
 def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                  nan_policy: str = "exclude") -> tuple[np.ndarray, np.ndarray]:
     """Check a (H, W, bands) cube for a model of `bands` bands; return it as float32 with NaN/inf
-    values filled by band means, and the (H, W) mask of the pixels that held them."""
+    values filled by band means, and the (H, W) mask of the pixels left unclassified: those that
+    held them (none with `nan_policy=fill`)."""
     if nan_policy not in NAN_POLICIES:
         raise DataError(f"nan_policy={nan_policy!r}; choose one of {', '.join(NAN_POLICIES)}.")
     cube = np.asarray(cube)
@@ -312,6 +315,9 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
     sums = np.where(finite, cube, 0).sum(axis=(0, 1), dtype=np.float64)
     means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
     cube = np.where(finite, cube, means)
+    if nan_policy == "fill":
+        log.warning("%d pixels hold NaN or inf values: filled with band means and classified.", n_bad)
+        return cube, np.zeros_like(bad)
     log.warning("%d pixels hold NaN or inf values: filled with band means for the network and left "
                 "unclassified (0).", n_bad)
     return cube, bad
@@ -396,50 +402,11 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
-# -- reading cubes without the rest of hsi (hsi.data imports torch) ----------------------------
+# -- reading cubes ---------------------------------------------------------------------------
 def read_cube(path: str | Path, key: str | None = None) -> np.ndarray:
-    """A (H, W, bands) cube from `.npy`, `.npz` or `.mat` (v5 / v7.3): the variable `key`, or
-    the only 3-D array in the file. Other formats: convert to .npy (or use hsi.data.io)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"File not found: {path}.")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        arrays = {path.stem: np.load(path, allow_pickle=False)}
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    elif suffix == ".mat":
-        arrays = _read_mat(path)
-    else:
-        raise DataError(f"{path}: the runtime reads .npy, .npz and .mat cubes; convert "
-                        f"{suffix or 'this file'} to .npy (numpy.save) first.")
-    if key is not None:
-        if key not in arrays:
-            raise DataError(f"{path} has no variable {key!r}; it holds "
-                            f"{', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'none'}.")
-        return arrays[key]
-    cubes = [k for k, v in arrays.items() if np.ndim(v) == 3]
-    if len(cubes) != 1:
-        raise DataError(f"Cannot tell which variable of {path} is the cube ({len(cubes)} 3-D arrays; "
-                        f"it holds {', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'none'}); "
-                        f"name it with key=...")
-    return arrays[cubes[0]]
-
-
-def _read_mat(path: Path) -> dict[str, np.ndarray]:
-    import scipy.io
-
-    try:
-        raw = scipy.io.loadmat(path)
-    except NotImplementedError:  # MATLAB v7.3 is HDF5, stored column-major
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return {k: np.ascontiguousarray(np.asarray(v[()]).T) for k, v in f.items()
-                    if isinstance(v, h5py.Dataset) and not k.startswith("#")}
-    return {k: v for k, v in raw.items()
-            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
+    """A (H, W, bands) cube from a file `hsi.data.io` reads (`.npy`, `.npz`, `.mat` v5 / v7.3;
+    ENVI and GeoTIFF with the io extra): the variable `key`, or the only 3-D array in the file."""
+    return read_array(Path(path).expanduser(), key, 3, "cube")
 
 
 def default_threads() -> int | None:
