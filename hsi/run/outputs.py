@@ -309,7 +309,7 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
     if confidence is not None:  # prediction.tif / confidence.tif with the raster's CRS and transform
         write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names))
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
-    return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
+    return {"map_eval_path": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
 
 
 def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: StreamedScene,
@@ -325,5 +325,5 @@ def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str,
         else None
     log.info("Map of the whole scene (%s inference, streamed, %.1f s) in prediction.tif", result.path,
              result.seconds)
-    return {"map_inference": result.path, "map_seconds": round(result.seconds, 2), "map_oa_labelled": oa,
+    return {"map_eval_path": result.path, "map_seconds": round(result.seconds, 2), "map_oa_labelled": oa,
             "map_streamed": True}

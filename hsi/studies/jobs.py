@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from hsi.data.compat import upgrade_metrics
 from hsi.data.splits.leakage import AUDIT_WINDOWS, audit_split_file
 from hsi.utils.files import LOCK_NAME
 
@@ -103,7 +104,7 @@ def read_job(folder: Path) -> Job:
         job.problem = damaged or "no metrics.json (the job crashed, was killed or is still running)"
         return job
     try:
-        metrics = json.loads(metrics_file.read_text())
+        metrics = upgrade_metrics(json.loads(metrics_file.read_text()))  # older runs' key names too
     except (OSError, json.JSONDecodeError) as error:
         job.problem = f"unreadable metrics.json: {error}"
         return job

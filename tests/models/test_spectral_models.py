@@ -247,7 +247,7 @@ def test_trains_one_epoch_on_the_synthetic_scene(model: str, path: str, syntheti
     metrics = train(synthetic_cfg(f"model={model}", "trainer.max_epochs=1", "logger=none"))
     assert 0.0 <= metrics["oa"] <= 1.0 and metrics["n_test"] > 0
     assert metrics["params"] > 0 and metrics["macs"] > 0
-    assert metrics["map_inference"] == path
+    assert metrics["map_eval_path"] == path
     assert (tmp_path / "prediction.npy").is_file()
 
 
