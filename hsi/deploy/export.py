@@ -2,11 +2,11 @@
 
 `export_checkpoint` writes into an output folder:
 
-- `model.onnx`: for dense-capable networks (`hsi.run.inference.supports_dense`: HybridSN, CNN2D,
+- `model.onnx`: for dense-capable networks (`hsi.models.dense.supports_dense`: HybridSN, CNN2D,
   CNN3D) the whole pipeline as one fully convolutional graph, raw cube tile (1, bands, H, W)
   with dynamic H and W -> the checkpoint's PCA (mean subtraction, then projection and whitening
   as one 1x1 convolution) -> zero padding by the window margin -> the trunk -> the head as
-  convolutions (`hsi.run.inference.DenseHead`) -> logits (1, classes, H, W). For the others
+  convolutions (`hsi.models.dense.DenseHead`) -> logits (1, classes, H, W). For the others
   (squeeze-excitation inside the trunk: HybridSNSE, HybridSNLite) the network over windows
   (N, 1, components, p, p) -> logits (N, classes), and `pca.onnx` (1, bands, H, W) ->
   (1, components, H, W); `hsi.deploy.runtime` cuts the windows.

@@ -18,6 +18,7 @@ from hsi.deploy.runtime import EXTRA
 from hsi.errors import ExportError, first_line
 from hsi.models.dense import build_dense_head, fold_bands, supports_dense
 from hsi.run.checkpoint import Checkpoint
+from hsi.utils.run_files import MODEL_GRAPHS
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ OPSET = 18
 # fails (onnx has no Pad adapter to 17): a lower opset would silently stay 18
 MIN_OPSET = 18
 PACKAGES = ("onnx", "onnxruntime", "onnxscript")
-FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "pca": "pca.onnx"}
+FILES = MODEL_GRAPHS  # the export folder's graphs, by precision (and the window path's PCA)
 
 
 def require_packages() -> None:

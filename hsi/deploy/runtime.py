@@ -39,11 +39,12 @@ import numpy as np
 from hsi.data.io import read_array
 from hsi.data.scene import NAN_POLICIES
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
+from hsi.utils.run_files import MODEL_METADATA
 from hsi.utils.tiles import row_tiles
 
 log = logging.getLogger(__name__)
 
-METADATA = "model.json"
+METADATA = MODEL_METADATA
 FORMAT = "hsi-onnx"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "int8")

@@ -13,8 +13,7 @@ import numpy as np
 
 from hsi.errors import ConfigError
 from hsi.run.checkpoint import CheckpointError
-
-SPLIT_FILE = "split.npz"
+from hsi.utils.run_files import SPLIT_FILE
 
 
 def load_estimator(path: str | Path) -> Any:

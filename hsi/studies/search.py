@@ -59,6 +59,7 @@ from hsi.studies.space import override_line, search_space
 from hsi.studies.summaries import summarize
 from hsi.utils.files import atomic_write_json, atomic_write_text, claim_run_folder, release_run_folder
 from hsi.utils.reporting import deliberate_cause
+from hsi.utils.run_files import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -318,9 +319,9 @@ def mark_unfinished(folder: Path, status: str, reason: str, **extra: Any) -> Non
     if not folder.is_dir():
         return
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    if (folder / "metrics.json").exists() and status == "interrupted":
+    if (folder / METRICS_FILE).exists() and status == "interrupted":
         return  # it finished its run before the worker died
-    atomic_write_json(folder / "metrics.json", {"status": status, "reason": reason, "checkpoint": None,
+    atomic_write_json(folder / METRICS_FILE, {"status": status, "reason": reason, "checkpoint": None,
                                                 **extra})
 
 
