@@ -1,6 +1,7 @@
 """A `Scene` from a raster read through GDAL, its labels from a label raster or from polygons.
 
-Which files take this path (`uses_gdal`): every raster with a georeference or a nodata value,
+Which files take this path (`uses_gdal`): every raster with a CRS, a geotransform (a transform
+without a CRS is kept, and the maps carry it) or a nodata value,
 any format only GDAL reads, and any cube whose labels are polygons. Files without georeference
 that `hsi.data.io` reads (.mat, .npy, .npz, plain TIFF and ENVI) keep that path unchanged.
 """
@@ -15,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.io import envi_header
+from hsi.data.io import envi_header, read_array
 from hsi.data.raster import (
     ARRAY_SUFFIXES,
     RasterInfo,
     gdal_path,
     info_of,
     open_raster,
-    read_block,
+    read_block_masks,
     read_label_raster,
 )
 from hsi.data.scene import Scene, build_scene
@@ -48,7 +49,8 @@ def uses_gdal(cube_path: str | Path | None, gt_path: str | Path | None = None,
                 info = info_of(ds)
     except HsiError:
         return False  # not a raster GDAL reads: hsi.data.io says which files are supported
-    return info.georeferenced or info.nodata is not None or not others_read_it
+    return info.transform is not None or info.crs is not None or info.nodata is not None or \
+        not others_read_it
 
 
 def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
@@ -65,11 +67,10 @@ def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
         warnings.simplefilter("ignore")  # NotGeoreferencedWarning: said in our own words below
         with open_raster(cube_path) as ds:
             info = info_of(ds)
-            cube, invalid = read_block(ds, 0, ds.height)
+            cube, nodata, nonfinite = read_block_masks(ds, 0, ds.height)
+    invalid = nodata | nonfinite  # nodata: unlabelled; other NaN / inf pixels: data.nan_policy
     gt, class_names, label_report = raster_labels(info, cube_path, gt_path, gt_field, class_names, name)
     polygons = label_report is not None
-    nonfinite = ~np.isfinite(cube).all(axis=2)
-    nodata = invalid & ~nonfinite  # flagged by the nodata value (NaN / inf pixels: data.nan_policy)
     if nodata.any():
         good = ~invalid
         sums = cube.sum(axis=(0, 1), where=good[..., None], dtype=np.float64)
@@ -111,7 +112,10 @@ def raster_labels(info: RasterInfo, cube_path: str | Path, gt_path: str | Path |
                             f"{len(made.class_names)} classes in {gt_field!r} ({made.class_names}); "
                             f"leave data.class_names unset to use them.")
         return made.labels, class_names, made.report
-    gt = read_label_raster(gt_path, info)
+    if Path(gt_path).suffix.lower() in ARRAY_SUFFIXES:  # an array on the cube's grid
+        gt = np.asarray(read_array(gt_path, None, 2, "ground truth"))
+    else:
+        gt = read_label_raster(gt_path, info)
     if gt.shape != (info.height, info.width):
         raise DataError(f"Scene {name!r}: the cube {cube_path} is {info.height}x{info.width} "
                         f"pixels but the ground truth {gt_path} is {gt.shape[0]}x{gt.shape[1]}; "
