@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.data.geo_scene import raster_geo, raster_labels, uses_gdal
+from hsi.data.geo_scene import classes_left, raster_geo, raster_labels, uses_gdal
 from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import info_of, open_raster, rasterio, read_block_masks
 from hsi.data.scene import Scene, build_scene
@@ -146,18 +146,20 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
     counts = good + nodata + partial_counts
     nan_means = np.divide(sums + nodata * means.astype(np.float64) + partial_sums, counts,
                           out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
-    gt, class_names, label_report = raster_labels(info, cube_path, gt_path, gt_field, class_names, name)
+    gt, class_names, label_report, values = raster_labels(info, cube_path, gt_path, gt_field, class_names,
+                                                          name)
     if nonfinite.any() and nan_policy == "error":
         raise DataError(f"Scene {name!r}: {int(nonfinite.sum())} pixels hold NaN or inf values. Set "
                         f"data.nan_policy=exclude to leave them out, or data.nan_policy=fill to fill "
                         f"them with band means and keep their labels.")
-    unlabel = nodata_mask if nan_policy == "fill" else invalid
+    gt = np.where(nodata_mask, 0, gt)
+    values, class_names = classes_left(gt, values, class_names, name)  # as the in-memory path decides
     excluded = 0 if nan_policy == "fill" else int((nonfinite & (gt > 0)).sum())
-    gt = np.where(unlabel, 0, gt)
+    if nan_policy != "fill":
+        gt = np.where(nonfinite, 0, gt)
     if invalid.any():
         log.info("Scene %r: %d invalid pixels (nodata, NaN / inf) filled with band means.", name,
                  int(invalid.sum()))
-    values = list(range(1, len(class_names) + 1)) if label_report is not None else None
     # the labels' checks and re-indexing on a one-band stand-in cube (zero strides: no memory)
     stand_in = np.broadcast_to(np.zeros((1, 1, 1), dtype=np.float32), (*gt.shape, 1))
     made = build_scene(name, stand_in, gt, class_names=class_names, label_values=values,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,10 @@ def open_raster(path: str | Path):
 
 def raster_info(path: str | Path) -> RasterInfo:
     """What a raster file holds, without reading its pixels."""
-    with open_raster(path) as ds:
-        return info_of(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NotGeoreferencedWarning: `RasterInfo` says it
+        with open_raster(path) as ds:
+            return info_of(ds)
 
 
 def info_of(ds) -> RasterInfo:
@@ -156,6 +159,44 @@ def _tags(ds, band: int | None, namespace: str) -> dict[str, str]:
         return ds.tags(band, ns=namespace) if band is not None else ds.tags(ns=namespace)
     except Exception:  # noqa: BLE001 - a driver without that metadata domain
         return {}
+
+
+# band centres may differ by this share of the wavelength, or by WAVELENGTH_TOLERANCE_NM, the larger
+WAVELENGTH_TOLERANCE = 0.01
+WAVELENGTH_TOLERANCE_NM = 2.0
+_MICROMETRES = ("um", "µm", "micrometer", "micrometre", "micron")
+
+
+def wavelengths_nm(values: list[float] | None, units: str | None) -> np.ndarray | None:
+    """Band centres in nanometres: `units` as ENVI / GDAL spell them (nm, Nanometers, um,
+    Micrometers, ...); unknown units are taken as micrometres below 30, else nanometres."""
+    if not values:
+        return None
+    centres = np.asarray(values, dtype=np.float64)
+    unit = (units or "").strip().lower()
+    if unit.startswith(_MICROMETRES) or (not unit.startswith("nano") and unit != "nm"
+                                         and np.nanmedian(centres) < 30):
+        return centres * 1000
+    return centres
+
+
+def check_wavelengths(recorded: dict[str, Any] | None, info: RasterInfo, model: str = "the model") -> None:
+    """Refuse a raster whose band centres differ from those `model` was trained on (`recorded`:
+    its `wavelengths` / `wavelength_units`) by more than 1% or 2 nm, the larger; nothing to
+    compare when either side has none (or their band counts differ: checked elsewhere)."""
+    theirs = wavelengths_nm((recorded or {}).get("wavelengths"), (recorded or {}).get("wavelength_units"))
+    ours = wavelengths_nm(info.wavelengths, info.wavelength_units)
+    if theirs is None or ours is None or len(theirs) != len(ours):
+        return
+    allowed = np.maximum(WAVELENGTH_TOLERANCE * theirs, WAVELENGTH_TOLERANCE_NM)
+    beyond = np.abs(ours - theirs) > allowed
+    if beyond.any():
+        band = int(np.argmax(np.abs(ours - theirs) / allowed))
+        raise DataError(f"The band centres of {info.path} differ from those {model} was trained on: band "
+                        f"{band + 1} is at {ours[band]:.1f} nm, the model's at {theirs[band]:.1f} nm "
+                        f"({int(beyond.sum())} of {len(ours)} bands beyond 1% or 2 nm); predict on a "
+                        f"raster of the same sensor and band set, or correct its wavelength metadata "
+                        f"(ENVI header `wavelength`, GDAL band metadata) if that is what is wrong.")
 
 
 def read_block(ds, row_start: int, row_stop: int,

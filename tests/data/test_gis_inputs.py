@@ -5,6 +5,7 @@ Salinas-A made into rasters and polygons here (tests/data/geo_scenes.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from hsi.data.loading import load_custom_scene
 from hsi.data.raster import raster_info, read_block
 from hsi.errors import ConfigError, DataError
 from tests.conftest import compose_config, compose_train
-from tests.data.geo_scenes import ORIGIN, PIXEL, UTM, salinas_a_arrays, write_geotiff, write_polygons
+from tests.data.geo_scenes import NAMES, ORIGIN, PIXEL, UTM, salinas_a_arrays, write_geotiff, write_polygons
 
 NODATA_ROWS = 3
 
@@ -25,7 +26,8 @@ NODATA_ROWS = 3
 @pytest.fixture(scope="module")
 def salinas(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Salinas-A's arrays and, in a folder of its own, the UTM GeoTIFF (first rows nodata),
-    its polygons (EPSG:4326, class names in `crop`) and its label raster (the source codes)."""
+    its polygons (EPSG:4326, class names in `crop`), the same polygons with the source codes
+    (1, 10..14) as numbers in `code`, and its label raster (the source codes)."""
     from tests.conftest import SHARED_DATA
 
     if not (SHARED_DATA / "README.md").is_file():
@@ -33,8 +35,9 @@ def salinas(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("gis_inputs")
     cube, gt = salinas_a_arrays(SHARED_DATA)
     files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=NODATA_ROWS),
-             "gpkg": base / "fields.gpkg", "labels": base / "labels.tif"}
+             "gpkg": base / "fields.gpkg", "codes": base / "codes.gpkg", "labels": base / "labels.tif"}
     write_polygons(files["gpkg"], gt)
+    write_code_polygons(files["codes"], gt)
     write_label_raster(files["labels"], gt, UTM, from_origin(*ORIGIN, PIXEL, PIXEL))
     return {"cube": cube, "gt": gt.astype(np.int64), "base": base, **files}
 
@@ -46,6 +49,21 @@ def write_label_raster(path: Path, gt: np.ndarray, crs: str | None, transform) -
     return path
 
 
+def write_code_polygons(path: Path, gt: np.ndarray) -> None:
+    """The ground truth's regions as EPSG:4326 polygons whose integer attribute `code` holds the
+    source value (what gdal_polygonize writes from a label raster)."""
+    import pyogrio.raw
+    import shapely
+    from rasterio.features import shapes
+    from rasterio.warp import transform_geom
+
+    found = list(shapes(gt.astype(np.int32), mask=gt > 0, transform=from_origin(*ORIGIN, PIXEL, PIXEL)))
+    geoms = transform_geom(UTM, "EPSG:4326", [g for g, _ in found])
+    pyogrio.raw.write(path, shapely.to_wkb([shapely.geometry.shape(g) for g in geoms]),
+                      [np.array([int(v) for _, v in found], dtype=np.int32)], fields=["code"],
+                      geometry_type="Polygon", crs="EPSG:4326")
+
+
 def truth_codes(gt: np.ndarray) -> np.ndarray:
     """The source codes with the raster's nodata rows unlabelled."""
     gt = gt.copy()
@@ -55,14 +73,15 @@ def truth_codes(gt: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def checkpoint(salinas: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """cnn2d trained a few batches on the UTM GeoTIFF and its polygons."""
+    """cnn2d trained a few batches on the UTM GeoTIFF and its polygons with numeric codes (the
+    run folder keeps its map and label_mapping.json)."""
     from hsi.train import train
 
     run = tmp_path_factory.mktemp("gis_inputs_run")
     metrics = train(compose_train([
-        "data=custom", f"data.cube_path={salinas['tif']}", f"data.gt_path={salinas['gpkg']}",
-        "data.gt_field=crop", "data.patch_size=9", "data.pca.components=15", "model=cnn2d", "trainer=cpu",
-        "trainer.max_epochs=1", "+trainer.limit_train_batches=10", "logger=none", "map=false",
+        "data=custom", f"data.cube_path={salinas['tif']}", f"data.gt_path={salinas['codes']}",
+        "data.gt_field=code", "data.patch_size=9", "data.pca.components=15", "model=cnn2d", "trainer=cpu",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=10", "logger=none",
         "callbacks.progress_bar.refresh_rate=0"], run))
     return Path(metrics["checkpoint"])
 
@@ -214,3 +233,143 @@ def test_a_memmap_dir_that_is_a_file_or_cannot_be_made_is_refused_before_loading
     assert StreamSettings(memmap_dir=str(tmp_path / "new" / "folder")).memmap_dir  # made when needed
     assert not (tmp_path / "new").exists()
     assert StreamSettings(stream=False, memmap_dir=str(a_file)).stream is False  # never used: not checked
+
+
+# -- 6. the user's numeric class codes ----------------------------------------------------------------
+CODES = [1, 10, 11, 12, 13, 14]
+
+
+def _check_coded_map(path: Path) -> np.ndarray:
+    """prediction.tif's pixel values are the codes, its categories and RAT named by them."""
+    import xml.etree.ElementTree as ET
+
+    from hsi.utils.geotiff import read_class_names
+
+    with rasterio.open(path) as ds:
+        pixels = ds.read(1)
+        table = ds.colormap(1)
+        tags = ds.tags(1)
+    assert set(np.unique(pixels)) <= {0, *CODES} and len(set(np.unique(pixels)) - {0}) >= 3
+    assert {f"CLASS_{v}" for v in CODES} <= set(tags) and tags["CLASS_10"] == "10"
+    assert all(table[v][3] == 255 for v in CODES)
+    assert read_class_names(path) == [str(v) for v in CODES]
+    band = ET.parse(path.with_name(path.name + ".aux.xml")).getroot().find("PAMRasterBand")
+    categories = [c.text or "" for c in band.find("CategoryNames")]
+    assert categories[10] == "10" and categories[1] == "1" and categories[2] == "" and len(categories) == 15
+    rows = band.find("GDALRasterAttributeTable").findall("Row")
+    assert [int(r[0].text) for r in rows] == CODES and [r[1].text for r in rows] == [str(v) for v in CODES]
+    return pixels
+
+
+def test_numeric_codes_are_the_classes_source_values_and_the_maps_pixels(salinas: dict, checkpoint: Path,
+                                                                        tmp_path: Path) -> None:
+    scene = load_custom_scene(salinas["tif"], salinas["codes"], gt_field="code")
+    assert scene.label_values == CODES and scene.class_names == [str(v) for v in CODES]
+    codes = np.asarray([0, *CODES])[scene.labels]
+    truth = truth_codes(salinas["gt"])
+    assert (codes == truth)[truth > 0].mean() > 0.99  # boundary pixels may differ
+    run = checkpoint.parent.parent
+    mapping = json.loads((run / "label_mapping.json").read_text())
+    assert [c["source_value"] for c in mapping["classes"]] == CODES
+    assert [c["name"] for c in mapping["classes"]] == [str(v) for v in CODES]
+    training_map = _check_coded_map(run / "prediction.tif")
+    memory, summary = predict_map(checkpoint, salinas["tif"], tmp_path / "memory", False,
+                                  f"data.gt_path={salinas['codes']}", "data.gt_field=code")
+    streamed, streamed_summary = predict_map(checkpoint, salinas["tif"], tmp_path / "streamed", True,
+                                             f"data.gt_path={salinas['codes']}", "data.gt_field=code")
+    np.testing.assert_array_equal(_check_coded_map(tmp_path / "memory" / "prediction.tif"), training_map)
+    np.testing.assert_array_equal(_check_coded_map(tmp_path / "streamed" / "prediction.tif"), memory)
+    labelled = scene.labels > 0  # the accuracy is read back from the codes
+    expected = float((memory[labelled] == codes[labelled]).mean())
+    assert summary["oa"] == pytest.approx(expected) and streamed_summary["oa"] == pytest.approx(expected)
+
+
+def test_a_label_raster_records_its_codes_too(salinas: dict) -> None:
+    scene = load_custom_scene(salinas["tif"], salinas["labels"])
+    assert [c["source_value"] for c in scene.label_mapping()["classes"]] == CODES
+    named = load_custom_scene(salinas["tif"], salinas["gpkg"], gt_field="crop")  # text: positions
+    assert named.label_values == list(range(1, 7))
+
+
+# -- 7. a class that covers no pixel ----------------------------------------------------------------
+def _with_extra_polygons(salinas: dict, path: Path, boxes: dict[str, tuple[int, int, int, int]]) -> Path:
+    """fields.gpkg plus one square per class name, given as (row0, col0, row1, col1) pixels of the
+    cube (a negative or large box lies outside it)."""
+    import pyogrio.raw
+    import shapely
+    from rasterio.warp import transform_geom
+
+    _, _, wkb, fields = pyogrio.raw.read(salinas["gpkg"])
+    extra, names = [], []
+    for name, (r0, c0, r1, c1) in boxes.items():
+        box = shapely.geometry.box(ORIGIN[0] + c0 * PIXEL, ORIGIN[1] - r1 * PIXEL, ORIGIN[0] + c1 * PIXEL,
+                                   ORIGIN[1] - r0 * PIXEL)
+        extra.append(shapely.to_wkb(shapely.geometry.shape(
+            transform_geom(UTM, "EPSG:4326", shapely.geometry.mapping(box)))))
+        names.append(name)
+    pyogrio.raw.write(path, np.array([*wkb, *extra], dtype=object),
+                      [np.array([*fields[0], *names], dtype=object)], fields=["crop"],
+                      geometry_type="Polygon", crs="EPSG:4326")
+    return path
+
+
+def test_a_class_without_pixels_is_left_out_with_one_line_naming_why(
+        salinas: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    path = _with_extra_polygons(salinas, tmp_path / "extra.gpkg", {
+        "Far_away": (0, 20_000, 10, 20_010),  # 74 km east of the raster
+        "Under_broccoli": (5, 5, 10, 10),  # inside Brocoli_green_weeds_1's region
+        "On_nodata": (0, 34, NODATA_ROWS, 42)})  # unlabelled pixels of the nodata rows only
+    names = sorted(NAMES.values())
+    for load in (load_custom_scene, load_streamed_scene):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            scene = load(salinas["tif"], path, gt_field="crop")
+        assert scene.class_names == names and scene.num_classes == 6
+        assert scene.class_counts().min() > 0
+        lines = [r.getMessage() for r in caplog.records]
+        for name, why in (("Far_away", "cover no pixel centre"),
+                          ("Under_broccoli", "inside polygons of other"), ("On_nodata", "nodata")):
+            assert any(name in line and why in line and "left out" in line for line in lines), (name, lines)
+    assert scene.geo["labels"]["dropped_classes"].keys() == {"Far_away", "Under_broccoli"}
+
+
+# -- 8. band centres compared ------------------------------------------------------------------------
+def _envi_copy(salinas: dict, folder: Path, factor: float) -> Path:
+    """salinas_a.tif as ENVI (gdal_translate -of ENVI), its header's wavelengths times `factor`."""
+    import rasterio.shutil
+
+    folder.mkdir()
+    image = folder / "scene.img"
+    rasterio.shutil.copy(salinas["tif"], image, driver="ENVI")
+    for aux in folder.glob("*.aux.xml"):
+        aux.unlink()
+    header = image.with_suffix(".hdr")
+    centres = ", ".join(f"{(400 + 10 * b) * factor:g}" for b in range(1, 205))
+    header.write_text(header.read_text() + f"wavelength units = Nanometers\nwavelength = {{{centres}}}\n")
+    return image
+
+
+def test_band_centres_that_differ_from_the_models_are_refused(salinas: dict, checkpoint: Path,
+                                                             tmp_path: Path) -> None:
+    same = _envi_copy(salinas, tmp_path / "same", 1.0)
+    assert raster_info(same).wavelengths[:2] == [410.0, 420.0]
+    predict_map(checkpoint, same, tmp_path / "ok", False)  # the same bands: predicted
+    shifted = _envi_copy(salinas, tmp_path / "shifted", 1.5)
+    for stream in (False, True):
+        with pytest.raises(DataError, match=r"band centres of .*scene.img differ.*band 1 is at 615.0 nm, "
+                                            r"the model's at 410.0 nm \(204 of 204 bands"):
+            predict_map(checkpoint, shifted, tmp_path / f"refused_{stream}", stream)
+
+
+def test_wavelength_tolerance_and_units() -> None:
+    from hsi.data.raster import RasterInfo, check_wavelengths
+
+    model = {"wavelengths": [0.41, 0.42, 2.44], "wavelength_units": "Micrometers"}
+    info = RasterInfo("x.img", 1, 1, 3, "float32", wavelengths=[411.5, 420.0, 2464.0], wavelength_units="nm")
+    check_wavelengths(model, info)  # 1.5 nm and 24 nm: under 1% of 410 nm and of 2440 nm
+    check_wavelengths({"wavelengths": None}, info)  # nothing recorded: nothing to compare
+    info.wavelengths = [415.0, 420.0, 2464.0]  # 5 nm off at 410 nm
+    with pytest.raises(DataError, match="band 1 is at 415.0 nm, the model's at 410.0 nm"):
+        check_wavelengths(model, info)
