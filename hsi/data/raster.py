@@ -286,14 +286,13 @@ def read_label_raster(path: str | Path, grid: RasterInfo | None = None) -> np.nd
 
 
 def same_grid(a: RasterInfo, b: RasterInfo) -> bool:
-    """Whether two rasters have the same size, transform and CRS (none on both counts as the same)."""
+    """Whether two rasters have the same size, transform and CRS (a raster without a CRS is taken
+    to share the other's: only two CRSs that differ make another grid of the same numbers)."""
     from rasterio.crs import CRS
 
     if (a.height, a.width) != (b.height, b.width) or not np.allclose(a.transform, b.transform):
         return False
-    if a.crs is None or b.crs is None:
-        return a.crs is None and b.crs is None
-    return CRS.from_wkt(a.crs) == CRS.from_wkt(b.crs)
+    return a.crs is None or b.crs is None or CRS.from_wkt(a.crs) == CRS.from_wkt(b.crs)
 
 
 def crs_name(wkt: str | None) -> str:

@@ -18,7 +18,17 @@ from hsi.data.loading import load_custom_scene
 from hsi.data.raster import raster_info, read_block
 from hsi.errors import ConfigError, DataError
 from tests.conftest import compose_config, compose_train
-from tests.data.geo_scenes import NAMES, ORIGIN, PIXEL, UTM, salinas_a_arrays, write_geotiff, write_polygons
+from tests.data.geo_scenes import (
+    NAMES,
+    ORIGIN,
+    PIXEL,
+    UTM,
+    envi_copy,
+    salinas_a_arrays,
+    write_code_polygons,
+    write_geotiff,
+    write_polygons,
+)
 
 NODATA_ROWS = 3
 
@@ -47,21 +57,6 @@ def write_label_raster(path: Path, gt: np.ndarray, crs: str | None, transform) -
                        dtype="uint8", crs=crs, transform=transform, nodata=0) as ds:
         ds.write(gt.astype(np.uint8), 1)
     return path
-
-
-def write_code_polygons(path: Path, gt: np.ndarray) -> None:
-    """The ground truth's regions as EPSG:4326 polygons whose integer attribute `code` holds the
-    source value (what gdal_polygonize writes from a label raster)."""
-    import pyogrio.raw
-    import shapely
-    from rasterio.features import shapes
-    from rasterio.warp import transform_geom
-
-    found = list(shapes(gt.astype(np.int32), mask=gt > 0, transform=from_origin(*ORIGIN, PIXEL, PIXEL)))
-    geoms = transform_geom(UTM, "EPSG:4326", [g for g, _ in found])
-    pyogrio.raw.write(path, shapely.to_wkb([shapely.geometry.shape(g) for g in geoms]),
-                      [np.array([int(v) for _, v in found], dtype=np.int32)], fields=["code"],
-                      geometry_type="Polygon", crs="EPSG:4326")
 
 
 def truth_codes(gt: np.ndarray) -> np.ndarray:
@@ -124,6 +119,18 @@ def test_a_label_raster_in_another_crs_is_reprojected_onto_the_cube(salinas: dic
     assert scene.label_values == [1, 10, 11, 12, 13, 14]
     agree = (got == expected)[expected > 0].mean()
     assert agree > 0.95, agree
+
+
+def test_a_label_raster_without_crs_on_the_cubes_grid_is_taken_as_it_is(salinas: dict) -> None:
+    same = write_label_raster(salinas["base"] / "same_grid_no_crs.tif", salinas["gt"], None,
+                              from_origin(*ORIGIN, PIXEL, PIXEL))
+    scene = load_custom_scene(salinas["tif"], same)
+    codes = np.asarray([0, *scene.label_values])[scene.labels]
+    np.testing.assert_array_equal(codes, truth_codes(salinas["gt"]))
+    shifted = write_label_raster(salinas["base"] / "shifted_no_crs.tif", salinas["gt"], None,
+                                 from_origin(ORIGIN[0] + 10 * PIXEL, ORIGIN[1], PIXEL, PIXEL))
+    with pytest.raises(DataError, match="is in no CRS but the cube .* in EPSG:32610"):
+        load_custom_scene(salinas["tif"], shifted)
 
 
 def _bounds(shape: tuple[int, int], transform) -> tuple[float, float, float, float]:
@@ -336,27 +343,12 @@ def test_a_class_without_pixels_is_left_out_with_one_line_naming_why(
 
 
 # -- 8. band centres compared ------------------------------------------------------------------------
-def _envi_copy(salinas: dict, folder: Path, factor: float) -> Path:
-    """salinas_a.tif as ENVI (gdal_translate -of ENVI), its header's wavelengths times `factor`."""
-    import rasterio.shutil
-
-    folder.mkdir()
-    image = folder / "scene.img"
-    rasterio.shutil.copy(salinas["tif"], image, driver="ENVI")
-    for aux in folder.glob("*.aux.xml"):
-        aux.unlink()
-    header = image.with_suffix(".hdr")
-    centres = ", ".join(f"{(400 + 10 * b) * factor:g}" for b in range(1, 205))
-    header.write_text(header.read_text() + f"wavelength units = Nanometers\nwavelength = {{{centres}}}\n")
-    return image
-
-
 def test_band_centres_that_differ_from_the_models_are_refused(salinas: dict, checkpoint: Path,
                                                              tmp_path: Path) -> None:
-    same = _envi_copy(salinas, tmp_path / "same", 1.0)
+    same = envi_copy(salinas["tif"], tmp_path / "same", 1.0)
     assert raster_info(same).wavelengths[:2] == [410.0, 420.0]
     predict_map(checkpoint, same, tmp_path / "ok", False)  # the same bands: predicted
-    shifted = _envi_copy(salinas, tmp_path / "shifted", 1.5)
+    shifted = envi_copy(salinas["tif"], tmp_path / "shifted", 1.5)
     for stream in (False, True):
         with pytest.raises(DataError, match=r"band centres of .*scene.img differ.*band 1 is at 615.0 nm, "
                                             r"the model's at 410.0 nm \(204 of 204 bands"):
