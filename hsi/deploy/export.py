@@ -118,6 +118,9 @@ def metadata(checkpoint: Checkpoint, net: nn.Module, files: dict[str, str], opse
                      "colour": colours[k] if colours else None}
                     for k, (n, v) in enumerate(zip(names, values))],
         "rgb_bands": state.get("rgb_bands"),
+        # the training raster's band centres, compared with a raster's before predicting on it
+        "wavelengths": (state.get("geo") or {}).get("wavelengths"),
+        "wavelength_units": (state.get("geo") or {}).get("wavelength_units"),
         "scene": state.get("scene"),
         "opset": opset,
         "checkpoint": {"path": str(checkpoint.path.resolve()), "sha1": file_sha1(checkpoint.path),
