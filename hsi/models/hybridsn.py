@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hsi.models.blocks import TrunkHead, linear_head, min_input_size, require_input
+from hsi.models.blocks import linear_head, min_input_size
+from hsi.models.contract import Network, Reference
 
 
-class HybridSN(TrunkHead):
+class HybridSN(Network):
     """HybridSN over windows (N, 1, bands, patch, patch), every size derived from the input.
 
     `trunk`: the 3-D convolutions, bands folded into channels, the 2-D convolution (all
@@ -19,18 +20,27 @@ class HybridSN(TrunkHead):
     parameters, as the notebook's network does.
     """
 
+    dense = True
+    reference = Reference(
+        paper="Roy et al., IEEE GRSL 2020, \"HybridSN: Exploring 3-D-2-D CNN feature hierarchy for "
+              "hyperspectral image classification\"",
+        code="gokriznastic/HybridSN Hybrid-Spectral-Net.ipynb (Keras)",
+        settings={"in_bands": 30, "patch_size": 25, "num_classes": 16},
+        params=5_122_416,
+        counted="the notebook's Keras model built at K=30, S=25, 16 classes: model.count_params()")
     spectral_kernels = (7, 5, 3)
     channels_3d = (8, 16, 32)
+
+    @classmethod
+    def input_limits(cls, **net_kwargs: object) -> tuple[int, int]:
+        """Three unpadded spectral kernels (7, 5, 3) and four unpadded 3x3 spatial kernels."""
+        return min_input_size(cls.spectral_kernels), min_input_size([3] * (len(cls.channels_3d) + 1))
 
     def __init__(self, in_bands: int, patch_size: int, num_classes: int,
                  channels_2d: int = 64, hidden: Sequence[int] = (256, 128),
                  dropout: float = 0.4) -> None:
         super().__init__()
-        spatial_kernels = [3] * (len(self.channels_3d) + 1)
-        require_input(type(self).__name__, in_bands, patch_size, min_input_size(self.spectral_kernels),
-                      min_input_size(spatial_kernels),
-                      f"spectral kernels {self.spectral_kernels}, {len(spatial_kernels)} unpadded 3x3 "
-                      f"spatial kernels")
+        self.check_input(in_bands, patch_size)
         # biased convolutions, as the notebook's (not ConvBNAct): checkpoints keep their keys
         layers: list[nn.Module] = []
         in_channels, depth = 1, in_bands
@@ -41,7 +51,7 @@ class HybridSN(TrunkHead):
         self.features_3d = nn.Sequential(*layers)
         self.features_2d = nn.Sequential(nn.Conv2d(in_channels * depth, channels_2d, 3),
                                          nn.BatchNorm2d(channels_2d), nn.ReLU(inplace=True))
-        side = patch_size - sum(k - 1 for k in spatial_kernels)
+        side = patch_size - 2 * (len(self.channels_3d) + 1)
         self.classifier = linear_head(channels_2d * side * side, hidden, num_classes, dropout)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:

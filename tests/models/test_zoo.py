@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from hsi.models import CNN2D, CNN3D, HybridSN, HybridSNLite, HybridSNSE
-from hsi.models.blocks import TrunkHead, pool_window
+from hsi.models.blocks import pool_window
+from hsi.models.contract import Network
 from hsi.models.cost import model_cost
 from hsi.run.config import CONFIG_DIR
 
@@ -89,7 +90,7 @@ def test_se_variant_is_hybridsn_plus_its_excitations() -> None:
     assert sum(isinstance(m, nn.Linear) for m in se.features_3d.modules()) == 6
     only_2d = HybridSNSE(*RECIPE, se_after=["2d"], se_reduction=8)
     assert _count(only_2d) == HYBRIDSN_PARAMS + 2 * 64 * 8 + 8 + 64
-    assert not HybridSNSE.dense_capable
+    assert not HybridSNSE.dense
     with pytest.raises(ValueError, match="se_after"):
         HybridSNSE(*RECIPE, se_after=["3d_4"])
 
@@ -136,7 +137,7 @@ def test_trunks_slide_over_a_larger_scene(name: str, side: int) -> None:
     that crop gives the window's logits: what dense whole-scene inference relies on."""
     torch.manual_seed(0)
     net = build(name, 15, 9, 4).eval()
-    assert isinstance(net, TrunkHead) and net.dense_capable and net.head is net.classifier
+    assert isinstance(net, Network) and net.dense and net.head is net.classifier
     scene = torch.randn(1, 1, 15, 14, 13)
     with torch.no_grad():
         dense = net.trunk(scene)
