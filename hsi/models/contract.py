@@ -41,6 +41,8 @@ class Network(nn.Module):
       Linear / activation / dropout stack, which `hsi.models.dense` rewrites as convolutions;
     - `reference`: the paper and code the network follows, with the reference code's parameter
       count at its own settings (None for networks of our own);
+    - `cannot_export`: why `hsi.export` must refuse the network (an operation without an ONNX
+      translation), empty when it exports;
     - `input_limits(**net_kwargs)`: (smallest band count, smallest window); the constructor
       checks it with `check_input`;
     - `trunk(x)`: everything before the head; `head`: the module `classifier`.
@@ -51,6 +53,7 @@ class Network(nn.Module):
     takes: ClassVar[str] = "window"
     dense: ClassVar[bool] = False
     reference: ClassVar[Reference | None] = None
+    cannot_export: ClassVar[str] = ""  # why the network has no ONNX graph; empty: it exports
     classifier: nn.Module
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -108,10 +108,10 @@ class SSFTT(Network):
     reference = Reference(
         paper="Sun et al., IEEE TGRS 2022, \"Spectral-spatial feature tokenization transformer for "
               "hyperspectral image classification\"",
-        code="zgr6010/HSI_SSFTT cls_SSFTT.py (SSFTTnet)",
+        code="zgr6010/HSI_SSFTT cls_SSFTT_IP/SSFTTnet.py (SSFTTnet)",
         settings={"in_bands": 30, "patch_size": 13, "num_classes": 16},
         params=153_224,
-        counted="SSFTTnet() of cls_SSFTT.py (its defaults: 30 PCA bands, 13x13, 16 classes), "
+        counted="SSFTTnet() (its defaults: 30 PCA bands, 13x13, 16 classes) instantiated in torch, "
                 "sum of p.numel() over parameters()")
 
     @classmethod
