@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from hsi.errors import ConfigError
@@ -43,7 +43,7 @@ def network_class(net_cfg: DictConfig) -> type[Network]:
 
 def own_kwargs(net_cfg: DictConfig) -> dict[str, Any]:
     """The network's own constructor kwargs as the config gives them (no `_target_`)."""
-    kwargs = OmegaConf.to_container(net_cfg, resolve=True)
+    kwargs = OmegaConf.to_container(net_cfg)
     return {k: v for k, v in kwargs.items() if not str(k).startswith("_")}
 
 
@@ -54,6 +54,6 @@ def smallest_input(net_cfg: DictConfig) -> tuple[int, int]:
 
 def build_network(net_cfg: DictConfig, in_bands: int, patch_size: int, num_classes: int,
                   **overrides: Any) -> Network:
-    """The network of `net_cfg` for these shapes (`overrides` replace the config's kwargs)."""
-    return instantiate(net_cfg, in_bands=in_bands, patch_size=patch_size, num_classes=num_classes,
-                       **overrides)
+    """The network of `net_cfg` for these shapes (`overrides` replace the config's kwargs), built by
+    calling its class (not Hydra's instantiate, which would wrap a refusal in its own exception)."""
+    return network_class(net_cfg)(in_bands, patch_size, num_classes, **{**own_kwargs(net_cfg), **overrides})

@@ -1,6 +1,6 @@
 """CNN1D (`model=cnn1d`) and SSFTT (`model=ssftt`): shapes, gradients, dense == window inference
-for CNN1D, SSFTT's tokenizer and cost, training through `hsi.run.training.train`, and the window
-sizes every network of conf/model/ accepts."""
+for CNN1D, SSFTT's tokenizer and cost, and training through `hsi.run.training.train` (the smallest window
+of every network: tests/models/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -249,38 +249,3 @@ def test_trains_one_epoch_on_the_synthetic_scene(model: str, path: str, syntheti
     assert metrics["params"] > 0 and metrics["macs"] > 0
     assert metrics["map_inference"] == path
     assert (tmp_path / "prediction.npy").is_file()
-
-
-# -- window sizes of every network -------------------------------------------------------------
-# the smallest window side each conf/model/*.yaml network accepts at 30 bands, as configured
-SMALLEST_WINDOW = {
-    "hybridsn": 9,       # four unpadded 3x3 convolutions (three 3-D, one 2-D), as the paper's
-    "hybridsn_se": 9,    # HybridSN's
-    "hybridsn_lite": 9,  # HybridSN's layout kept: unpadded 3-D stages and 2-D fold
-    "hybridsn_fast": 5,  # two unpadded 3x3 fused blocks
-    "cnn2d": 7,          # three unpadded 3x3 stages (model.net.channels with two: 5)
-    "cnn3d": 7,          # three unpadded 3x3 stages
-    "cnn1d": 1,          # the centre pixel only
-    "ssftt": 5,          # one unpadded 3x3x3 3-D and one 3x3 2-D convolution
-}
-SIZES = [1, 3, 5, 7, 9, 11, 13, 15]
-
-
-def test_every_network_has_its_smallest_window_listed() -> None:
-    networks = {p.stem for p in (CONFIG_DIR / "model").glob("[!_]*.yaml") if "net" in OmegaConf.load(p)}
-    assert networks == set(SMALLEST_WINDOW)
-
-
-@pytest.mark.parametrize("patch", SIZES)
-@pytest.mark.parametrize("name", sorted(SMALLEST_WINDOW))
-def test_window_sizes_each_network_accepts(name: str, patch: int) -> None:
-    smallest = SMALLEST_WINDOW[name]
-    if patch < smallest:
-        with pytest.raises(ConfigError, match=rf"at least {smallest}x{smallest} pixels") as error:
-            build(name, 30, patch, 16)
-        assert "data.patch_size" in str(error.value)
-        return
-    torch.manual_seed(0)
-    net = build(name, 30, patch, 16).eval()
-    with torch.no_grad():
-        assert net(torch.randn(2, 1, 30, patch, patch)).shape == (2, 16)
