@@ -66,10 +66,12 @@ class Network(nn.Module):
         """(smallest band count, smallest window) for these constructor kwargs; (1, 1) = any."""
         return 1, 1
 
-    def check_input(self, in_bands: int, patch_size: int, **net_kwargs: Any) -> None:
-        """Refuse bands or a window below `input_limits(**net_kwargs)`, naming the key to raise."""
-        min_bands, min_patch = type(self).input_limits(**net_kwargs)
-        name = type(self).__name__
+    @classmethod
+    def check_input(cls, in_bands: int, patch_size: int, **net_kwargs: Any) -> None:
+        """Refuse bands or a window below `input_limits(**net_kwargs)`, naming the key to raise
+        (the constructor calls it; `hsi.run.training` too, before building the network)."""
+        min_bands, min_patch = cls.input_limits(**net_kwargs)
+        name = cls.__name__
         if in_bands < min_bands:
             raise ConfigError(f"{name} needs at least {min_bands} bands per window with these settings; "
                               f"got {in_bands}. Raise data.pca.components.")
