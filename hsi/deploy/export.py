@@ -106,6 +106,8 @@ def metadata(checkpoint: Checkpoint, net: nn.Module, files: dict[str, str], opse
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "network": type(net).__name__,
+        # "spectrum": the graph reads each pixel's own spectrum only (hsi.models.contract.Network.takes)
+        "takes": getattr(net, "takes", "window"),
         "eval_path": "dense" if dense else "window",
         "files": dict(files),
         "default_precision": default_precision,
