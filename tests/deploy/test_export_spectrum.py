@@ -23,8 +23,9 @@ from tests.conftest import FAST_SYNTHETIC, compose_train  # noqa: E402
 def test_a_spectrum_network_exports_with_a_wide_window(model: str, tmp_path: Path) -> None:
     from hsi.train import train
 
-    metrics = train(compose_train([*FAST_SYNTHETIC, f"model={model}", "data.patch_size=5", "trainer.max_epochs=1",
-                                   "logger=none", "map=false", "data.pca.cache=false"], tmp_path / "run"))
+    metrics = train(compose_train([*FAST_SYNTHETIC, f"model={model}", "data.patch_size=5",
+                                   "trainer.max_epochs=1", "logger=none", "map=false",
+                                   "data.pca.cache=false"], tmp_path / "run"))
     meta = export_checkpoint(metrics["checkpoint"], tmp_path / "onnx")
     assert meta["takes"] == "spectrum" and meta["eval_path"] == "dense" and meta["patch_size"] == 5
     assert meta["verification"]["fp32"]["labels_identical"]
