@@ -155,8 +155,10 @@ class OnnxClassifier:
             raise ModelFileError(f"{where} says {self.bands} bands but the graph takes {graph_in[1]}: "
                                  f"the file was edited or the graph swapped; export again.")
         margin = self.patch_size // 2
-        if self._reads_ring(self.session, margin + 1) or (
-                margin > 0 and not self._reads_ring(self._unquantized_session(), margin)):
+        # a network that takes the spectrum reads the centre pixel alone, whatever the window
+        reach = 0 if self.meta.get("takes") == "spectrum" else margin
+        if self._reads_ring(self.session, reach + 1) or (
+                reach > 0 and not self._reads_ring(self._unquantized_session(), reach)):
             raise ModelFileError(f"{where} says patch_size={self.patch_size} (margin {margin}) but the "
                                  f"graph reads another window: the file was edited or the graph "
                                  f"swapped; export again.")
