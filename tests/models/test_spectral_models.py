@@ -262,6 +262,9 @@ SMALLEST_WINDOW = {
     "cnn3d": 7,          # three unpadded 3x3 stages
     "cnn1d": 1,          # the centre pixel only
     "ssftt": 5,          # one unpadded 3x3x3 3-D and one 3x3 2-D convolution
+    "ssrn": 3,           # one unpadded 3x3 convolution, the rest padded
+    "a2s2k": 3,          # one unpadded 3x3 convolution, the rest padded
+    "dbda": 1,           # padded convolutions only
 }
 SIZES = [1, 3, 5, 7, 9, 11, 13, 15]
 
