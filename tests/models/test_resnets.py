@@ -121,11 +121,13 @@ def test_the_code_s_shared_excitation_weighs_both_kernels_one_half() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_docs_reference_table_gives_our_count(name: str) -> None:
-    """docs/models.md's "Reference networks" row of `model=<name>` shows the reference's count."""
+    """docs/models.md's reference-table row of `model=<name>` shows the reference's count twice
+    (ours, the reference code's) and the recipe."""
     text = (PROJECT_ROOT / "docs" / "models.md").read_text()
-    section = text[text.index("## Reference networks"):]
-    row = next(line for line in section.splitlines() if line.startswith(f"| `{name}` "))
-    assert f"{net_class(name).reference.params:,}" in row
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    count = f"{net_class(name).reference.params:,}"
+    assert cells[4].startswith(count) and cells[5].startswith(count)
     assert re.search(rf"experiment=paper/{name}\b", row)
     assert (CONFIG_DIR / "experiment" / "paper" / f"{name}.yaml").is_file()
 
