@@ -39,8 +39,12 @@ class DenseBlock3D(nn.Module):
 
 class ChannelAttention(nn.Module):
     """DANet's channel attention (Fu et al., 2019): channel affinities from the flattened maps,
-    turned so that the least similar channel weighs most (max - energy, then softmax), the maps
-    re-mixed by them, scaled by `gamma` (starts at 0) and added to the input."""
+    turned so that the least similar channel weighs most, the maps re-mixed by them, scaled by
+    `gamma` (starts at 0) and added to the input.
+
+    The reference takes softmax(max - energy) over each row; the row's max is a constant shift,
+    which softmax ignores, so this is softmax(-energy), the same numbers without a ReduceMax
+    (whose opset-18 form onnxruntime's int8 shape inference cannot read)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +53,7 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(2)
         energy = flat @ flat.transpose(1, 2)
-        attention = torch.softmax(energy.amax(-1, keepdim=True) - energy, dim=-1)
+        attention = torch.softmax(-energy, dim=-1)
         return self.gamma * (attention @ flat).view_as(x) + x
 
 

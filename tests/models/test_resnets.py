@@ -175,3 +175,30 @@ def test_paper_recipe_composes_with_the_authors_settings(name: str, tmp_path: Pa
     if name != "ssrn":  # SSRN's Keras EarlyStopping has patience 200 = its epochs: never stops
         stopping = cfg.callbacks.early_stopping
         assert (stopping.monitor, stopping.mode, stopping.patience) == ("val/loss", "min", 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_int8_quantization_of_the_window_graph(name: str, tmp_path: Path) -> None:
+    """onnxruntime's int8 pre-processing reads every node's shape (DBDA's channel attention once
+    exported a ReduceMax it cannot read, and hsi.export quantize=int8 failed)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import numpy as np
+    import onnxruntime
+
+    from hsi.deploy.graphs import export_graph
+    from hsi.deploy.quantize import Int8Settings, quantize_int8
+
+    torch.manual_seed(0)
+    net = build(name, 15, 9, 4).eval()
+    fp32, int8 = tmp_path / "model.onnx", tmp_path / "model.int8.onnx"
+    export_graph(net, torch.zeros(5, 1, 15, 9, 9), {0: torch.export.Dim("batch", min=1)}, fp32, "windows",
+                 "logits", 18)
+    rng = np.random.default_rng(0)
+    batches = iter([rng.standard_normal((8, 1, 15, 9, 9)).astype(np.float32) for _ in range(2)])
+    done = quantize_int8(fp32, int8, batches, Int8Settings(), dense=False)
+    assert done["calibration_inputs"] == 16
+    x = rng.standard_normal((3, 1, 15, 9, 9)).astype(np.float32)
+    logits = onnxruntime.InferenceSession(str(int8)).run(None, {"windows": x})[0]
+    assert logits.shape == (3, 4) and np.isfinite(logits).all()
