@@ -5,10 +5,11 @@ from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import model_cost
 from hsi.models.fast import HybridSNFast
 from hsi.models.hybridsn import HybridSN
+from hsi.models.mambahsi import MambaHSI
 from hsi.models.spectral import CNN1D
 from hsi.models.spectralformer import SpectralFormer
 from hsi.models.ssftt import SSFTT
 from hsi.models.variants import HybridSNLite, HybridSNSE
 
 __all__ = ["CNN1D", "CNN2D", "CNN3D", "HSIClassifier", "HybridSN", "HybridSNFast", "HybridSNLite",
-           "HybridSNSE", "SSFTT", "SpectralFormer", "model_cost"]
+           "HybridSNSE", "MambaHSI", "SSFTT", "SpectralFormer", "model_cost"]

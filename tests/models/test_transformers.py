@@ -5,6 +5,7 @@ export, and each network's own pieces (band groups, fusion, the selective scan).
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -14,10 +15,12 @@ from torch import nn
 
 from hsi.errors import ConfigError
 from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.mambahsi import CentreLogits, MambaHSI
 from hsi.models.spectralformer import SpectralFormer, band_groups
+from hsi.models.ssm import _cuda_scan, selective_scan, selective_scan_torch
 from hsi.run.config import CONFIG_DIR
 
-NETWORKS = ["spectralformer"]
+NETWORKS = ["spectralformer", "mambahsi"]
 
 
 def net_config(name: str) -> dict:
@@ -30,9 +33,10 @@ def network_class(name: str) -> type:
 
 
 def build(name: str, bands: int, patch: int, classes: int, **overrides: object) -> nn.Module:
-    """The network of conf/model/<name>.yaml for these shapes."""
-    return instantiate({**net_config(name), **overrides}, in_bands=bands, patch_size=patch,
-                       num_classes=classes)
+    """The network of conf/model/<name>.yaml for these shapes (built directly: Hydra would wrap
+    a ConfigError)."""
+    kwargs = {k: v for k, v in net_config(name).items() if k != "_target_"}
+    return network_class(name)(bands, patch, classes, **{**kwargs, **overrides})
 
 
 def count(net: nn.Module) -> int:
@@ -144,3 +148,80 @@ def test_spectralformer_fusion_mixes_the_input_of_two_blocks_before() -> None:
             for p in block.parameters():
                 p.add_(torch.randn_like(p))
         torch.testing.assert_close(net(x), before)
+
+
+# -- MambaHSI and the selective scan ---------------------------------------------------------
+def naive_scan(u, delta, A, B, C, D, z, delta_bias):
+    """The S6 recurrence written out one scalar at a time (batch b, channel d, state n, step t)."""
+    batch, channels, length = u.shape
+    out = torch.zeros(batch, channels, length, dtype=torch.float64)
+    for b in range(batch):
+        for d in range(channels):
+            h = [0.0] * A.shape[1]
+            for t in range(length):
+                step = float(torch.nn.functional.softplus(delta[b, d, t] + delta_bias[d]))
+                y = 0.0
+                for n in range(A.shape[1]):
+                    drive = step * float(B[b, n, t]) * float(u[b, d, t])
+                    h[n] = math.exp(step * float(A[d, n])) * h[n] + drive
+                    y += float(C[b, n, t]) * h[n]
+                y += float(D[d]) * float(u[b, d, t])
+                out[b, d, t] = y * float(torch.nn.functional.silu(z[b, d, t]))
+    return out
+
+
+def scan_inputs(batch=2, channels=3, states=4, length=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u, delta, z = (torch.randn(batch, channels, length, generator=g) for _ in range(3))
+    A = -torch.rand(channels, states, generator=g) * 3
+    B, C = (torch.randn(batch, states, length, generator=g) for _ in range(2))
+    return u, delta, A, B, C, torch.randn(channels, generator=g), z, torch.randn(channels, generator=g)
+
+
+def test_selective_scan_matches_the_recurrence_step_by_step() -> None:
+    inputs = scan_inputs()
+    torch.testing.assert_close(selective_scan_torch(*inputs).double(), naive_scan(*inputs),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(selective_scan(*inputs, kernel="torch"), selective_scan_torch(*inputs))
+    with pytest.raises(ConfigError, match="mamba-ssm"):
+        selective_scan(*inputs, kernel="cuda")  # the inputs are on the CPU
+    with pytest.raises(ConfigError, match="model.net.scan"):
+        MambaHSI(10, 5, 3, scan="triton")
+
+
+@pytest.mark.skipif(_cuda_scan() is None or not torch.cuda.is_available(),
+                    reason="mamba-ssm's CUDA selective scan is not installed (optional fast path)")
+def test_cuda_selective_scan_matches_the_pytorch_scan() -> None:
+    inputs = [t.cuda() for t in scan_inputs(batch=3, channels=64, states=16, length=50)]
+    torch.testing.assert_close(selective_scan(*inputs, kernel="cuda"), selective_scan_torch(*inputs),
+                               atol=1e-4, rtol=1e-4)
+    torch.manual_seed(0)
+    net = MambaHSI(12, 9, 4).cuda().eval()
+    x = torch.randn(2, 1, 12, 9, 9, device="cuda")
+    with torch.no_grad():
+        fast = net(x)
+        for module in net.modules():
+            if hasattr(module, "scan"):
+                module.scan = "torch"
+        torch.testing.assert_close(fast, net(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_centre_logits_read_the_upsampled_map_at_the_windows_centre(size: int) -> None:
+    """The authors upsample the per-pixel map bilinearly with aligned corners; at the window's centre
+    pixel that is the map's own centre, for any window whose pooled map has this size."""
+    logits = torch.randn(2, 5, size, size)
+    for window in {4 * size + 1, 4 * size + 3}:
+        up = torch.nn.functional.interpolate(logits, size=(window, window), mode="bilinear",
+                                             align_corners=True)
+        torch.testing.assert_close(CentreLogits()(logits), up[:, :, window // 2, window // 2])
+
+
+def test_mambahsi_scans_each_window_on_its_own() -> None:
+    """A window's logits do not depend on the other windows of its batch (the authors' code chains a
+    batch into one sequence; with a scene per batch that is the same, with windows it would not be)."""
+    torch.manual_seed(0)
+    net = MambaHSI(8, 5, 3).eval()
+    x = torch.randn(3, 1, 8, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[1:2], net(x[1:2]))
