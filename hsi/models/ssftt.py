@@ -49,15 +49,15 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with explicit matrix products (so FlopCounterMode, which does
     not count torch's fused attention kernels on the CPU, counts them): one Linear to queries,
     keys and values (`heads` x `head_dim` each; head_dim defaults to dim / heads; biased unless
-    `qkv_bias=False`), softmax(Q K^T / sqrt(head dim)) V per head, a Linear from the concatenated
-    heads back to `dim`, dropout."""
+    `qkv_bias=False`), softmax(Q K^T / sqrt(head dim)) V per head (softmax(Q K^T) V with
+    `scaled=False`), a Linear from the concatenated heads back to `dim`, dropout."""
 
     def __init__(self, dim: int, heads: int, dropout: float, head_dim: int | None = None,
-                 qkv_bias: bool = True) -> None:
+                 qkv_bias: bool = True, scaled: bool = True) -> None:
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads if head_dim is None else head_dim
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim ** -0.5 if scaled else 1.0
         inner = heads * self.head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         self.proj = nn.Linear(inner, dim)
@@ -73,14 +73,14 @@ class SelfAttention(nn.Module):
 
 class EncoderBlock(nn.Module):
     """Pre-norm transformer encoder block: x + MSA(LN(x)), then x + MLP(LN(x)) with a GELU MLP
-    (dim -> mlp_dim -> dim, dropout after each Linear); `head_dim` and `qkv_bias` as in
+    (dim -> mlp_dim -> dim, dropout after each Linear); `head_dim`, `qkv_bias` and `scaled` as in
     `SelfAttention`."""
 
     def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, head_dim: int | None = None,
-                 qkv_bias: bool = True) -> None:
+                 qkv_bias: bool = True, scaled: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attention = SelfAttention(dim, heads, dropout, head_dim, qkv_bias)
+        self.attention = SelfAttention(dim, heads, dropout, head_dim, qkv_bias, scaled)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))

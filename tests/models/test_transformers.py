@@ -15,12 +15,15 @@ from torch import nn
 
 from hsi.errors import ConfigError
 from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.hit import DynamicConv3d, HiT
 from hsi.models.mambahsi import CentreLogits, MambaHSI
 from hsi.models.spectralformer import SpectralFormer, band_groups
 from hsi.models.ssm import _cuda_scan, selective_scan, selective_scan_torch
 from hsi.run.config import CONFIG_DIR
 
-NETWORKS = ["spectralformer", "mambahsi"]
+NETWORKS = ["spectralformer", "mambahsi", "hit"]
+# smaller than the yaml's where the authors' size is slow to build and export (HiT: 53 M parameters)
+SMALL = {"hit": {"layers": [1, 1, 1, 1], "widths": [16, 32, 32]}}
 
 
 def net_config(name: str) -> dict:
@@ -33,10 +36,10 @@ def network_class(name: str) -> type:
 
 
 def build(name: str, bands: int, patch: int, classes: int, **overrides: object) -> nn.Module:
-    """The network of conf/model/<name>.yaml for these shapes (built directly: Hydra would wrap
-    a ConfigError)."""
+    """The network of conf/model/<name>.yaml (made `SMALL`) for these shapes, built directly
+    (Hydra would wrap a ConfigError)."""
     kwargs = {k: v for k, v in net_config(name).items() if k != "_target_"}
-    return network_class(name)(bands, patch, classes, **{**kwargs, **overrides})
+    return network_class(name)(bands, patch, classes, **{**kwargs, **SMALL.get(name, {}), **overrides})
 
 
 def count(net: nn.Module) -> int:
@@ -225,3 +228,30 @@ def test_mambahsi_scans_each_window_on_its_own() -> None:
     x = torch.randn(3, 1, 8, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(net(x)[1:2], net(x[1:2]))
+
+
+# -- HiT ----------------------------------------------------------------------------------------
+def test_dynamic_convolution_is_a_per_sample_mixture_of_its_kernels() -> None:
+    """The authors convolve each sample with its own attention-mixed kernel (grouped by sample);
+    the candidates' outputs mixed by the same weights are the same map."""
+    torch.manual_seed(0)
+    conv = DynamicConv3d(4, 8, (2, 1, 1)).eval()
+    with torch.no_grad():
+        nn.init.normal_(conv.band_gate[4].weight)  # a gate that is not 1/2 everywhere
+        x = torch.randn(3, 4, 9, 5, 5)
+        mix = (conv.attention(x) / conv.temperature).softmax(dim=1)
+        gated = x * conv.band_gate(x)
+        expected = torch.cat([
+            torch.nn.functional.conv3d(gated[n:n + 1], (mix[n] @ conv.weight.flatten(1)).view(8, 4, 3, 3, 3),
+                                       stride=(2, 1, 1), padding=1) for n in range(3)])
+        torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_hit_reference_unused_layers_are_what_its_code_builds_and_never_uses() -> None:
+    kwargs = {"layers": [1, 2, 1, 1], "widths": [16, 32, 32]}
+    plain, counted = HiT(20, 7, 5, **kwargs), HiT(20, 7, 5, reference_unused=True, **kwargs)
+    first = 8 * 5  # 20 bands -> 10 -> 5 after the two stride-2 embeddings
+    mixers = [first, 16, 16, 32, 32]  # one 1x1 convolution per block, at its stage's width
+    assert count(counted) - count(plain) == sum(d * d for d in mixers) + 368 * 5 + 5
+    x = torch.randn(2, 1, 20, 7, 7)
+    assert counted(x).shape == plain(x).shape == (2, 5)
