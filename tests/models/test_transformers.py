@@ -15,15 +15,16 @@ from torch import nn
 
 from hsi.errors import ConfigError
 from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.gaht import GAHT
 from hsi.models.hit import DynamicConv3d, HiT
 from hsi.models.mambahsi import CentreLogits, MambaHSI
 from hsi.models.spectralformer import SpectralFormer, band_groups
 from hsi.models.ssm import _cuda_scan, selective_scan, selective_scan_torch
 from hsi.run.config import CONFIG_DIR
 
-NETWORKS = ["spectralformer", "mambahsi", "hit"]
+NETWORKS = ["spectralformer", "mambahsi", "hit", "gaht"]
 # smaller than the yaml's where the authors' size is slow to build and export (HiT: 53 M parameters)
-SMALL = {"hit": {"layers": [1, 1, 1, 1], "widths": [16, 32, 32]}}
+SMALL = {"hit": {"layers": [1, 1, 1, 1], "widths": [16, 32, 32]}, "gaht": {"groups": [2, 2, 2]}}
 
 
 def net_config(name: str) -> dict:
@@ -255,3 +256,25 @@ def test_hit_reference_unused_layers_are_what_its_code_builds_and_never_uses() -
     assert count(counted) - count(plain) == sum(d * d for d in mixers) + 368 * 5 + 5
     x = torch.randn(2, 1, 20, 7, 7)
     assert counted(x).shape == plain(x).shape == (2, 5)
+
+
+# -- GAHT ---------------------------------------------------------------------------------------
+def test_gaht_pads_bands_by_replication_and_keeps_the_window() -> None:
+    """10 bands in 4 groups are padded to 12 by repeating the last band: the network on them is the
+    12-band network (same weights) on the padded window; every pixel of the window is a token."""
+    torch.manual_seed(0)
+    net = GAHT(10, 5, 3, groups=[4, 2, 2]).eval()
+    twelve = GAHT(12, 5, 3, groups=[4, 2, 2]).eval()
+    twelve.load_state_dict(net.state_dict())
+    x = torch.randn(2, 1, 10, 5, 5)
+    padded = torch.cat([x, x[:, :, -1:], x[:, :, -1:]], dim=2)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), twelve(padded))
+        assert net.stages[0](padded.squeeze(1)).shape == (2, 25, 256)
+    with pytest.raises(ConfigError, match="divisible"):
+        GAHT(10, 5, 3, groups=[3, 2, 2])
+
+
+def test_gaht_attention_is_unscaled_as_in_the_authors_code() -> None:
+    attention = GAHT(8, 3, 2, groups=[2, 2, 2]).stages[0].blocks[0].attention
+    assert attention.scale == 1.0 and attention.heads == 8
