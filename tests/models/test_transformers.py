@@ -21,6 +21,7 @@ from hsi.models.mambahsi import CentreLogits, MambaHSI
 from hsi.models.spectralformer import SpectralFormer, band_groups
 from hsi.models.ssm import _cuda_scan, selective_scan, selective_scan_torch
 from hsi.run.config import CONFIG_DIR
+from tests.conftest import compose_train
 
 NETWORKS = ["spectralformer", "mambahsi", "hit", "gaht"]
 # smaller than the yaml's where the authors' size is slow to build and export (HiT: 53 M parameters)
@@ -62,6 +63,14 @@ def test_reference_parameter_count_is_the_reference_codes(name: str) -> None:
     net = instantiate({"_target_": net_config(name)["_target_"], **settings}, in_bands=shapes[0],
                       patch_size=shapes[1], num_classes=shapes[2])
     assert count(net) == reference.params
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_paper_recipe_composes_with_all_bands_and_the_network(name: str, tmp_path) -> None:
+    cfg = compose_train([f"experiment=paper/{name}"], tmp_path)
+    OmegaConf.to_container(cfg.model, resolve=True)
+    assert cfg.model.net._target_ == net_config(name)["_target_"]
+    assert cfg.data.pca.components is None
 
 
 @pytest.mark.parametrize("name", NETWORKS)
