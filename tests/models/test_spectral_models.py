@@ -262,6 +262,10 @@ SMALLEST_WINDOW = {
     "cnn3d": 7,          # three unpadded 3x3 stages
     "cnn1d": 1,          # the centre pixel only
     "ssftt": 5,          # one unpadded 3x3x3 3-D and one 3x3 2-D convolution
+    "spectralformer": 1,  # one token per band, any window (pixel-wise: 1x1)
+    "mambahsi": 5,       # two 2x2 average pools leave one pixel
+    "hit": 3,            # a stride-2 embedding and one 2x2 stride-2 transition leave one pixel
+    "gaht": 1,           # padded 3x3 embeddings keep every window
 }
 SIZES = [1, 3, 5, 7, 9, 11, 13, 15]
 

@@ -287,3 +287,22 @@ def test_gaht_pads_bands_by_replication_and_keeps_the_window() -> None:
 def test_gaht_attention_is_unscaled_as_in_the_authors_code() -> None:
     attention = GAHT(8, 3, 2, groups=[2, 2, 2]).stages[0].blocks[0].attention
     assert attention.scale == 1.0 and attention.heads == 8
+
+
+@pytest.mark.slow
+def test_a_trained_transformer_exports_through_hsi_export(tmp_path) -> None:
+    """The whole path: train one epoch on the synthetic scene, `hsi.export` checks the window graph
+    against PyTorch on every pixel."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from hsi.deploy.export import export
+    from hsi.train import train
+    from tests.conftest import FAST_SYNTHETIC, compose_config
+
+    overrides = [*FAST_SYNTHETIC, "model=gaht", "model.net.groups=[2,2,2]", "trainer.max_epochs=1",
+                 "logger=none", "map=false", "data.pca.cache=false"]
+    metrics = train(compose_train(overrides, tmp_path / "run"))
+    meta = export(compose_config("export", [f"ckpt_path={metrics['checkpoint']}", "batch_size=100"],
+                                 tmp_path / "export"))
+    assert meta["network"] == "GAHT" and meta["eval_path"] == "window"
+    assert meta["verification"]["fp32"]["max_abs_logit_diff"] < 1e-3
