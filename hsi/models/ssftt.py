@@ -48,33 +48,39 @@ class GaussianTokenizer(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with explicit matrix products (so FlopCounterMode, which does
     not count torch's fused attention kernels on the CPU, counts them): one Linear to queries,
-    keys and values, softmax(Q K^T / sqrt(head dim)) V per head, a Linear over the concatenated
-    heads, dropout."""
+    keys and values (`heads` x `head_dim` each; head_dim defaults to dim / heads; biased unless
+    `qkv_bias=False`), softmax(Q K^T / sqrt(head dim)) V per head (softmax(Q K^T) V with
+    `scaled=False`), a Linear from the concatenated heads back to `dim`, dropout."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, head_dim: int | None = None,
+                 qkv_bias: bool = True, scaled: bool = True) -> None:
         super().__init__()
         self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.head_dim = dim // heads if head_dim is None else head_dim
+        self.scale = self.head_dim ** -0.5 if scaled else 1.0
+        inner = heads * self.head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, tokens, dim = x.shape
-        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        n, tokens, _ = x.shape
+        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         weights = (torch.matmul(q, k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        out = torch.matmul(weights, v).transpose(1, 2).reshape(n, tokens, dim)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(n, tokens, self.heads * self.head_dim)
         return self.dropout(self.proj(out))
 
 
 class EncoderBlock(nn.Module):
     """Pre-norm transformer encoder block: x + MSA(LN(x)), then x + MLP(LN(x)) with a GELU MLP
-    (dim -> mlp_dim -> dim, dropout after each Linear)."""
+    (dim -> mlp_dim -> dim, dropout after each Linear); `head_dim`, `qkv_bias` and `scaled` as in
+    `SelfAttention`."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, head_dim: int | None = None,
+                 qkv_bias: bool = True, scaled: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attention = SelfAttention(dim, heads, dropout)
+        self.attention = SelfAttention(dim, heads, dropout, head_dim, qkv_bias, scaled)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
