@@ -102,7 +102,7 @@ def render(run: Path, out: Path) -> list[str]:
     layout = QgsPrintLayout(project)
     layout.initializeDefaults()
     page = layout.pageCollection().page(0)
-    page.setPageSize(QgsLayoutSize(250, 72, QgsUnitTypes.LayoutMillimeters))
+    page.setPageSize(QgsLayoutSize(272, 72, QgsUnitTypes.LayoutMillimeters))
     for column, layer in enumerate((prediction, confidence)):
         left = 5 + 125 * column
         title = QgsLayoutItemLabel(layout)
