@@ -82,4 +82,5 @@ def test_the_readme_first_run_reaches_a_convincing_oa(tmp_path: Path) -> None:
     metrics = train(compose_train([*command, "logger=none", "callbacks.progress_bar.refresh_rate=0"],
                                   tmp_path))
     assert metrics["oa"] >= 0.95, metrics["oa"]
-    assert f"Test OA {metrics['oa']:.4f}" in readme  # the README quotes what the run gives
+    quoted = float(re.search(r"ending on `Test OA (0\.\d+)`", readme).group(1))
+    assert abs(quoted - metrics["oa"]) <= 0.02, (quoted, metrics["oa"])  # the README says what it gives
