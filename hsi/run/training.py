@@ -191,8 +191,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         with stopwatch(times, "train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if not cfg.get("test"):
-        if cfg.get("map", True) and trainer.is_global_zero:
-            return map_untested(cfg, trainer, datamodule, model)
+        if cfg.get("map", True) and trainer.is_global_zero:  # no metrics, but the map asked for
+            map_untested(cfg, trainer, datamodule, model)
         return {}
     test_ckpt, checkpoint_file = choose_test_checkpoint(cfg, trainer, datamodule)
     with stopwatch(times, "test"):
