@@ -15,7 +15,7 @@ import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.errors import ConfigError
 from hsi.models.cost import model_cost
 from hsi.models.dense import check_eval_path, supports_dense
-from hsi.run.checkpoint import load_checkpoint
+from hsi.run.checkpoint import command_keys, load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.outputs import finish_run, update_metrics, write_scene_map, write_split
 from hsi.run.validation import check_predict_config
@@ -36,10 +36,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = checkpoint.classifier()
     if cfg.get("map", True):
         check_eval_path(model.net, cfg.eval_path)
-    datamodule = checkpoint.datamodule(data_dir=cfg.get("data_dir"), cube_path=cfg.get("cube_path"),
-                                       gt_path=cfg.get("gt_path"))
-    datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
-    datamodule.setup()  # checks the rebuilt split against the recorded one
+    with command_keys():  # a moved file's message names gt_path=, not data.gt_path
+        datamodule = checkpoint.datamodule(data_dir=cfg.get("data_dir"), cube_path=cfg.get("cube_path"),
+                                           gt_path=cfg.get("gt_path"))
+        datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
+        datamodule.setup()  # checks the rebuilt split against the recorded one
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_split(output_dir / SPLIT_FILE, datamodule)

@@ -34,7 +34,7 @@ DOC_FILES = [README, *sorted(DOCS.glob("*.md"))]
 README_MAX_LINES = 150
 FIRST_COMMANDS = [
     "make install",
-    ".venv/bin/python -m hsi.train data=synthetic trainer.max_epochs=2",
+    ".venv/bin/python -m hsi.train data=synthetic data.patch_size=11 trainer.max_epochs=6",
     "make test",
 ]
 

@@ -12,14 +12,15 @@ is dropped with a warning naming it and why.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hsi.data.raster import RasterInfo
-from hsi.errors import DataError, MissingFileError, first_line
+from hsi.data.raster import RasterInfo, open_raster
+from hsi.errors import DataError, HsiError, MissingFileError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,22 @@ def read_polygons(path: str | Path, gt_field: str | None) -> tuple[list[dict], l
 
     pyogrio = _pyogrio()
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} (data.gt_path) is a folder: give the vector file in it (GeoPackage, "
+                        f"GeoJSON or Shapefile .shp).")
     if not path.is_file():
         raise MissingFileError(f"File not found: {path} (data.gt_path). Check the path.")
     try:
         info = pyogrio.read_info(path)
     except Exception as err:  # noqa: BLE001 - GDAL's errors for unreadable files
+        if is_raster(path):
+            raise DataError(f"{path} is a raster, not polygons: a label raster's pixel values are its "
+                            f"classes, so leave data.gt_field out (data.gt_path={path} alone).") from None
         raise DataError(f"Cannot read {path} as a vector file ({first_line(err)}): give a GeoJSON, "
                         f"GeoPackage or Shapefile with polygons.") from err
+    if not info.get("features"):
+        raise DataError(f"{path} holds no features: draw the labelled polygons in it (or save the layer "
+                        f"that holds them) and give that file as data.gt_path.")
     fields = [str(f) for f in info["fields"]]
     if not gt_field:
         raise DataError(f"data.gt_path={path} holds polygons: name the attribute with the class as "
@@ -95,6 +105,17 @@ def read_polygons(path: str | Path, gt_field: str | None) -> tuple[list[dict], l
     shapes = shapely.from_wkb(geometry)
     return [None if s is None or s.is_empty else shapely.geometry.mapping(s) for s in shapes], \
         list(values[0]), crs
+
+
+def is_raster(path: Path) -> bool:
+    """Whether GDAL opens `path` as a raster."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotGeoreferencedWarning
+            open_raster(path).close()
+    except HsiError:
+        return False
+    return True
 
 
 def class_values(values: list[Any]) -> list[Any]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,26 @@ class Checkpoint:
 
     def reduce(self, cube: np.ndarray) -> np.ndarray:
         return reduce_cube(self.data_state, cube)
+
+
+# where a model's own scene moved to, as hsi.evaluate / hsi.predict take it (`gt_path=`) and as the
+# readers of data/ name it for hsi.train (`data.gt_path`)
+MOVED_KEYS = {"data.cube_path": "cube_path", "data.gt_path": "gt_path", "data.data_dir": "data_dir"}
+
+
+@contextmanager
+def command_keys() -> Iterator[None]:
+    """Errors from reading a checkpoint's own scene name the command's keys (`gt_path=`), not
+    hsi.train's (`data.gt_path`), which these commands refuse."""
+    try:
+        yield
+    except HsiError as error:
+        text = str(error)
+        for theirs, ours in MOVED_KEYS.items():
+            text = text.replace(theirs, ours)
+        if text == str(error):
+            raise
+        raise type(error)(text) from error
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

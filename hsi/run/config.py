@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,11 +69,23 @@ class ClaimRunFolder(Callback):
             release_run_folder(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_launcher(config)
         _claim(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not _started_by_lightning():
             release_run_folder(config.hydra.sweep.dir)
+
+
+def check_launcher(config: DictConfig) -> None:
+    """`hydra/launcher=slurm` on a machine without Slurm: one line before any folder is made
+    (submitit would fail with a traceback on the first job)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    if target.endswith("SlurmLauncher") and not (shutil.which("sbatch") and shutil.which("srun")):
+        exit_with(ConfigError("hydra/launcher=slurm submits every job to Slurm, but this machine has no "
+                              "Slurm (no sbatch / srun on PATH): run the command on the cluster's login "
+                              "node, or leave hydra/launcher out (hydra/launcher=parallel runs the jobs "
+                              "side by side here)."))
 
 
 def _started_by_lightning() -> bool:

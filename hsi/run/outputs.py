@@ -35,6 +35,7 @@ from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, at
 from hsi.utils.geotiff import map_values
 from hsi.utils.run_files import (
     CLASSIFICATION_REPORT_FILE,
+    CONFIDENCE_RASTER,
     CONFUSION_MATRIX_FIGURE,
     CONFUSION_MATRIX_FILE,
     LABEL_MAPPING_FILE,
@@ -329,10 +330,12 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
         evaluated[coords[:, 0], coords[:, 1]] = True
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
                                loggers, step, state.get("rgb_bands"), evaluated)
+    files = ["map.png"]
     if confidence is not None:  # prediction.tif / confidence.tif with the raster's CRS and transform
-        write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names),
-                          list(scene.label_values))
-    log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
+        files += write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names),
+                                   list(scene.label_values))
+    log.info("Map of the whole scene (%s inference, %.1f s): %s", path, seconds,
+             ", ".join(str(output_dir / name) for name in files))
     return {"map_eval_path": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
 
 
@@ -346,7 +349,7 @@ def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str,
     prediction = read_map_classes(output_dir / PREDICTION_RASTER, scene.label_values)
     oa = labelled_accuracy(prediction, scene.labels, scene.num_classes)["oa"] if (scene.labels > 0).any() \
         else None
-    log.info("Map of the whole scene (%s inference, streamed, %.1f s) in prediction.tif", result.path,
-             result.seconds)
+    log.info("Map of the whole scene (%s inference, streamed, %.1f s): %s, %s", result.path, result.seconds,
+             output_dir / PREDICTION_RASTER, output_dir / CONFIDENCE_RASTER)
     return {"map_eval_path": result.path, "map_seconds": round(result.seconds, 2), "map_oa_labelled": oa,
             "map_streamed": True}

@@ -19,7 +19,7 @@ from hsi.data.large_scene import load_streamed_scene
 from hsi.data.scene import Scene, fill_nonfinite
 from hsi.errors import HsiError
 from hsi.models.dense import check_eval_path
-from hsi.run.checkpoint import load_checkpoint
+from hsi.run.checkpoint import command_keys, load_checkpoint
 from hsi.run.inference import predict_labels
 from hsi.run.outputs import PredictionResult, add_raster_accuracy, truth_for_model, write_prediction_run
 from hsi.run.streaming import predict_raster_run
@@ -51,7 +51,8 @@ def scene_from_config(data_cfg: DictConfig | None, recorded: RecordsData,
     if data_cfg is None:
         moved = {k: v for k, v in (moved or {}).items() if v is not None}
         try:
-            scene = recorded.datamodule(**moved).load_scene()
+            with command_keys():
+                scene = recorded.datamodule(**moved).load_scene()
         except HsiError as error:
             if moved:
                 raise

@@ -189,6 +189,8 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         with stopwatch(times, "train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if not cfg.get("test"):
+        if cfg.get("map", True) and trainer.is_global_zero:  # no metrics, but the map asked for
+            map_untested(cfg, trainer, datamodule, model)
         return {}
     test_ckpt, checkpoint_file = choose_test_checkpoint(cfg, trainer, datamodule)
     with stopwatch(times, "test"):
@@ -209,6 +211,18 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     return metrics
 
 
+def map_untested(cfg: DictConfig, trainer: L.Trainer, datamodule: HSIDataModule,
+                 model: HSIClassifier) -> dict[str, Any]:
+    """test=false with map=true: the scene's map from the weights a test would use (the best
+    validation checkpoint, else the last epoch's), with no metrics.json; returns how it ran."""
+    test_ckpt, checkpoint_file = choose_test_checkpoint(cfg, trainer, datamodule)
+    net = load_checkpoint(checkpoint_file).classifier().net if test_ckpt else model.net
+    log.info("test=false: no test metrics; the map is drawn from %s.",
+             checkpoint_file if test_ckpt else "the last epoch's weights")
+    return write_scene_map(Path(cfg.paths.output_dir), net, datamodule.state_dict(), datamodule.scene,
+                           cfg.data.get("eval_path", "auto"), trainer.loggers, trainer.current_epoch)
+
+
 def drop_validation_stopping(callbacks: list[Any], no_validation: bool) -> list[Any]:
     """Without validation pixels (or with the validation loop off) early stopping on a `val/`
     metric can never fire: it is dropped with a warning, and the run trains every epoch."""
@@ -216,7 +230,7 @@ def drop_validation_stopping(callbacks: list[Any], no_validation: bool) -> list[
         return callbacks
     stopping = [c for c in callbacks if isinstance(c, EarlyStopping) and str(c.monitor).startswith("val/")]
     for callback in stopping:
-        log.warning("No validation pixels (data.split.val_ratio=0 or trainer.limit_val_batches=0): early "
+        log.warning("No validation pixels (data.split.val_ratio=0 or +trainer.limit_val_batches=0): early "
                     "stopping on %s is off, the run trains all trainer.max_epochs epochs and tests the "
                     "last weights. Give validation pixels to stop early.", callback.monitor)
     return [c for c in callbacks if c not in stopping]

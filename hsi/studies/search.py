@@ -52,12 +52,18 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hsi.data.datamodule import split_strategy
-from hsi.errors import ConfigError, HsiError, first_line
+from hsi.errors import ConfigError, HsiError, MissingDependencyError, first_line
 from hsi.run.training import train
 from hsi.studies.pruning import ReportToTrial, build_pruner
 from hsi.studies.space import override_line, search_space
 from hsi.studies.summaries import summarize
-from hsi.utils.files import atomic_write_json, atomic_write_text, claim_run_folder, release_run_folder
+from hsi.utils.files import (
+    atomic_write_json,
+    atomic_write_text,
+    claim_run_folder,
+    process_alive,
+    release_run_folder,
+)
 from hsi.utils.reporting import deliberate_cause
 from hsi.utils.run_files import METRICS_FILE
 
@@ -93,13 +99,46 @@ def open_storage(spec: str | None, folder: Path) -> BaseStorage:
     """`search.storage`: null (a journal file in the search folder), a journal file's path,
     `sqlite:///<file>` (one machine) or a database URL (`postgresql://...`, a cluster)."""
     if spec and "://" in spec:
-        if spec.startswith("sqlite:///"):
-            Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            return RDBStorage(spec)
-        return RDBStorage(spec, heartbeat_interval=60, grace_period=180)
+        return _database(spec)
     path = Path(spec) if spec else folder / JOURNAL
+    if path.is_dir():
+        raise ConfigError(f"search.storage={spec} is a folder: name a journal file in it (e.g. "
+                          f"search.storage={path / JOURNAL}), sqlite:///<file> or a database URL.")
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+# the driver SQLAlchemy needs for a database URL's scheme
+DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL (and a mysql+pymysql:// URL)"}
+
+
+def _database(spec: str) -> RDBStorage:
+    """An Optuna database storage; a URL that cannot work is one line naming the fix."""
+    import sqlalchemy.exc
+
+    options: dict[str, Any] = {"heartbeat_interval": 60, "grace_period": 180}
+    if spec.startswith("sqlite:///"):
+        file = Path(spec.removeprefix("sqlite:///"))
+        if file.is_dir():
+            raise ConfigError(f"search.storage={spec} names a folder: give a database file, e.g. "
+                              f"sqlite:///{file / 'study.db'}.")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        options = {}
+    scheme = spec.split("://", 1)[0]
+    try:
+        return RDBStorage(spec, **options)
+    except ImportError:
+        driver = DRIVERS.get(scheme.split("+", 1)[0], "its driver")
+        raise MissingDependencyError(f"search.storage={spec}: SQLAlchemy has no driver for {scheme}:// here; "
+                                     f"install {driver}, or leave search.storage unset for a journal "
+                                     f"file in the search folder.") from None
+    except sqlalchemy.exc.ArgumentError as error:  # an unknown scheme (NoSuchModuleError) or a bad URL
+        raise ConfigError(f"search.storage={spec} is not a storage hsi can open ({first_line(error)}): give "
+                          f"a journal file's path, sqlite:///<file> or a database URL such as "
+                          f"postgresql://<user>@<host>/<database>.") from None
+    except sqlalchemy.exc.OperationalError as error:
+        raise ConfigError(f"search.storage={spec}: cannot open the database ({first_line(error)}); check "
+                          f"the URL and that the server runs and lets you in.") from None
 
 
 def describe_storage(spec: str | None, folder: Path) -> str:
@@ -136,15 +175,7 @@ def locked(folder: Path) -> Iterator[None]:
 def _alive(worker: str) -> bool | None:
     """Whether the worker `host:pid` runs (None: on another machine, cannot tell)."""
     host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(host, int(pid)) if pid.isdigit() else None
 
 
 @dataclass
@@ -161,6 +192,7 @@ class Search:
     loader: ConfigLoader
     hydra_cfg: DictConfig
     counts: dict[str, int] = field(default_factory=dict)
+    failure: str = ""  # the last failed trial's error
 
     @property
     def n_trials(self) -> int:
@@ -254,6 +286,7 @@ class Search:
         except Exception as error:  # noqa: BLE001 - any failure of the run fails the trial
             message = first_line(deliberate_cause(error) or error)
             trial.set_user_attr("error", message)
+            self.failure = message
             self.study.tell(trial, state=TrialState.FAIL)
             log.error("Trial %d failed: %s", trial.number, message)
             return TrialState.FAIL
@@ -400,7 +433,7 @@ def run_search(cfg: DictConfig, hydra_cfg: DictConfig, loader: ConfigLoader, arg
         state = worker.run(trial)
         worker.write_results()
         if state == TrialState.FAIL:
-            failed = trial.number
+            failed = trial
             break
     codes = [process.wait() for process in others]
     results = worker.write_results()
@@ -408,12 +441,24 @@ def run_search(cfg: DictConfig, hydra_cfg: DictConfig, loader: ConfigLoader, arg
     results["best_command"] = summary.get("best_command")
     results["folder"] = str(folder)
     if failed is not None:
-        raise SearchFailed(f"Trial {failed} failed (see {folder / str(failed)}/train.log); the search "
-                           f"stops. Fix the setting and run the same command to continue the study.")
+        raise SearchFailed(failure_advice(failed.number, worker.failure, failed.params, folder))
     if any(codes):
         raise SearchFailed(f"{sum(1 for c in codes if c)} of the other worker process(es) failed; run the "
                            f"same command to continue the study.")
     return results
+
+
+def failure_advice(number: int, error: str, params: dict[str, Any], folder: Path) -> str:
+    """Why the search stopped and how to go on: a trial whose error names a searched key failed on
+    a setting the space can give again (running the same command would repeat it)."""
+    head = f"Trial {number} failed: {error} (its log: {folder / str(number)}/train.log). The search stops"
+    named = [key for key in params if key in error]
+    if named:
+        sampled = " ".join(override_line(key, params[key]) for key in named)
+        return (f"{head}: the space gave {sampled}, and can give it again, so running the same command would "
+                f"fail the same way. Narrow the range of {', '.join(named)} (search.params or the command "
+                f"line) and start a new study (search.study_name=<new name>: a study keeps its space).")
+    return f"{head}; fix the cause and run the same command to continue the study."
 
 
 def describe(results: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, first_line
 
 __all__ = ["distribution", "is_sweep", "override_line", "search_space", "split_sweeps"]
 
@@ -54,7 +54,20 @@ def split_sweeps(arguments: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def distribution(key: str, value: str) -> BaseDistribution:
-    """The Optuna distribution of one search-space entry `key: value`."""
+    """The Optuna distribution of one search-space entry `key: value`; an empty or reversed range
+    is refused in one line naming the key."""
+    try:
+        return _distribution(key, value)
+    except ConfigError:
+        raise
+    except ValueError as error:  # Optuna's checks: low <= high, step > 0, low > 0 on a log scale
+        raise ConfigError(f"search.params.{key}={value!r} is an empty or reversed range "
+                          f"({first_line(error)}): "
+                          f"write the low end first and a positive step, e.g. interval(1e-4, 1e-2) or "
+                          f"range(8, 33, 8); a log scale needs a low end above 0.") from None
+
+
+def _distribution(key: str, value: str) -> BaseDistribution:
     override = _parse(f"{key}={value}")
     if not override.is_sweep_override():
         raise ConfigError(f"search.params.{key}={value!r} is a single value, not a range; write "
@@ -66,8 +79,11 @@ def distribution(key: str, value: str) -> BaseDistribution:
         return CategoricalDistribution(choices)
     if override.is_range_sweep():
         start, stop, step = sweep.start, sweep.stop, sweep.step
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ConfigError(f"search.params.{key}={value!r} holds no value (range(start, stop, step) "
+                              f"counts from start up to, not including, stop): write e.g. range(8, 33, 8).")
         if any(isinstance(v, float) for v in (start, stop, step)):
-            values = list(override.sweep_iterator())
             return FloatDistribution(float(values[0]), float(values[-1]), step=float(step))
         return IntDistribution(int(start), int(stop) - int(step), step=int(step))  # stop excluded
     if override.is_interval_sweep():

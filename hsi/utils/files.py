@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +61,26 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
+def part_path(path: str | Path, tag: str = "") -> Path:
+    """Where this process writes `path` before renaming it into place, `.<stem>.<pid>[.<tag>].part<suffix>`
+    (a killed process leaves it behind: `claim_run_folder` removes a dead run's ones)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{os.getpid()}{f'.{tag}' if tag else ''}.part{path.suffix}")
+
+
+def process_alive(host: str, pid: int) -> bool | None:
+    """Whether process `pid` of machine `host` runs (None: another machine, cannot tell)."""
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 LOCK_NAME = ".hsi-run.lock"
 
 
@@ -74,7 +96,8 @@ def claim_run_folder(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     if lock.exists():
-        raise RunFolderTaken(f"{folder} is in use by another run (lock file {lock}: "
+        raise RunFolderTaken(_dead_owner_cleared(folder, lock) or
+                             f"{folder} is in use by another run (lock file {lock}: "
                              f"{_read(lock)}). Leave hydra.run.dir unset for a fresh folder; if "
                              f"no run is using it any more, delete the lock file.")
     present = sorted(p.name for p in folder.iterdir())
@@ -90,8 +113,28 @@ def claim_run_folder(folder: str | Path) -> Path:
         raise RunFolderTaken(f"{folder} was claimed by another run a moment ago ({_read(lock)}); "
                              f"leave hydra.run.dir unset for a fresh folder.") from None
     with os.fdopen(fd, "w") as f:
-        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     return lock
+
+
+def _dead_owner_cleared(folder: Path, lock: Path) -> str | None:
+    """If the run that locked `folder` died on this machine (killed: no `finally` ran), remove its
+    lock and half-written `.part` files and say how to go on; None if it may still run."""
+    owner = re.fullmatch(r"pid (\d+) on (\S+)", _read(lock))
+    if owner is None or process_alive(owner[2], int(owner[1])) is not False:
+        return None
+    pid = owner[1]
+    parts = sorted({p for pattern in (f".*.{pid}.part*", f".*.{pid}.*.part*") for p in folder.glob(pattern)})
+    for part in parts:
+        part.unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
+    removed = f" and its half-written files ({', '.join(p.name for p in parts)})" if parts else ""
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    resume = (f"continue its training in a fresh folder with ckpt_path={checkpoint}" if checkpoint.is_file()
+              else "it saved no checkpoint to continue from")
+    return (f"{folder} was left by run pid {pid} on {owner[2]}, which is no longer running (killed?): its "
+            f"lock{removed} are removed. Its other files stay; {resume}, or delete the folder to reuse its "
+            f"name (leave hydra.run.dir unset for a fresh timestamped folder).")
 
 
 def release_run_folder(folder: str | Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -33,6 +34,11 @@ def traceback_wanted() -> bool:
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class JobFailed(HsiError, CompactHydraException):
+    """A multirun job's deliberate error as Hydra reports it at the end of the sweep: its message
+    only (Hydra prints a `CompactHydraException` without the traceback)."""
 
 
 def exit_with(error: HsiError) -> None:
@@ -62,7 +68,8 @@ def report_errors(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
     A run folder that holds nothing but what Hydra wrote at the start (its config and log) is
     removed, so a refused run leaves no folder behind. In a multirun the error is logged and
-    re-raised, so Hydra marks that job failed and runs the others.
+    raised again as `JobFailed`, so Hydra marks that job failed, runs the others and ends with the
+    failed job's overrides and its one line, not a traceback.
     """
     try:
         return work(*args, **kwargs)
@@ -73,7 +80,7 @@ def report_errors(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         message = f"Error: {error}"
         if in_multirun():
             log.error("%s", message)
-            raise
+            raise JobFailed(message) from None
         _to_log_files(message)
         _remove_unused_run_folder()
         print(message, file=sys.stderr)
