@@ -264,7 +264,7 @@ def _check_coded_map(path: Path) -> np.ndarray:
     categories = [c.text or "" for c in band.find("CategoryNames")]
     assert categories[10] == "10" and categories[1] == "1" and categories[2] == "" and len(categories) == 15
     rows = band.find("GDALRasterAttributeTable").findall("Row")
-    assert [int(r[0].text) for r in rows] == CODES and [r[1].text for r in rows] == [str(v) for v in CODES]
+    assert [int(r[0].text) for r in rows] == CODES and [r[2].text for r in rows] == [str(v) for v in CODES]
     return pixels
 
 
