@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
@@ -182,6 +182,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     no_validation = {"limit_val_batches": 0} if len(datamodule.datasets["val"]) == 0 else {}
     callbacks = drop_validation_stopping(callbacks, bool(no_validation) or cfg.trainer.get(
         "limit_val_batches") == 0)
+    save_last_only(callbacks)
     asked, precision = run_precision(cfg)  # trainer.precision=auto resolved for this network and device
     log_choice(asked, precision, accelerator_device(cfg.trainer.get("accelerator")))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -225,6 +226,15 @@ def drop_validation_stopping(callbacks: list[Any], no_validation: bool) -> list[
                     "stopping on %s is off, the run trains all trainer.max_epochs epochs and tests the "
                     "last weights. Give validation pixels to stop early.", callback.monitor)
     return [c for c in callbacks if c not in stopping]
+
+
+def save_last_only(callbacks: list[Any]) -> None:
+    """A checkpoint callback without a monitor keeps the latest epoch: written once, as last.ckpt,
+    rather than twice (`epoch_NNN.ckpt` and its copy `last.ckpt`: 60 MB per epoch for HybridSN)."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is None and callback.save_last \
+                and callback.save_top_k == 1:
+            callback.save_top_k = 0
 
 
 # settings that shape the data or the network: resuming with other values cannot work
