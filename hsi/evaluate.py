@@ -18,7 +18,7 @@ from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.outputs import finish_run, update_metrics, write_scene_map, write_split
-from hsi.run.precision import resolve_precision
+from hsi.run.precision import checkpoint_inference_precision
 from hsi.run.validation import check_predict_config
 from hsi.utils.reporting import report_errors
 
@@ -45,7 +45,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_split(output_dir / "split.npz", datamodule)
     loggers = instantiate_group(cfg.get("logger"))
     asked = cfg.trainer.get("precision")  # auto: as hsi.train resolves it, for this network here
-    precision = resolve_precision(asked, cfg.trainer.get("accelerator"), type(model.net).__name__)
+    precision = checkpoint_inference_precision(asked, cfg.trainer.get("accelerator"),
+                                               type(model.net).__name__)
     trainer = instantiate(cfg.trainer, precision=precision)
     start = time.perf_counter()
     trainer.test(model, datamodule=datamodule, verbose=False)

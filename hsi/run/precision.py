@@ -1,7 +1,10 @@
 """`trainer.precision=auto` (the default): bf16-mixed where the hardware computes bf16 natively
 (`hsi.utils.hardware`), 32-true elsewhere; any other value is Lightning's and kept as given.
+
 Inference (validation, test, the scene's map, `hsi.predict`, `hsi.evaluate`) runs in the
-precision the run resolved to (docs/measurements.md: labels measured against fp32)."""
+training precision, except under `auto` for the networks of `FP32_INFERENCE_NETWORKS`: they train
+in bf16 and infer in fp32 (`inference_precision`, `trainer_precision`). Both lists come from
+bench/precision_accuracy.py (docs/measurements.md#bf16-against-fp32-network-by-network)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 
 from hsi.utils.hardware import cpu_computes_bf16, cuda_computes_bf16
@@ -23,6 +27,9 @@ BF16 = "bf16-mixed"
 # networks whose bf16 test OA fell outside their fp32 seeds' spread (bench/precision_accuracy.py,
 # docs/measurements.md): `auto` keeps them in fp32; an explicit trainer.precision still applies
 FP32_NETWORKS: frozenset[str] = frozenset()
+# networks whose whole-scene map inferred in bf16 differs from the same weights' fp32 map on more
+# than 0.1% of the pixels: under `auto` they infer in fp32 (they still train in bf16)
+FP32_INFERENCE_NETWORKS: frozenset[str] = frozenset()
 
 
 def accelerator_device(accelerator: Any) -> str:
@@ -77,6 +84,45 @@ def run_precision(cfg: DictConfig) -> tuple[Any, Any]:
 
 def is_bf16(precision: Any) -> bool:
     return str(precision).startswith("bf16")
+
+
+def inference_precision_of(asked: Any, used: Any, network: str | None) -> Any:
+    """The precision validation, test and maps run in: the training precision `used`, but fp32 for
+    a network of `FP32_INFERENCE_NETWORKS` when `asked` was auto."""
+    auto = asked is None or str(asked).lower() == AUTO
+    return FP32 if auto and is_bf16(used) and network in FP32_INFERENCE_NETWORKS else used
+
+
+def checkpoint_inference_precision(asked: Any, accelerator: Any, network: str) -> Any:
+    """The inference precision of `hsi.evaluate` / `hsi.predict` for a trained `network`: `asked`
+    resolved as `hsi.train` resolves it on this machine, then `inference_precision_of`."""
+    return inference_precision_of(asked, resolve_precision(asked, accelerator, network), network)
+
+
+class BF16TrainingFP32Inference(MixedPrecision):
+    """bf16-mixed training steps; validation, test and predict steps in fp32 (no autocast)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(BF16, device)
+
+    @contextmanager
+    def val_step_context(self) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def test_step_context(self) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def predict_step_context(self) -> Iterator[None]:
+        yield
+
+
+def trainer_precision(used: Any, inference: Any, device: str) -> dict[str, Any]:
+    """Keyword arguments of a Trainer that trains in `used` and infers in `inference`."""
+    if is_bf16(used) and not is_bf16(inference) and str(used) == BF16:
+        return {"precision": None, "plugins": [BF16TrainingFP32Inference(device)]}
+    return {"precision": used}
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.inference import predict_labels
 from hsi.run.outputs import PredictionResult, add_raster_accuracy, truth_for_model, write_prediction_run
-from hsi.run.precision import inference_precision, resolve_precision
+from hsi.run.precision import checkpoint_inference_precision, inference_precision
 from hsi.run.streaming import predict_raster_run
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     model = checkpoint.classifier(cfg.get("device", "auto"))
     check_eval_path(model.net, cfg.eval_path)
     device = next(model.parameters()).device
-    precision = resolve_precision(cfg.get("precision"), device.type, type(model.net).__name__)
+    precision = checkpoint_inference_precision(cfg.get("precision"), device.type, type(model.net).__name__)
     with inference_precision(precision, device):
         return _predict(cfg, checkpoint, model, {"checkpoint": str(checkpoint.path.resolve()),
                                                  "precision": str(precision)})

@@ -30,7 +30,13 @@ from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.estimator import check_estimator, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
-from hsi.run.precision import accelerator_device, log_choice, run_precision
+from hsi.run.precision import (
+    accelerator_device,
+    inference_precision_of,
+    log_choice,
+    run_precision,
+    trainer_precision,
+)
 from hsi.run.pretraining import check_pretrain_config, pretrain_trunk
 from hsi.run.semi_supervised import add_unlabelled_pool, check_semi_config, consistency_settings
 from hsi.run.threads import set_threads
@@ -184,9 +190,11 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         "limit_val_batches") == 0)
     save_last_only(callbacks)
     asked, precision = run_precision(cfg)  # trainer.precision=auto resolved for this network and device
-    log_choice(asked, precision, accelerator_device(cfg.trainer.get("accelerator")))
+    inference = inference_precision_of(asked, precision, type(model.net).__name__)
+    device = accelerator_device(cfg.trainer.get("accelerator"))
+    log_choice(asked, precision, device)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     precision=precision, **no_validation)
+                                     **trainer_precision(precision, inference, device), **no_validation)
     if trainer.is_global_zero:
         write_run_start(cfg.paths.output_dir, datamodule, trainer.loggers)
 
@@ -204,13 +212,14 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     metrics = record_run(cfg, datamodule, model.test_report, times, checkpoint_file, trainer.loggers,
                          trainer.current_epoch, epochs=trainer.current_epoch,
                          val_oa=best_validation_oa(trainer), precision_asked=asked, precision=precision,
+                         inference_precision=inference,
                          **({"pretrain": pretrained} if pretrained else {}),
                          **({"semi": semi} if semi else {}),
                          **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
                                 datamodule.scene, cfg.data.get("eval_path", "auto"), trainer.loggers,
-                                trainer.current_epoch, precision)
+                                trainer.current_epoch, inference)
         metrics = update_metrics(cfg.paths.output_dir, drawn)
     return metrics
 

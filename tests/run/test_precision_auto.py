@@ -146,3 +146,73 @@ def test_inference_precision_autocasts_bf16_only() -> None:
     for fp32 in ("32-true", 32, "64-true"):
         with inference_precision(fp32, "cpu"):
             assert layer(x).dtype == torch.float32
+
+
+class AutocastProbe(torch.nn.Module):
+    """A linear layer that records, per call, whether bf16 autocast was on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.is_autocast_enabled("cpu"))
+        return self.linear(x)
+
+
+def _probe_run(**trainer_kwargs) -> tuple[list[bool], list[bool]]:
+    import lightning as L
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = AutocastProbe()
+            self.train_seen: list[bool] = []
+
+        def training_step(self, batch, batch_idx):
+            out = self.net(batch[0])
+            self.train_seen.append(self.net.seen.pop())
+            return out.float().pow(2).mean()
+
+        def test_step(self, batch, batch_idx):
+            self.net(batch[0])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
+    module = Module()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs)
+    trainer.fit(module, data)
+    trainer.test(module, data, verbose=False)
+    return module.train_seen, module.net.seen
+
+
+def test_bf16_training_with_fp32_inference() -> None:
+    from hsi.run.precision import trainer_precision
+
+    trained, tested = _probe_run(**trainer_precision("bf16-mixed", "32-true", "cpu"))
+    assert trained == [True, True] and tested == [False, False]
+    trained, tested = _probe_run(**trainer_precision("bf16-mixed", "bf16-mixed", "cpu"))
+    assert trained == [True, True] and tested == [True, True]
+    assert trainer_precision("32-true", "32-true", "cpu") == {"precision": "32-true"}
+
+
+def test_a_network_inferring_in_fp32_under_auto(synthetic_cfg, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from hsi.run.precision import checkpoint_inference_precision, inference_precision_of
+    from hsi.run.training import train
+
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda flags=None: True)
+    monkeypatch.setattr(precision, "FP32_INFERENCE_NETWORKS", frozenset({"CNN2D"}))
+    assert inference_precision_of("auto", "bf16-mixed", "CNN2D") == "32-true"
+    assert inference_precision_of("bf16-mixed", "bf16-mixed", "CNN2D") == "bf16-mixed"  # asked: kept
+    assert inference_precision_of("auto", "bf16-mixed", "HybridSN") == "bf16-mixed"
+    assert checkpoint_inference_precision("auto", "cpu", "CNN2D") == "32-true"
+    assert checkpoint_inference_precision("auto", "cpu", "HybridSN") == "bf16-mixed"
+    train(synthetic_cfg("model=cnn2d", "trainer.max_epochs=1", "logger=none"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["precision"] == "bf16-mixed"
+    assert saved["inference_precision"] == saved["map_precision"] == "32-true"
