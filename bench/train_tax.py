@@ -157,11 +157,13 @@ def main() -> None:
     base = args.ways[0]
     print(f"\n{args.model}, {args.precision}, {args.threads} thread(s), {args.steps} steps x {args.rounds} "
           f"rounds (first 2 steps of each not counted); a recipe epoch is {per_epoch} steps; CPU seconds\n")
-    print(f"| way | s / step (median) | step speed vs {base} | fixed s per run | epoch speed vs {base} |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| way | ms / step (median) | ms / step over {base} | step speed vs {base} | fixed s per run | "
+          f"epoch speed vs {base} |")
+    print("|---|---:|---:|---:|---:|---:|")
     for way in args.ways:
         median = statistics.median(steps[way])
-        print(f"| {way} | {median:.3f} | {statistics.median(steps[base]) / median:.3f}x | "
+        extra = 1e3 * (median - statistics.median(steps[base]))
+        print(f"| {way} | {1e3 * median:.1f} | {extra:+.1f} | {statistics.median(steps[base]) / median:.3f}x | "
               f"{statistics.median(fixed[way]):.2f} | {epoch(base) / epoch(way):.3f}x |")
 
 
