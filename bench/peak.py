@@ -124,6 +124,16 @@ def rates(net, macs: int, steps: int, peaks: dict[str, float], layout=None) -> l
     return cells
 
 
+def channels_last(net: torch.nn.Module) -> torch.nn.Module:
+    """Convolution weights in channels-last layouts (3-D and 2-D), oneDNN's preferred ones."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+        elif isinstance(module, torch.nn.Conv2d):
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+    return net
+
+
 def dense_rate(net: torch.nn.Module, dtype: str, side: int = 145) -> tuple[float, float]:
     """(GFLOP/s, pixels/s) of the dense map of a side x side scene."""
     from hsi.run.inference import dense_logits
@@ -149,6 +159,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--variants", action="store_true", help="HybridSN channels-last, torch.compile")
     parser.add_argument("--dense", action="store_true", help="dense whole-scene maps too")
+    parser.add_argument("--no-networks", action="store_true", help="skip the per-network table")
     args = parser.parse_args()
     from hsi.utils.hardware import cpu_flags
 
@@ -167,7 +178,7 @@ def main() -> None:
           f"1-thread GEMM rate of the same dtype)\n")
     print("| network | MACs / window | train fp32 | infer fp32 | train bf16 | infer bf16 |")
     print("|---|---:|---:|---:|---:|---:|")
-    for model in args.models:
+    for model in [] if args.no_networks else args.models:
         torch.manual_seed(0)
         net = build(model)
         macs = macs_per_window(net)
@@ -181,8 +192,7 @@ def main() -> None:
         macs = macs_per_window(build("hybridsn"))
         variants = {
             "as is": lambda: (build("hybridsn"), None),
-            "channels-last (3-D)": lambda: (build("hybridsn").to(memory_format=torch.channels_last_3d),
-                                            torch.channels_last_3d),
+            "channels-last": lambda: (channels_last(build("hybridsn")), torch.channels_last_3d),
             "torch.compile": lambda: (torch.compile(build("hybridsn")), None),
         }
         for name, make in variants.items():

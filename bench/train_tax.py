@@ -162,9 +162,10 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for way in args.ways:
         median = statistics.median(steps[way])
-        extra = 1e3 * (median - statistics.median(steps[base]))
-        print(f"| {way} | {1e3 * median:.1f} | {extra:+.1f} | {statistics.median(steps[base]) / median:.3f}x | "
-              f"{statistics.median(fixed[way]):.2f} | {epoch(base) / epoch(way):.3f}x |")
+        reference = statistics.median(steps[base])
+        print(f"| {way} | {1e3 * median:.1f} | {1e3 * (median - reference):+.1f} | "
+              f"{reference / median:.3f}x | {statistics.median(fixed[way]):.2f} | "
+              f"{epoch(base) / epoch(way):.3f}x |")
 
 
 if __name__ == "__main__":
