@@ -25,11 +25,13 @@ AUTO = "auto"
 FP32 = "32-true"
 BF16 = "bf16-mixed"
 # networks whose bf16 test OA fell outside their fp32 seeds' spread (bench/precision_accuracy.py,
-# docs/measurements.md): `auto` keeps them in fp32; an explicit trainer.precision still applies
+# docs/measurements.md): `auto` keeps them in fp32; an explicit trainer.precision still applies.
+# None today: all eight held (a new network is measured before it joins, or is listed here)
 FP32_NETWORKS: frozenset[str] = frozenset()
 # networks whose whole-scene map inferred in bf16 differs from the same weights' fp32 map on more
-# than 0.1% of the pixels: under `auto` they infer in fp32 (they still train in bf16)
-FP32_INFERENCE_NETWORKS: frozenset[str] = frozenset()
+# than 0.1% of the pixels: under `auto` they infer in fp32 (they still train in bf16). HybridSNLite:
+# 99.80-99.83% of Salinas-A's pixels kept their label (every other network >= 99.92%)
+FP32_INFERENCE_NETWORKS: frozenset[str] = frozenset({"HybridSNLite"})
 
 
 def accelerator_device(accelerator: Any) -> str:
