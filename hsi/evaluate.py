@@ -18,6 +18,7 @@ from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import command_keys, load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.outputs import finish_run, update_metrics, write_scene_map, write_split
+from hsi.run.precision import checkpoint_inference_precision
 from hsi.run.validation import check_predict_config
 from hsi.utils.reporting import report_errors
 from hsi.utils.run_files import SPLIT_FILE
@@ -45,17 +46,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_split(output_dir / SPLIT_FILE, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer)
+    asked = cfg.trainer.get("precision")  # auto: as hsi.train resolves it, for this network here
+    precision = checkpoint_inference_precision(asked, cfg.trainer.get("accelerator"),
+                                               type(model.net).__name__)
+    trainer = instantiate(cfg.trainer, precision=precision)
     start = time.perf_counter()
     trainer.test(model, datamodule=datamodule, verbose=False)
     extra = {"test_seconds": round(time.perf_counter() - start, 2),
              "checkpoint": str(checkpoint.path.resolve()), "checkpoint_format": checkpoint.format,
+             "precision_asked": asked, "precision": precision,
              **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size)}
     hparams = {"model": type(model.net).__name__, "checkpoint": extra["checkpoint"]}
     metrics = finish_run(output_dir, datamodule, model.test_report, extra, loggers, 0, hparams, cfg.seed)
     if cfg.get("map", True):
         drawn = write_scene_map(output_dir, model.net, datamodule.state_dict(), datamodule.scene,
-                                cfg.eval_path, loggers)
+                                cfg.eval_path, loggers, precision=precision)
         metrics = update_metrics(output_dir, drawn)
     return metrics
 

@@ -47,6 +47,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from hsi.maps import confusion_matrix_figure
 from hsi.models.metrics import recalls
+from hsi.run.precision import run_precision
 
 # settings that say where and how fast a run ran, not what it is: never hparams nor run names
 BOOKKEEPING = re.compile(
@@ -225,6 +226,9 @@ def run_hparams(cfg: DictConfig, context: RunContext | None = None) -> dict[str,
         value = OmegaConf.select(cfg, f"trainer.{key}", default="__absent__")
         if value != "__absent__":
             flat[f"trainer.{key}"] = value
+    used = run_precision(cfg)[1] if isinstance(cfg.get("trainer"), DictConfig) else None
+    if used is not None:  # trainer.precision=auto resolved on this machine (hsi.run.precision)
+        flat["trainer.precision_used"] = used
     for key in ("early_stopping.patience", "early_stopping.monitor"):
         value = OmegaConf.select(cfg, f"callbacks.{key}", default="__absent__")
         if value != "__absent__":

@@ -30,6 +30,7 @@ from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
 from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
+from hsi.run.precision import inference_precision
 from hsi.run.streaming import classify_reduced, predict_raster_streaming, write_raster_maps
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 from hsi.utils.geotiff import map_values
@@ -309,9 +310,18 @@ def write_prediction_run(output_dir: str | Path, result: PredictionResult) -> di
 
 
 def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: Scene,
-                    eval_path: str = "auto", loggers: Sequence[Any] = (), step: int = 0) -> dict[str, Any]:
+                    eval_path: str = "auto", loggers: Sequence[Any] = (), step: int = 0,
+                    precision: Any = "32-true") -> dict[str, Any]:
     """Classify every pixel of the scene a model was trained on (`state`: the datamodule's
-    checkpoint state); write the map files; return how it ran."""
+    checkpoint state) in the run's `precision` (`hsi.run.precision`); write the map files; return
+    how it ran."""
+    with inference_precision(precision, next(net.parameters()).device):
+        drawn = _scene_map(output_dir, net, state, scene, eval_path, loggers, step)
+    return drawn | {"map_precision": str(precision)}
+
+
+def _scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: Scene,
+               eval_path: str, loggers: Sequence[Any], step: int) -> dict[str, Any]:
     if isinstance(scene, StreamedScene):  # never in memory: prediction.tif streamed, OA from it
         return _streamed_scene_map(output_dir, net, state, scene, eval_path)
     start = time.perf_counter()

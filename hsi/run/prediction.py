@@ -22,6 +22,7 @@ from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import command_keys, load_checkpoint
 from hsi.run.inference import predict_labels
 from hsi.run.outputs import PredictionResult, add_raster_accuracy, truth_for_model, write_prediction_run
+from hsi.run.precision import checkpoint_inference_precision, inference_precision
 from hsi.run.streaming import predict_raster_run
 
 log = logging.getLogger(__name__)
@@ -115,13 +116,20 @@ def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = checkpoint.classifier(cfg.get("device", "auto"))
     check_eval_path(model.net, cfg.eval_path)
+    device = next(model.parameters()).device
+    precision = checkpoint_inference_precision(cfg.get("precision"), device.type, type(model.net).__name__)
+    with inference_precision(precision, device):
+        return _predict(cfg, checkpoint, model, {"checkpoint": str(checkpoint.path.resolve()),
+                                                 "precision": str(precision)})
+
+
+def _predict(cfg: DictConfig, checkpoint: Any, model: Any, source: dict[str, Any]) -> dict[str, Any]:
     state = checkpoint.data_state
     raster = raster_input(cfg.get("data"), state.get("geo"))
     if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out; streamed if large
         truth = truth_for_model(raster_truth(cfg.get("data"), checkpoint, moved_files(cfg)),
                                 state["class_names"], state.get("label_values"), state.get("scene"))
-        summary = predict_raster_run(cfg, model.net, state, raster,
-                                     {"checkpoint": str(checkpoint.path.resolve())})
+        summary = predict_raster_run(cfg, model.net, state, raster, source)
         return add_raster_accuracy(cfg.paths.output_dir, summary, truth)
     cube, scene = scene_from_config(cfg.get("data"), checkpoint, moved_files(cfg))
     scene = truth_for_model(scene, state["class_names"], state.get("label_values"), state.get("scene"))
@@ -137,4 +145,4 @@ def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         cube=filled, scene=scene, prediction=prediction, bad=bad, class_names=list(state["class_names"]),
         title=f"{type(model.net).__name__} on {scene.name if scene else 'cube'} ({path} inference)",
         rgb_bands=state.get("rgb_bands") if same_scene else None, eval_path=path,
-        seconds=time.perf_counter() - start, source={"checkpoint": str(checkpoint.path.resolve())}))
+        seconds=time.perf_counter() - start, source=source))

@@ -35,6 +35,7 @@ from hsi.data.pools import check_pool, check_pool_pca, pool_mask, require_pool
 from hsi.errors import ConfigError
 from hsi.models.pretext import MaskedReconstruction, load_trunk, trunk_state
 from hsi.run.config import settings_from
+from hsi.run.precision import resolve_precision
 from hsi.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,9 @@ def fit_pretext(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module, coor
     progress = trainer_cfg.get("enable_progress_bar", True) is not False and OmegaConf.select(
         cfg, "callbacks.progress_bar.refresh_rate", default=1) != 0
     trainer = L.Trainer(max_epochs=settings.epochs, accelerator=trainer_cfg.get("accelerator", "auto"),
-                        devices=1, precision=trainer_cfg.get("precision", "32-true"), logger=False,
+                        devices=1, logger=False,
+                        precision=resolve_precision(trainer_cfg.get("precision"),
+                                                    trainer_cfg.get("accelerator"), type(net).__name__),
                         enable_checkpointing=False, enable_model_summary=False,
                         enable_progress_bar=progress,
                         default_root_dir=cfg.paths.output_dir, **debug)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
@@ -31,6 +31,13 @@ from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
 from hsi.run.estimator import check_estimator, check_estimator_settings, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
+from hsi.run.precision import (
+    accelerator_device,
+    inference_precision_of,
+    log_choice,
+    run_precision,
+    trainer_precision,
+)
 from hsi.run.pretraining import check_pretrain_config, pretrain_trunk
 from hsi.run.semi_supervised import add_unlabelled_pool, check_semi_config, consistency_settings
 from hsi.run.threads import set_threads
@@ -179,8 +186,13 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     no_validation = {"limit_val_batches": 0} if len(datamodule.datasets["val"]) == 0 else {}
     callbacks = drop_validation_stopping(callbacks, bool(no_validation) or cfg.trainer.get(
         "limit_val_batches") == 0)
+    save_last_only(callbacks)
+    asked, precision = run_precision(cfg)  # trainer.precision=auto resolved for this network and device
+    inference = inference_precision_of(asked, precision, type(model.net).__name__)
+    device = accelerator_device(cfg.trainer.get("accelerator"))
+    log_choice(asked, precision, device)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     **no_validation)
+                                     **trainer_precision(precision, inference, device), **no_validation)
     if trainer.is_global_zero:
         write_run_start(cfg.paths.output_dir, datamodule, trainer.loggers)
 
@@ -199,14 +211,15 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
         return {}
     metrics = record_run(cfg, datamodule, model.test_report, times, checkpoint_file, trainer.loggers,
                          trainer.current_epoch, epochs=trainer.current_epoch,
-                         val_oa=best_validation_oa(trainer),
+                         val_oa=best_validation_oa(trainer), precision_asked=asked, precision=precision,
+                         inference_precision=inference,
                          **({"pretrain": pretrained} if pretrained else {}),
                          **({"semi": semi} if semi else {}),
                          **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
                                 datamodule.scene, cfg.data.get("eval_path", "auto"), trainer.loggers,
-                                trainer.current_epoch)
+                                trainer.current_epoch, inference)
         metrics = update_metrics(cfg.paths.output_dir, drawn)
     return metrics
 
@@ -234,6 +247,15 @@ def drop_validation_stopping(callbacks: list[Any], no_validation: bool) -> list[
                     "stopping on %s is off, the run trains all trainer.max_epochs epochs and tests the "
                     "last weights. Give validation pixels to stop early.", callback.monitor)
     return [c for c in callbacks if c not in stopping]
+
+
+def save_last_only(callbacks: list[Any]) -> None:
+    """A checkpoint callback without a monitor keeps the latest epoch: written once, as last.ckpt,
+    rather than twice (`epoch_NNN.ckpt` and its copy `last.ckpt`: 60 MB per epoch for HybridSN)."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is None and callback.save_last \
+                and callback.save_top_k == 1:
+            callback.save_top_k = 0
 
 
 # settings that shape the data or the network: resuming with other values cannot work
@@ -287,6 +309,9 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
     ignored = sorted(NETWORK_ONLY & set(cfg.model))
     if ignored:  # e.g. an experiment's schedule, shared by every network
         log.info("model.%s apply to networks only; the estimator ignores them.", ", model.".join(ignored))
+    if str(run_precision(cfg)[0]) not in ("auto", "32-true", "32"):  # e.g. a sweep's, shared by every row
+        log.info("trainer.precision=%s applies to networks only; the estimator computes as scikit-learn "
+                 "does (float64).", run_precision(cfg)[0])
     estimator = instantiate({k: v for k, v in cfg.model.items() if k not in NETWORK_ONLY})
     train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
     checkpoint = output_dir / "model.pkl"
@@ -304,8 +329,10 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
         preds = torch.as_tensor(estimator.predict(test_set.centre_spectra()))
     report = accuracy_report(preds, test_set.targets, datamodule.num_classes)
     report.update(preds=preds, targets=test_set.targets)
+    asked, _ = run_precision(cfg)
     return record_run(cfg, datamodule, report, times, str(checkpoint), loggers,
-                      estimator=getattr(estimator, "best_params", None))
+                      estimator=getattr(estimator, "best_params", None), precision_asked=asked,
+                      precision=None)
 
 
 def best_validation_oa(trainer: L.Trainer) -> float | None:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig
 from hsi.data.patches import EVAL_PATHS
 from hsi.data.preprocessing import PCA_FITS
 from hsi.errors import ConfigError
+from hsi.utils.hardware import cpu_computes_bf16
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
@@ -128,6 +129,10 @@ def check_accelerator(cfg: DictConfig) -> None:
                           f"install a CUDA build of torch.")
     precision = str(trainer.get("precision", "32-true"))
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("bf16") and not cpu_computes_bf16():
+        logging.getLogger("hsi").warning(
+            "trainer.precision=%s on a CPU without avx512_bf16 / amx_bf16: bf16 is converted to fp32 and "
+            "back there, 2-5x slower than fp32; trainer.precision=auto picks 32-true on this CPU.", precision)
     if on_cpu and precision.startswith("16"):
         logging.getLogger("hsi").warning(
             "trainer.precision=%s on the CPU: half precision is emulated there and a step can take 10x "
@@ -183,6 +188,8 @@ def check_predict_config(cfg: DictConfig) -> None:
             require_int(cfg, key, minimum)
     if "device" in cfg:
         require_choice(cfg, "device", ("auto", "cpu", "cuda"))
+    if "precision" in cfg:  # hsi.predict's inference precision
+        require_choice(cfg, "precision", ("auto", "32-true", "bf16-mixed"))
     if "stream" in cfg and cfg.stream not in (True, False, "auto"):
         raise ConfigError(f"stream={cfg.stream!r}: choose true, false or auto.")
     for key in ("block_rows", "tile_pixels"):
