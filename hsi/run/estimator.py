@@ -30,7 +30,7 @@ def _lightning_only(cfg: DictConfig) -> list[tuple[str, str]]:
 
     found = []
     precision = str(value("trainer.precision", "32-true"))
-    if precision not in ("32-true", "32"):
+    if precision not in ("32-true", "32", "auto"):  # auto: a network's choice, nothing to refuse
         found.append((f"trainer.precision={precision}", "drop it (scikit-learn computes in float64)"))
     accelerator = str(value("trainer.accelerator", "auto")).lower()
     if accelerator not in ("auto", "cpu"):

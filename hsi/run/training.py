@@ -309,9 +309,6 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
     ignored = sorted(NETWORK_ONLY & set(cfg.model))
     if ignored:  # e.g. an experiment's schedule, shared by every network
         log.info("model.%s apply to networks only; the estimator ignores them.", ", model.".join(ignored))
-    if str(run_precision(cfg)[0]) not in ("auto", "32-true", "32"):  # e.g. a sweep's, shared by every row
-        log.info("trainer.precision=%s applies to networks only; the estimator computes as scikit-learn "
-                 "does (float64).", run_precision(cfg)[0])
     estimator = instantiate({k: v for k, v in cfg.model.items() if k not in NETWORK_ONLY})
     train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
     checkpoint = output_dir / "model.pkl"
