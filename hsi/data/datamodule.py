@@ -37,7 +37,7 @@ from hsi.data.large_scene import (
 from hsi.data.leakage import leakage, split_audit
 from hsi.data.loading import load_scene
 from hsi.data.patches import EVAL_PATHS, PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
-from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
+from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca, fit_minmax
 from hsi.data.scene import Scene
 from hsi.data.split import RandomSplit, SplitStrategy
 from hsi.errors import ConfigError, DataError
@@ -154,7 +154,7 @@ class HSIDataModule(L.LightningDataModule):
             _check_split(recorded, split, scene.name)
             pca = PCATransform.from_tensors(recorded.get("pca"))
         else:
-            pca = None if self.pca_settings.components is None else self._fit_pca(scene, split["train"])
+            pca = self._fit_pca(scene, split["train"]) if self.pca_settings.transforms else None
         streamed = isinstance(scene, StreamedScene)
         if streamed:  # the padded reduced cube built block by block, memory-mapped when large
             padded, built = build_reduced_cube(scene, pca, hp.patch_size, hp.memmap_above_mb, hp.memmap_dir,
@@ -182,8 +182,12 @@ class HSIDataModule(L.LightningDataModule):
             cache_dir = settings.cache_dir or user_cache_dir() / "pca"
         if streamed:  # only the sampled spectra are read: (N, 1, bands) is the "cube" PCA sees
             pixels = sample_pixels(scene, coords, self.hparams.block_rows)[:, None, :]
+            if settings.rescale is not None:
+                return fit_minmax(pixels)
             return cached_fit_pca(pixels, None, settings.components, settings.whiten, seed, scene.name,
                                   cache_dir)
+        if settings.rescale is not None:
+            return fit_minmax(scene.cube if coords is None else scene.cube[coords[:, 0], coords[:, 1]])
         return cached_fit_pca(scene.cube, coords, settings.components, settings.whiten, seed, scene.name,
                               cache_dir)
 
@@ -231,7 +235,7 @@ class HSIDataModule(L.LightningDataModule):
         """What a recorded state must agree on (besides the split), as the state records it."""
         return {"scene": scene.name, "raw_bands": int(scene.num_bands),
                 "shape": [int(n) for n in scene.shape], "patch_size": int(self.hparams.patch_size),
-                "pca_components": self.pca_settings.components,
+                "pca_components": scene.num_bands if self.pca_settings.rescale else self.pca_settings.components,
                 "class_names": list(scene.class_names)}
 
     # -- what the model needs to know -------------------------------------------------------
