@@ -233,9 +233,10 @@ class HSIDataModule(L.LightningDataModule):
 
     def _settings(self, scene: Scene) -> dict[str, Any]:
         """What a recorded state must agree on (besides the split), as the state records it."""
+        settings = self.pca_settings  # a rescaling is recorded as a transform keeping every band
         return {"scene": scene.name, "raw_bands": int(scene.num_bands),
                 "shape": [int(n) for n in scene.shape], "patch_size": int(self.hparams.patch_size),
-                "pca_components": scene.num_bands if self.pca_settings.rescale else self.pca_settings.components,
+                "pca_components": scene.num_bands if settings.rescale else settings.components,
                 "class_names": list(scene.class_names)}
 
     # -- what the model needs to know -------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 
 from hsi.data.patches import pad_cube
 from hsi.data.synthetic import make_synthetic_scene
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 from hsi.models.cost import count_parameters
 from hsi.models.deephyperx import LeeEtAl, MouEtAl, fewest_bands, spectral_length
 from hsi.models.dense import check_eval_path, supports_dense
@@ -95,9 +95,7 @@ def test_reference_count_is_deephyperx_at_its_settings(name: str) -> None:
     ref = cls.reference
     assert ref.code.startswith("nshaud/DeepHyperX models.py") and ref.settings["num_classes"] == 17
     assert ref.settings["in_bands"] == 200 and "17th output" in ref.counted
-    net = build(name, **{"bands": ref.settings["in_bands"], "patch": ref.settings["patch_size"],
-                         "classes": ref.settings["num_classes"]},
-                **{k: v for k, v in ref.settings.items() if k not in ("in_bands", "patch_size", "num_classes")})
+    net = cls(**ref.settings)
     assert count_parameters(net) == ref.params
     patch = ref.settings["patch_size"]
     with torch.no_grad():
@@ -197,9 +195,13 @@ def test_paper_recipe_is_one_override(name: str, tmp_path: Path) -> None:
     assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.patch_size) == (batch, epochs, window)
     assert cfg.data.pca.components is None and cfg.data.pca.rescale == "minmax"
     assert cfg.model.scheduler.patience == epochs // 4 and cfg.model.scheduler_monitor == "val/oa"
+    assert cfg.callbacks.model_checkpoint.monitor is None  # the last epoch's weights are tested
 
 
 def test_paper_recipe_trains_on_the_synthetic_scene(tmp_path: Path) -> None:
+    """experiment=paper/li trains on min-max scaled bands; the checkpoint carries the scaling
+    (prediction reduces a cube as training did) and rebuilds its datamodule."""
+    from hsi.run.checkpoint import load_checkpoint
     from hsi.run.training import train
 
     metrics = train(compose_train([
@@ -207,3 +209,21 @@ def test_paper_recipe_trains_on_the_synthetic_scene(tmp_path: Path) -> None:
         "data.classes=4", "trainer=cpu", "trainer.max_epochs=2", "logger=none", "map=false",
         "callbacks.progress_bar.refresh_rate=0"], tmp_path))
     assert metrics["oa"] > 0.5 and metrics["params"] == count_parameters(build("li", 30, 5, 4))
+    checkpoint = load_checkpoint(metrics["checkpoint"])
+    cube = make_synthetic_scene(height=24, width=24, bands=30, classes=4).cube
+    expected = (cube - cube.min()) / (cube.max() - cube.min())
+    np.testing.assert_allclose(checkpoint.reduce(cube), expected, rtol=1e-5, atol=1e-6)
+    datamodule = checkpoint.datamodule()
+    datamodule.setup()
+    assert datamodule.num_bands == 30
+
+
+def test_minmax_rescale_is_refused_with_pca_and_on_a_constant_cube() -> None:
+    from hsi.data.preprocessing import PCASettings, fit_minmax
+
+    with pytest.raises(ConfigError, match="data.pca.components=null"):
+        PCASettings(components=30, rescale="minmax")
+    with pytest.raises(ConfigError, match="choose minmax or null"):
+        PCASettings(components=None, rescale="standard")
+    with pytest.raises(DataError, match="data.cube_path"):
+        fit_minmax(np.full((4, 4, 3), 7.0))

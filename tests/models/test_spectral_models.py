@@ -1,6 +1,6 @@
-"""CNN1D (`model=hu`, alias `model=cnn1d`) and SSFTT (`model=ssftt`): shapes, gradients, dense == window inference
-for CNN1D, SSFTT's tokenizer and cost, training through `hsi.run.training.train`, and the window
-sizes every network of conf/model/ accepts."""
+"""CNN1D (`model=hu`, alias `model=cnn1d`) and SSFTT (`model=ssftt`): shapes, gradients, dense ==
+window inference for CNN1D, SSFTT's tokenizer and cost, training through `hsi.run.training.train`,
+and the window sizes every network of conf/model/ accepts."""
 
 from __future__ import annotations
 
