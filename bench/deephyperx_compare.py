@@ -1,4 +1,4 @@
-"""hsi beside DeepHyperX's own code on the same scene, split, epochs and threads (issue 31).
+"""hsi beside DeepHyperX's own code on the same scene, split, epochs and threads.
 
     python bench/deephyperx_compare.py --deephyperx /tmp/dhx_ref [--models hamida li]
         [--seeds 0 1 2] [--epochs 20] [--train-share 0.1] [--threads 1] [--out /tmp/dhx_bench]

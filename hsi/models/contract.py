@@ -1,4 +1,4 @@
-"""The network contract (issue 31): what a network is and can do, declared once.
+"""The network contract: what a network is and can do, declared once.
 
 TEMPORARY copy on branch w4/dhx with the API of the lead's spec; helper `contract` writes the
 real module on w4/contract, which replaces this one at merge.

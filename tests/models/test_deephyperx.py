@@ -227,3 +227,21 @@ def test_minmax_rescale_is_refused_with_pca_and_on_a_constant_cube() -> None:
         PCASettings(components=None, rescale="standard")
     with pytest.raises(DataError, match="data.cube_path"):
         fit_minmax(np.full((4, 4, 3), 7.0))
+
+
+# -- what hsi does around a network ---------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "method"), [("lee", "pretrain=masked"), ("mou", "pretrain=masked"),
+                                              ("hamida", "semi=fixmatch")])
+def test_pretraining_and_semi_supervision_run(name: str, method: str, tmp_path: Path) -> None:
+    """The trunk/head split serves masked pretraining and FixMatch (the head is `classifier`)."""
+    from hsi.run.training import train
+
+    quick = {"pretrain=masked": ["pretrain.pool=all", "pretrain.epochs=1", "pretrain.samples_per_epoch=128",
+                                 "pretrain.batch_size=64"], "semi=fixmatch": ["semi.pool=all"]}[method]
+    metrics = train(compose_train([
+        "data=synthetic", "data.height=24", "data.width=24", "data.bands=20", "data.classes=4",
+        "data.pca.components=null", "data.patch_size=5", f"model={name}", method,
+        *quick, "trainer=cpu", "trainer.max_epochs=1", "logger=none", "map=false",
+        "callbacks.progress_bar.refresh_rate=0"], tmp_path))
+    assert np.isfinite(metrics["oa"]) and ("pretrain" in metrics or "semi" in metrics)
