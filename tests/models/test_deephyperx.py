@@ -112,6 +112,15 @@ def test_the_defaults_are_deephyperx_networks() -> None:
     assert count_parameters(build("hu", 200, 1, 17)) == net_class("hu").reference.params - 20
 
 
+def test_cnn1d_is_an_alias_of_hu() -> None:
+    for bands, patch in ((200, 1), (30, 9)):
+        hu, cnn1d = build("hu", bands, patch, 16), build("cnn1d", bands, patch, 16)
+        assert type(hu) is type(cnn1d)
+        assert {k: v.shape for k, v in hu.state_dict().items()} == \
+            {k: v.shape for k, v in cnn1d.state_dict().items()}
+        assert repr(hu) == repr(cnn1d)
+
+
 @pytest.mark.parametrize(("name", "patch"), [(n, p) for n in DENSE for p in (0, 4)])
 def test_dense_equals_window_where_declared(name: str, patch: int) -> None:
     bands, window = limits(name)
@@ -119,7 +128,7 @@ def test_dense_equals_window_where_declared(name: str, patch: int) -> None:
     scene = make_synthetic_scene(height=13, width=11, bands=bands)  # every pixel is near a border
     torch.manual_seed(0)
     net = build(name, bands, patch, 5).eval()
-    assert net.dense_capable and supports_dense(net)
+    assert supports_dense(net)
     padded = pad_cube(scene.cube, patch)
     dense, used = scene_logits(net, padded, patch, "dense", tile_rows=5)
     window_path, _ = scene_logits(net, padded, patch, "window", batch_size=37)

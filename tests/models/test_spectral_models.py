@@ -260,7 +260,8 @@ SMALLEST_WINDOW = {
     "hybridsn_fast": 5,  # two unpadded 3x3 fused blocks
     "cnn2d": 7,          # three unpadded 3x3 stages (model.net.channels with two: 5)
     "cnn3d": 7,          # three unpadded 3x3 stages
-    "hu": 1,             # the centre pixel only (model=cnn1d is its alias)
+    "hu": 1,             # the centre pixel only
+    "cnn1d": 1,          # model=hu's old name
     "ssftt": 5,          # one unpadded 3x3x3 3-D and one 3x3 2-D convolution
 }
 SIZES = [1, 3, 5, 7, 9, 11, 13, 15]
