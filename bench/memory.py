@@ -33,7 +33,7 @@ def ours(cube: str, gt: str) -> None:
     notebook's test windows are already in its materialised array.
     """
     from hsi.data import HSIDataModule
-    from hsi.data.split import RandomSplit
+    from hsi.data.splits.random import RandomSplit
 
     dm = HSIDataModule("custom", cube_path=cube, gt_path=gt, pca={"components": COMPONENTS},
                        patch_size=PATCH, split=RandomSplit(test_ratio=TEST_RATIO, val_ratio=0.0),

@@ -20,6 +20,7 @@ from hsi.run.config import instantiate_group
 from hsi.run.outputs import finish_run, update_metrics, write_scene_map, write_split
 from hsi.run.validation import check_predict_config
 from hsi.utils.reporting import report_errors
+from hsi.utils.run_files import SPLIT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup()  # checks the rebuilt split against the recorded one
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_split(output_dir / "split.npz", datamodule)
+    write_split(output_dir / SPLIT_FILE, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer)
     start = time.perf_counter()

@@ -18,7 +18,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("deploy, studies", ("hsi.deploy", "hsi.studies", "hsi.search")),
     ("run", ("hsi.run",)),
     ("models", ("hsi.models",)),
-    ("data", ("hsi.data",)),
+    ("data", ("hsi.data",)),                            # the datamodule, PCA, windows, compat, ...
+    ("splits", ("hsi.data.splits",)),                    # never the datamodule (nor Lightning)
+    ("readers", ("hsi.data.io", "hsi.data.scene", "hsi.data.catalogue", "hsi.data.download")),
     ("shared", ("hsi.maps", "hsi.utils", "hsi.errors", "hsi")),
 ]
 FORBIDDEN = {("hsi.deploy", "hsi.studies"), ("hsi.studies", "hsi.deploy")}
@@ -149,6 +151,13 @@ def test_the_rule_catches_a_cycle(tmp_path: Path) -> None:
     found = _plant(tmp_path, {"__init__.py": "", "data/__init__.py": "",
                               "data/a.py": "import hsi.data.b\n", "data/b.py": "from hsi.data import a\n"})
     assert found == ["import cycle: hsi.data.a -> hsi.data.b -> hsi.data.a"]
+
+
+def test_the_rule_keeps_the_splits_below_the_datamodule(tmp_path: Path) -> None:
+    found = _plant(tmp_path, {"__init__.py": "", "data/__init__.py": "", "data/splits/__init__.py": "",
+                              "data/datamodule.py": "", "data/io.py": "",
+                              "data/splits/mine.py": "from hsi.data import io\nimport hsi.data.datamodule\n"})
+    assert found == ["hsi.data.splits.mine imports hsi.data.datamodule, a layer above it"]
 
 
 def test_the_rule_catches_a_command_import_and_run_importing_deploy(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from hsi.data.literature import FixedSplit
+from hsi.data.splits.fixed import FixedSplit
 from hsi.run.config import CONFIG_DIR
 from tests.conftest import compose_train
 
@@ -38,7 +38,7 @@ def test_defaults_are_the_recipe(tmp_path: Path) -> None:
     cfg = compose_train([], tmp_path)
     assert (cfg.data.scene, cfg.data.pca.components, cfg.data.patch_size) == ("indian_pines", 30, 25)
     assert cfg.data.pca.fit == "scene" and cfg.data.pca.whiten and cfg.data.pca.cache
-    assert cfg.data.split._target_ == "hsi.data.split.RandomSplit"
+    assert cfg.data.split._target_ == "hsi.data.splits.random.RandomSplit"
     assert cfg.data.split.test_ratio == 0.9 and cfg.data.split.val_ratio == 0.05
     assert cfg.data.batch_size == 32
     assert cfg.model.optimizer.lr == 1e-3 and cfg.trainer.max_epochs == 100
@@ -49,7 +49,8 @@ def test_defaults_are_the_recipe(tmp_path: Path) -> None:
 def test_seed_recipe_has_no_validation_and_keeps_command_line_scene(tmp_path: Path) -> None:
     cfg = compose_train(["experiment=seed_recipe", "data=custom", "data.cube_path=x.mat"], tmp_path)
     assert cfg.data.scene == "custom" and cfg.data.split.val_ratio == 0.0
-    assert cfg.data.split._target_ == "hsi.data.split.RandomSplit" and cfg.data.split.test_ratio == 0.9
+    assert cfg.data.split._target_ == "hsi.data.splits.random.RandomSplit"
+    assert cfg.data.split.test_ratio == 0.9
     assert cfg.data.pca.components == 30
     assert cfg.data.split_seed == 345 and cfg.callbacks.model_checkpoint.monitor is None
 
@@ -87,7 +88,7 @@ def test_seed_recipe_cosine_anneals_over_the_run_for_any_model(tmp_path: Path) -
 
 @pytest.mark.parametrize("option", _options("data/split"))
 def test_every_split_composes_and_instantiates(option: str, tmp_path: Path) -> None:
-    from hsi.data import split as splits
+    from hsi.data.splits.registry import strategies
 
     extra = [f"data.split.train_mask_path={tmp_path / 'train.npy'}"] if option == "mask" else []
     cfg = compose_train(["data=synthetic", f"data/split={option}", *extra], tmp_path)
@@ -96,7 +97,7 @@ def test_every_split_composes_and_instantiates(option: str, tmp_path: Path) -> N
     if option.startswith("fixed_"):  # the literature's splits: one strategy, the split's name chosen
         assert isinstance(strategy, FixedSplit) and strategy.name == f"{option.removeprefix('fixed_')}_fixed"
     else:
-        assert isinstance(strategy, splits.SPLIT_STRATEGIES[option]) and strategy.method == option
+        assert isinstance(strategy, strategies()[option]) and strategy.method == option
     assert strategy.config() == OmegaConf.to_container(cfg.data.split, resolve=True)
     assert not any(k in cfg.data for k in ("test_ratio", "val_ratio", "block_size", "pca_components"))
 
@@ -104,7 +105,7 @@ def test_every_split_composes_and_instantiates(option: str, tmp_path: Path) -> N
 def test_split_keys_override_on_the_command_line(tmp_path: Path) -> None:
     cfg = compose_train(["data=synthetic", "data/split=disjoint", "data.split.block_size=8",
                          "data.pca.components=12", "data.pca.fit=train"], tmp_path)
-    assert cfg.data.split == {"_target_": "hsi.data.split.DisjointSplit", "test_ratio": 0.9,
+    assert cfg.data.split == {"_target_": "hsi.data.splits.disjoint.DisjointSplit", "test_ratio": 0.9,
                               "val_ratio": 0.05, "block_size": 8, "every_class": False,
                               "margin": None, "every_field": False}
     dm = instantiate(cfg.data)

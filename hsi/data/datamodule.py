@@ -10,7 +10,6 @@ recorded one and applies the recorded PCA instead of fitting one.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from hsi.data.augment import BatchAugment
 from hsi.data.catalogue import CATALOGUE, prepare_scene
+from hsi.data.compat import STATE_FORMAT, refuse_renamed_keys, upgrade_split_config
 from hsi.data.download import user_cache_dir
 from hsi.data.large_scene import (
     AUTO_SAMPLE,
@@ -34,36 +34,27 @@ from hsi.data.large_scene import (
     sample_coords,
     sample_pixels,
 )
-from hsi.data.leakage import leakage, split_audit
 from hsi.data.loading import load_scene
 from hsi.data.patches import EVAL_PATHS, PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
 from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca, fit_minmax
 from hsi.data.scene import Scene
-from hsi.data.split import RandomSplit, SplitStrategy
+from hsi.data.splits.base import SplitStrategy
+from hsi.data.splits.leakage import leakage, split_audit
+from hsi.data.splits.registry import build_strategy
 from hsi.errors import ConfigError, DataError
 from hsi.maps import class_colours
 from hsi.utils.tiles import capped_tile_rows
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = 2  # version of `HSIDataModule.state_dict()`
 SUBSETS = ("train", "val", "test")
-
-# Datamodule arguments of format 1 (flat keys) and where they live now (hsi.run.checkpoint
-# upgrades a format-1 checkpoint's settings; these names are refused with their new spelling).
-_RENAMED = {"pca_components": "pca.components", "pca_whiten": "pca.whiten", "pca_fit": "pca.fit",
-            "pca_cache": "pca.cache", "pca_cache_dir": "pca.cache_dir",
-            "test_ratio": "split.test_ratio", "val_ratio": "split.val_ratio",
-            "train_per_class": "split.train_per_class", "block_size": "split.block_size",
-            "train_mask_path": "split.train_mask_path", "test_mask_path": "split.test_mask_path",
-            "val_mask_path": "split.val_mask_path"}
 
 
 class HSIDataModule(L.LightningDataModule):
     """Windows around labelled pixels of one scene, split into train / val / test.
 
     `pca`: `PCASettings` or a mapping of its fields (`data.pca.*`; None: the defaults).
-    `split`: a `hsi.data.split` strategy, or a mapping with its `_target_` (`data/split=...`;
+    `split`: a `hsi.data.splits` strategy, or a mapping with its `_target_` (`data/split=...`;
     None: `RandomSplit()`, the recipe). `split_seed` seeds the split and the PCA fit.
     `eval_path` (`data.eval_path`): how validation and test run; `window` cuts every pixel's
     window (`PatchDataset`), `dense` feeds row tiles of the padded scene (`TileDataset`, at most
@@ -88,9 +79,9 @@ class HSIDataModule(L.LightningDataModule):
                  memmap_dir: str | None = None, block_rows: int | None = None,
                  **scene_options: Any) -> None:
         super().__init__()
-        _refuse_old_keys(scene_options)
+        refuse_renamed_keys(scene_options)
         check_patch_size(patch_size)
-        check_eval_path(eval_path, eval_tile_rows)
+        check_eval_settings(eval_path, eval_tile_rows)
         self.stream_settings = StreamSettings(stream, stream_above_mb, memmap_above_mb, memmap_dir,
                                               block_rows)
         self.pca_settings = PCASettings.from_any(_plain(pca))
@@ -267,7 +258,7 @@ class HSIDataModule(L.LightningDataModule):
 
     def audit(self) -> dict[str, float | int | None]:
         """Shares of test and validation pixels inside a training window, for this window and for
-        7x7, 9x9 and 25x25 (`hsi.data.leakage.split_audit`)."""
+        7x7, 9x9 and 25x25 (`hsi.data.splits.leakage.split_audit`)."""
         self._require_setup()
         return split_audit(self.scene.shape, self.split, self.hparams.patch_size)
 
@@ -278,7 +269,7 @@ class HSIDataModule(L.LightningDataModule):
     # -- evaluation path --------------------------------------------------------------------
     def use_dense_evaluation(self, capable: bool, network: str = "this network") -> bool:
         """Choose how validation and test run, given whether the network is dense-capable
-        (`hsi.run.inference.supports_dense(model.net)`); returns True when they will run densely.
+        (`hsi.models.dense.supports_dense(model.net)`); returns True when they will run densely.
 
         `data.eval_path=auto` runs densely when it is, `window` never; `dense` raises a
         ConfigError for a network that is not. Without this call, `auto` means windows.
@@ -369,48 +360,9 @@ class HSIDataModule(L.LightningDataModule):
 
 # -- building from configs ----------------------------------------------------------------------
 def split_strategy(split: SplitStrategy | Mapping[str, Any] | None) -> SplitStrategy:
-    """A split strategy from itself, a mapping with its `_target_` (`data.split`), or None (random).
-
-    The `_target_` must name a `hsi.data.split.SplitStrategy` subclass: hyperparameters read
-    from a checkpoint never call anything else. Hydra's recursive instantiation of `data`
-    passes the strategy already built.
-    """
-    from hydra.utils import get_class
-
-    if split is None:
-        return RandomSplit()
-    if isinstance(split, SplitStrategy):
-        return split
-    if isinstance(split, str):
-        raise ConfigError(f"data.split={split!r}: choose the split with data/split={split} and set "
-                         f"its keys as data.split.<key> (e.g. data.split.test_ratio=0.8).")
-    split = _plain(split)
-    if not isinstance(split, Mapping) or "_target_" not in split:
-        raise ConfigError(f"data.split must be a split config with a _target_ (data/split=random, "
-                         f"per_class, disjoint, mask, fixed_indian_pines or fixed_pavia_university); "
-                         f"got {split!r}.")
-    target = split["_target_"]
-    try:
-        cls = get_class(target)
-    except Exception as error:  # noqa: BLE001 - Hydra raises several kinds
-        raise ConfigError(f"data.split._target_={target!r} does not name a class ({error}).") from None
-    if not (isinstance(cls, type) and issubclass(cls, SplitStrategy)):
-        raise ConfigError(f"data.split._target_={target!r} is not a hsi.data.split.SplitStrategy.")
-    settings = {k: v for k, v in split.items() if not (k.startswith("_") and k.endswith("_"))}
-    known = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
-    unknown = [] if known is None else sorted(set(settings) - set(known))
-    if unknown:
-        raise ConfigError(f"data.split.{unknown[0]} is not a setting of {cls.__name__} "
-                         f"(data/split={getattr(cls, 'method', '?')}); it takes "
-                         f"{', '.join(known or []) or 'none'}.")
-    return cls(**settings)  # what hydra.utils.instantiate does, without wrapping its errors
-
-
-def _refuse_old_keys(options: Mapping[str, Any]) -> None:
-    old = [k for k in options if k in _RENAMED]
-    if old:
-        raise ConfigError(", ".join(f"data.{k} is now data.{_RENAMED[k]}" for k in old)
-                        + " (the split itself: data/split=random|per_class|disjoint|mask).")
+    """A split strategy from itself, a mapping with its `_target_` (`data.split`, today's or an
+    older module's), or None (random): `hsi.data.splits.registry.build_strategy`."""
+    return build_strategy(upgrade_split_config(_plain(split)))
 
 
 # -- checking a recorded state --------------------------------------------------------------------
@@ -450,7 +402,8 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def check_eval_path(eval_path: str, tile_rows: int) -> None:
+def check_eval_settings(eval_path: str, tile_rows: int) -> None:
+    """`data.eval_path` one of the known paths, `data.eval_tile_rows` a whole number >= 1."""
     if eval_path not in EVAL_PATHS:
         raise ConfigError(f"data.eval_path={eval_path!r}: choose one of {', '.join(EVAL_PATHS)}.")
     if isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1:

@@ -1,8 +1,9 @@
 """Classify a scene with an exported model (`python -m hsi.export`) without PyTorch.
 
-This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`, which
-imports nothing heavy; scipy / h5py only to read `.mat` files), so a deployment needs neither
-torch nor Lightning:
+This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`,
+`hsi.utils.tiles`, `hsi.data.io` and `hsi.data.scene`, which import nothing heavy: `hsi.data` is a
+lazy package; scipy / h5py only to read `.mat` files), so a deployment needs neither torch nor
+Lightning:
 
     from hsi.deploy.runtime import OnnxClassifier, read_cube
     model = OnnxClassifier.load("outputs/export/runs/<timestamp>")     # or .../model.int8.onnx
@@ -22,7 +23,7 @@ window by window). Two kinds of graph:
 
 Pixels whose spectrum holds NaN or inf get label 0; their values are filled with the band means
 of the cube's finite values before the network sees them (as `data.nan_policy=exclude` does), so
-their neighbours' windows stay finite.
+their neighbours' windows stay finite (`nan_policy=fill`: they are classified too; `error`: stop).
 """
 
 from __future__ import annotations
@@ -35,16 +36,18 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.io import read_array
+from hsi.data.scene import NAN_POLICIES
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
+from hsi.utils.run_files import MODEL_METADATA
 from hsi.utils.tiles import row_tiles
 
 log = logging.getLogger(__name__)
 
-METADATA = "model.json"
+METADATA = MODEL_METADATA
 FORMAT = "hsi-onnx"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "int8")
-NAN_POLICIES = ("exclude", "error")
 EXTRA = 'pip install -e ".[export]"'
 
 
@@ -130,8 +133,9 @@ class OnnxClassifier:
 
     def _check_graph(self) -> None:
         """The graph's input and output against model.json: bands, window, classes; for a dense
-        graph, the window it really reads (two probes), since the halo of its row tiles comes
-        from `patch_size`."""
+        graph, the window it really reads (two probes: nothing beyond the margin changes its
+        logits, the margin's ring does, probed on the fp32 graph for an int8 one), since the
+        halo of its row tiles comes from `patch_size`."""
         where = self.folder / METADATA
         graph_in = [d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape]
         graph_out = [d if isinstance(d, int) else None for d in self.session.get_outputs()[0].shape]
@@ -151,12 +155,24 @@ class OnnxClassifier:
             raise ModelFileError(f"{where} says {self.bands} bands but the graph takes {graph_in[1]}: "
                                  f"the file was edited or the graph swapped; export again.")
         margin = self.patch_size // 2
-        if self._reads_ring(margin + 1) or (margin > 0 and not self._reads_ring(margin)):
+        # a network that takes the spectrum reads the centre pixel alone, whatever the window
+        reach = 0 if self.meta.get("takes") == "spectrum" else margin
+        if self._reads_ring(self.session, reach + 1) or (
+                reach > 0 and not self._reads_ring(self._unquantized_session(), reach)):
             raise ModelFileError(f"{where} says patch_size={self.patch_size} (margin {margin}) but the "
                                  f"graph reads another window: the file was edited or the graph "
                                  f"swapped; export again.")
 
-    def _reads_ring(self, distance: int) -> bool:
+    def _unquantized_session(self):
+        """The session whose window's outer ring is probed: the fp32 graph an int8 graph was
+        quantized from (its uint8 activations can round the outermost pixels' share of a logit to
+        nothing, so an int8 graph may not visibly read its own outer ring); else this graph."""
+        fp32 = self.meta["files"].get("fp32")
+        if self.precision == "fp32" or not fp32:
+            return self.session
+        return self._session(fp32)
+
+    def _reads_ring(self, session: Any, distance: int) -> bool:
         """Whether the centre pixel's logits change when the pixels `distance` away change."""
         size = 2 * distance + 1
         rng = np.random.default_rng(0)
@@ -165,8 +181,8 @@ class OnnxClassifier:
         ring[1:-1, 1:-1] = False
         changed = tile.copy()
         changed[:, :, ring] = rng.normal(scale=10.0, size=(1, self.bands, int(ring.sum())))
-        name = self.session.get_inputs()[0].name
-        centre = [self.session.run(None, {name: t})[0][0][:, distance, distance] for t in (tile, changed)]
+        name = session.get_inputs()[0].name
+        centre = [session.run(None, {name: t})[0][0][:, distance, distance] for t in (tile, changed)]
         scale = float(np.abs(centre[0]).max()) + 1e-6
         return bool(np.abs(centre[0] - centre[1]).max() > 1e-4 * scale)
 
@@ -278,7 +294,8 @@ class OnnxClassifier:
 def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                  nan_policy: str = "exclude") -> tuple[np.ndarray, np.ndarray]:
     """Check a (H, W, bands) cube for a model of `bands` bands; return it as float32 with NaN/inf
-    values filled by band means, and the (H, W) mask of the pixels that held them."""
+    values filled by band means, and the (H, W) mask of the pixels left unclassified: those that
+    held them (none with `nan_policy=fill`)."""
     if nan_policy not in NAN_POLICIES:
         raise DataError(f"nan_policy={nan_policy!r}; choose one of {', '.join(NAN_POLICIES)}.")
     cube = np.asarray(cube)
@@ -312,6 +329,9 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
     sums = np.where(finite, cube, 0).sum(axis=(0, 1), dtype=np.float64)
     means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
     cube = np.where(finite, cube, means)
+    if nan_policy == "fill":
+        log.warning("%d pixels hold NaN or inf values: filled with band means and classified.", n_bad)
+        return cube, np.zeros_like(bad)
     log.warning("%d pixels hold NaN or inf values: filled with band means for the network and left "
                 "unclassified (0).", n_bad)
     return cube, bad
@@ -396,50 +416,11 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
-# -- reading cubes without the rest of hsi (hsi.data imports torch) ----------------------------
+# -- reading cubes ---------------------------------------------------------------------------
 def read_cube(path: str | Path, key: str | None = None) -> np.ndarray:
-    """A (H, W, bands) cube from `.npy`, `.npz` or `.mat` (v5 / v7.3): the variable `key`, or
-    the only 3-D array in the file. Other formats: convert to .npy (or use hsi.data.io)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"File not found: {path}.")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        arrays = {path.stem: np.load(path, allow_pickle=False)}
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    elif suffix == ".mat":
-        arrays = _read_mat(path)
-    else:
-        raise DataError(f"{path}: the runtime reads .npy, .npz and .mat cubes; convert "
-                        f"{suffix or 'this file'} to .npy (numpy.save) first.")
-    if key is not None:
-        if key not in arrays:
-            raise DataError(f"{path} has no variable {key!r}; it holds "
-                            f"{', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'none'}.")
-        return arrays[key]
-    cubes = [k for k, v in arrays.items() if np.ndim(v) == 3]
-    if len(cubes) != 1:
-        raise DataError(f"Cannot tell which variable of {path} is the cube ({len(cubes)} 3-D arrays; "
-                        f"it holds {', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'none'}); "
-                        f"name it with key=...")
-    return arrays[cubes[0]]
-
-
-def _read_mat(path: Path) -> dict[str, np.ndarray]:
-    import scipy.io
-
-    try:
-        raw = scipy.io.loadmat(path)
-    except NotImplementedError:  # MATLAB v7.3 is HDF5, stored column-major
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return {k: np.ascontiguousarray(np.asarray(v[()]).T) for k, v in f.items()
-                    if isinstance(v, h5py.Dataset) and not k.startswith("#")}
-    return {k: v for k, v in raw.items()
-            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
+    """A (H, W, bands) cube from a file `hsi.data.io` reads (`.npy`, `.npz`, `.mat` v5 / v7.3;
+    ENVI and GeoTIFF with the io extra): the variable `key`, or the only 3-D array in the file."""
+    return read_array(Path(path).expanduser(), key, 3, "cube")
 
 
 def default_threads() -> int | None:

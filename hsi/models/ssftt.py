@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hsi.errors import ConfigError
-from hsi.models.blocks import require_input
+from hsi.models.contract import Network, Reference
 
 
 def _check_positive(**values: int) -> None:
@@ -84,7 +84,7 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class SSFTT(nn.Module):
+class SSFTT(Network):
     """SSFTT over windows (N, 1, bands, patch, patch), every size derived from the input.
 
     - spectral-spatial features: a 3-D convolution (`channels_3d` kernels of `spectral_kernel`
@@ -104,7 +104,20 @@ class SSFTT(nn.Module):
     dense-capable: maps run window by window.
     """
 
-    dense_capable = False  # the tokenizer's softmax spans the window
+    dense = False  # the tokenizer's softmax spans the window
+    reference = Reference(
+        paper="Sun et al., IEEE TGRS 2022, \"Spectral-spatial feature tokenization transformer for "
+              "hyperspectral image classification\"",
+        code="zgr6010/HSI_SSFTT cls_SSFTT_IP/SSFTTnet.py (SSFTTnet)",
+        settings={"in_bands": 30, "patch_size": 13, "num_classes": 16},
+        params=153_224,
+        counted="SSFTTnet() (its defaults: 30 PCA bands, 13x13, 16 classes) instantiated in torch, "
+                "sum of p.numel() over parameters()")
+
+    @classmethod
+    def input_limits(cls, spectral_kernel: int = 3, **net_kwargs: object) -> tuple[int, int]:
+        """A spectral_kernel x 3 x 3 3-D and a 3x3 2-D convolution, unpadded."""
+        return spectral_kernel, 5
 
     def __init__(self, in_bands: int, patch_size: int, num_classes: int, channels_3d: int = 8,
                  spectral_kernel: int = 3, channels_2d: int = 64, num_tokens: int = 4, dim: int = 64,
@@ -116,8 +129,7 @@ class SSFTT(nn.Module):
         if dim % heads:
             raise ConfigError(f"model.net.heads={heads} must divide model.net.dim={dim} (each head "
                               f"attends over dim / heads features)")
-        require_input("SSFTT", in_bands, patch_size, spectral_kernel, 5,
-                      f"a {spectral_kernel}x3x3 3-D and a 3x3 2-D convolution, unpadded")
+        self.check_input(in_bands, patch_size, spectral_kernel=spectral_kernel)
         depth_3d = in_bands - spectral_kernel + 1
         self.conv3d = nn.Sequential(nn.Conv3d(1, channels_3d, (spectral_kernel, 3, 3)),
                                     nn.BatchNorm3d(channels_3d), nn.ReLU(inplace=True))
@@ -147,6 +159,6 @@ class SSFTT(nn.Module):
         cls = self.cls_token.expand(semantic.shape[0], -1, -1)
         return torch.cat([cls, semantic], dim=1) + self.pos_embedding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        encoded = self.encoder(self.emb_dropout(self.tokens(x)))
-        return self.classifier(encoded[:, 0])
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, B, p, p) -> (N, dim): the encoded class token, what the classifier reads."""
+        return self.encoder(self.emb_dropout(self.tokens(x)))[:, 0]

@@ -8,7 +8,7 @@ values, display bands, colours and, for a raster, its georeference `geo`; see
 `HSIDataModule.state_dict`). That is format 2.
 
 Format 1 (before the datamodule carried its own state) kept a hand-assembled scene record under
-`hsi`; it is read and converted here, so older checkpoints keep predicting.
+`hsi`; it is read here and converted by `hsi.data.compat`, so older checkpoints keep predicting.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.data.datamodule import STATE_FORMAT, HSIDataModule
+from hsi.data.compat import STATE_FORMAT, upgrade_format1_data, upgrade_format1_state
+from hsi.data.datamodule import HSIDataModule
 from hsi.data.preprocessing import PCATransform
 from hsi.errors import ConfigError, DataError, HsiError, first_line
 from hsi.models.classifier import HSIClassifier
@@ -143,32 +144,3 @@ def reduce_cube(state: dict[str, Any], cube: np.ndarray) -> np.ndarray:
     check_bands(state, cube.shape[2], "cube")
     pca = PCATransform.from_tensors(state["pca"])
     return cube.astype(np.float32) if pca is None else pca(cube)
-
-
-# -- format 1 ----------------------------------------------------------------------------------
-_FORMAT1_SPLITS = {"random": ("RandomSplit", ("test_ratio", "val_ratio")),
-                   "per_class": ("PerClassSplit", ("train_per_class", "val_ratio")),
-                   "disjoint": ("DisjointSplit", ("test_ratio", "val_ratio", "block_size")),
-                   "mask": ("MaskSplit", ("train_mask_path", "test_mask_path", "val_mask_path"))}
-_FORMAT1_SPLIT_KEYS = {"split", "test_ratio", "val_ratio", "train_per_class", "block_size",
-                       "train_mask_path", "test_mask_path", "val_mask_path"}
-_FORMAT1_PCA_KEYS = {"pca_components": "components", "pca_whiten": "whiten", "pca_fit": "fit",
-                     "pca_cache": "cache", "pca_cache_dir": "cache_dir"}
-
-
-def upgrade_format1_data(flat: dict[str, Any]) -> dict[str, Any]:
-    """Format 1's flat datamodule settings as today's: split and PCA keys in their own nodes."""
-    method = flat.get("split", "random")
-    name, keys = _FORMAT1_SPLITS[method]
-    split = {"_target_": f"hsi.data.split.{name}", **{k: flat[k] for k in keys if k in flat}}
-    pca = {new: flat[old] for old, new in _FORMAT1_PCA_KEYS.items() if old in flat}
-    rest = {k: v for k, v in flat.items() if k not in _FORMAT1_SPLIT_KEYS and k not in _FORMAT1_PCA_KEYS}
-    return {**rest, "split": split, "pca": pca}
-
-
-def upgrade_format1_state(info: dict[str, Any]) -> dict[str, Any]:
-    """Format 1's scene record as today's datamodule state."""
-    return {"format_version": STATE_FORMAT, "scene": info["scene"], "raw_bands": info["raw_bands"],
-            "shape": None, "patch_size": info["patch_size"], "pca": info["pca"], "split": info["split"],
-            "class_names": list(info["class_names"]), "label_values": list(info["label_values"]),
-            "rgb_bands": info.get("rgb_bands"), "colours": info.get("colours")}

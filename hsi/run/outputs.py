@@ -23,7 +23,7 @@ import torch
 
 from hsi.data.large_scene import StreamedScene
 from hsi.data.raster import rasterio
-from hsi.data.scene import Scene
+from hsi.data.scene import Scene, reindex_labels
 from hsi.errors import DataError
 from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_figure, write_figure
 from hsi.models.metrics import accuracy_report
@@ -32,6 +32,21 @@ from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
 from hsi.run.streaming import classify_reduced, predict_raster_streaming, write_raster_maps
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
+from hsi.utils.geotiff import map_values
+from hsi.utils.run_files import (
+    CLASSIFICATION_REPORT_FILE,
+    CONFUSION_MATRIX_FIGURE,
+    CONFUSION_MATRIX_FILE,
+    LABEL_MAPPING_FILE,
+    MAP_FIGURE,
+    METRICS_FILE,
+    PREDICTION_FIGURE,
+    PREDICTION_FILE,
+    PREDICTION_RASTER,
+    PREDICTION_SUMMARY,
+    SPLIT_FIGURE,
+    SPLIT_FILE,
+)
 from hsi.utils.tiles import capped_tile_rows
 
 log = logging.getLogger("hsi")
@@ -83,9 +98,9 @@ def write_run_start(output_dir: str | Path, datamodule: Any, loggers: Sequence[A
     training starts."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_split(output_dir / "split.npz", datamodule)
-    write_split_figure(output_dir / "split.png", datamodule, loggers)
-    write_label_mapping(output_dir / "label_mapping.json", datamodule)
+    write_split(output_dir / SPLIT_FILE, datamodule)
+    write_split_figure(output_dir / SPLIT_FIGURE, datamodule, loggers)
+    write_label_mapping(output_dir / LABEL_MAPPING_FILE, datamodule)
     log.info("Scene %s: %s, %d bands per window, %d classes; outputs in %s",
              datamodule.scene.name, datamodule.sizes(), datamodule.num_bands,
              datamodule.num_classes, output_dir)
@@ -122,19 +137,19 @@ def write_run_outputs(output_dir: str | Path, report: dict[str, Any], class_name
         "class_names": class_names,
         **extra,
     }
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "classification_report.txt",
+    atomic_write_json(out / METRICS_FILE, metrics)
+    atomic_write_text(out / CLASSIFICATION_REPORT_FILE,
                       classification_report_text(np.asarray(report["preds"]),
                                                  np.asarray(report["targets"]), class_names))
-    atomic_write_text(out / "confusion_matrix.csv", confusion_matrix_csv(confusion, class_names))
+    atomic_write_text(out / CONFUSION_MATRIX_FILE, confusion_matrix_csv(confusion, class_names))
     title = f"OA {report['oa']:.4f}  AA {report['aa']:.4f}  kappa {report['kappa']:.4f}"
-    write_figure(out / "confusion_matrix.png", confusion_matrix_figure(confusion, class_names, title))
+    write_figure(out / CONFUSION_MATRIX_FIGURE, confusion_matrix_figure(confusion, class_names, title))
     return metrics
 
 
 def update_metrics(output_dir: str | Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Add `extra` to an existing metrics.json (e.g. the map's timing after the map is written)."""
-    path = Path(output_dir) / "metrics.json"
+    path = Path(output_dir) / METRICS_FILE
     metrics = json.loads(path.read_text()) | extra
     atomic_write_json(path, metrics)
     return metrics
@@ -155,7 +170,7 @@ def finish_run(output_dir: str | Path, datamodule: Any, report: dict[str, Any], 
 
     Besides `extra`: the subset sizes, `leakage` (test pixels inside a training window),
     `audit` (test and validation pixels inside a training window of this run's size and of
-    7x7, 9x9 and 25x25: `hsi.data.leakage.split_audit`),
+    7x7, 9x9 and 25x25: `hsi.data.splits.leakage.split_audit`),
     `split` (the method and, for disjoint and per_class splits, the achieved per-class shares),
     the scene and the seed.
     """
@@ -188,13 +203,13 @@ def write_prediction(output_dir: Path, cube: np.ndarray, scene: Scene | None, pr
                      evaluated: np.ndarray | None = None) -> dict[str, Any]:
     """prediction.npy, prediction.png, map.png and, with a ground truth, accuracy over labelled pixels
     (map.png counts its errors over `evaluated`, a mask of the validation and test pixels, if given)."""
-    write_npy(output_dir / "prediction.npy", prediction.astype(np.int16))
-    write_figure(output_dir / "prediction.png", label_figure(prediction, class_names, title), dpi=130,
+    write_npy(output_dir / PREDICTION_FILE, prediction.astype(np.int16))
+    write_figure(output_dir / PREDICTION_FIGURE, label_figure(prediction, class_names, title), dpi=130,
                  bbox_inches="tight")
     truth = scene.labels if scene is not None and scene.num_classes == len(class_names) else None
     fig = map_figure(cube, truth, prediction, class_names, rgb_bands, title=title, evaluated=evaluated)
     _figure_to_loggers(loggers, "map", fig, step)
-    write_figure(output_dir / "map.png", fig, dpi=110)
+    write_figure(output_dir / MAP_FIGURE, fig, dpi=110)
     if truth is None:
         return {}
     return labelled_accuracy(prediction, truth, len(class_names))
@@ -208,16 +223,24 @@ def labelled_accuracy(prediction: np.ndarray, truth: np.ndarray, num_classes: in
     return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
 
 
+def read_map_classes(path: Path, label_values: Sequence[int]) -> np.ndarray:
+    """A prediction.tif's pixels as classes 1..K (0 = none): its pixel values are the classes'
+    source values where they fit (`hsi.utils.geotiff.map_values`)."""
+    with rasterio().open(path) as ds:
+        pixels = ds.read(1).astype(np.int64)
+    values = map_values(list(label_values), len(label_values))
+    return reindex_labels(pixels, values)[0]
+
+
 def add_raster_accuracy(output_dir: str | Path, summary: dict[str, Any],
                         truth: Scene | None) -> dict[str, Any]:
     """`summary` (prediction.json of a raster) with the accuracy of prediction.tif on `truth`'s labelled
     pixels, as a prediction of an in-memory scene reports it; prediction.json rewritten. No truth: as is."""
     if truth is None:
         return summary
-    with rasterio().open(Path(output_dir) / "prediction.tif") as ds:
-        prediction = ds.read(1)
+    prediction = read_map_classes(Path(output_dir) / PREDICTION_RASTER, truth.label_values)
     summary = summary | labelled_accuracy(prediction, truth.labels, truth.num_classes)
-    atomic_write_json(Path(output_dir) / "prediction.json", summary)
+    atomic_write_json(Path(output_dir) / PREDICTION_SUMMARY, summary)
     log.info("OA %.4f  AA %.4f  kappa %.4f on the %d labelled pixels of %s", summary["oa"], summary["aa"],
              summary["kappa"], summary["labelled_pixels"], truth.name)
     return summary
@@ -277,7 +300,7 @@ def write_prediction_run(output_dir: str | Path, result: PredictionResult) -> di
     summary = {**result.source, "eval_path": result.eval_path, "seconds": round(result.seconds, 2),
                "shape": list(prediction.shape), "nonfinite_pixels": int(result.bad.sum()),
                "class_names": list(result.class_names), **metrics}
-    atomic_write_json(output_dir / "prediction.json", summary)
+    atomic_write_json(output_dir / PREDICTION_SUMMARY, summary)
     log.info("%s inference over %dx%d pixels in %.1f s%s; outputs in %s", result.eval_path,
              *prediction.shape, result.seconds,
              f", OA {metrics['oa']:.4f} on labelled pixels" if metrics else "", output_dir)
@@ -307,9 +330,10 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
                                loggers, step, state.get("rgb_bands"), evaluated)
     if confidence is not None:  # prediction.tif / confidence.tif with the raster's CRS and transform
-        write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names))
+        write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names),
+                          list(scene.label_values))
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
-    return {"map_inference": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
+    return {"map_eval_path": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
 
 
 def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], scene: StreamedScene,
@@ -319,11 +343,10 @@ def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str,
     the scene is larger than memory)."""
     result = predict_raster_streaming(net, state, scene.geo["gdal_path"], output_dir, eval_path,
                                       progress=False)
-    with rasterio().open(output_dir / "prediction.tif") as ds:
-        prediction = ds.read(1)
+    prediction = read_map_classes(output_dir / PREDICTION_RASTER, scene.label_values)
     oa = labelled_accuracy(prediction, scene.labels, scene.num_classes)["oa"] if (scene.labels > 0).any() \
         else None
     log.info("Map of the whole scene (%s inference, streamed, %.1f s) in prediction.tif", result.path,
              result.seconds)
-    return {"map_inference": result.path, "map_seconds": round(result.seconds, 2), "map_oa_labelled": oa,
+    return {"map_eval_path": result.path, "map_seconds": round(result.seconds, 2), "map_oa_labelled": oa,
             "map_streamed": True}

@@ -25,10 +25,11 @@ from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.models.metrics import accuracy_report
+from hsi.models.zoo import network_class, own_kwargs
 from hsi.run import dashboard
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
-from hsi.run.estimator import check_estimator, load_estimator
+from hsi.run.estimator import check_estimator, check_estimator_settings, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
 from hsi.run.pretraining import check_pretrain_config, pretrain_trunk
 from hsi.run.semi_supervised import add_unlabelled_pool, check_semi_config, consistency_settings
@@ -64,6 +65,9 @@ def build_model(cfg: DictConfig, datamodule: HSIDataModule) -> HSIClassifier:
         raise ConfigError(f"model.class_weights has {len(class_weights)} weights but the scene has "
                           f"{datamodule.num_classes} classes ({', '.join(datamodule.class_names)}); "
                           f"give one per class, or model.class_weights=balanced.")
+    net_cfg = cfg.model.net
+    network_class(net_cfg).check_input(datamodule.num_bands, datamodule.hparams.patch_size,
+                                       **own_kwargs(net_cfg))
     with torch.device("meta"):  # counted before any memory is taken
         probe = instantiate(cfg.model.net, in_bands=datamodule.num_bands,
                             patch_size=datamodule.hparams.patch_size, num_classes=datamodule.num_classes)
@@ -107,6 +111,8 @@ def train(cfg: DictConfig, extra_callbacks: list[Any] | None = None) -> dict[str
     check_train_config(cfg)
     check_pretrain_config(cfg, is_network(cfg.model))
     check_semi_config(cfg, is_network(cfg.model))
+    if not is_network(cfg.model):
+        check_estimator_settings(cfg)
     set_threads(cfg, _hydra_config())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -126,23 +132,15 @@ def _hydra_config() -> Any:
         return None
 
 
-# how to get test pixels back, per split strategy
-SPLIT_FIXES = {
-    "disjoint": "lower data.split.block_size or data.split.margin, or raise data.split.test_ratio",
-    "mask": "check data.split.test_mask_path (or leave it null: every labelled pixel outside the "
-            "train / val masks)",
-}
-
-
 def check_split_sizes(cfg: DictConfig, datamodule: HSIDataModule) -> None:
     """A split without training pixels, or without test pixels for a run that tests, is refused
-    before anything is trained or written."""
-    method = datamodule.split_report.get("method") or cfg.data.split.get("_target_", "?").rsplit(".", 1)[-1]
+    before anything is trained or written (the fix for test pixels is the strategy's `no_test_fix`)."""
+    strategy = datamodule.split_strategy
+    method = datamodule.split_report.get("method") or strategy.method
     sizes = datamodule.sizes()
     for subset, needed in (("train", cfg.get("train")), ("test", cfg.get("test"))):
         if needed and sizes.get(f"n_{subset}", 0) == 0:
-            fix = SPLIT_FIXES.get(str(method).lower(), "raise data.split.test_ratio") if subset == "test" \
-                else "raise the training share of data.split"
+            fix = strategy.no_test_fix if subset == "test" else "raise the training share of data.split"
             raise DataError(f"The {method} split of {datamodule.scene.name} leaves no {subset} pixel "
                             f"({', '.join(f'{k}={v}' for k, v in sizes.items())}): {fix}.")
 

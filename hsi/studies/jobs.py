@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hsi.data.leakage import AUDIT_WINDOWS, audit_split_file
+from hsi.data.compat import upgrade_metrics
+from hsi.data.splits.leakage import AUDIT_WINDOWS, audit_split_file
 from hsi.utils.files import LOCK_NAME
+from hsi.utils.run_files import METRICS_FILE, MODEL_METADATA, PREDICTION_SUMMARY, SPLIT_FILE
 
 log = logging.getLogger("hsi.summarize")
 
@@ -25,7 +27,7 @@ VAL_METRIC = "val_oa"
 # with its search (hsi.studies.search): listed apart, never counted as a failed job
 STOPPED = {"pruned": "stopped early by the search's pruner",
            "interrupted": "its worker was killed; the resumed search did not count it"}
-# the split audit (hsi.data.leakage.split_audit): shares of test / validation pixels inside a
+# the split audit (hsi.data.splits.leakage.split_audit): shares of test / validation pixels inside a
 # training window of the run's size and of 7x7, 9x9, 25x25 (results.csv: all; results.md: these)
 AUDIT_KEYS = tuple(f"{subset}_in_{w}" for subset in ("test", "val")
                    for w in ("window", *(f"{n}x{n}" for n in AUDIT_WINDOWS)))
@@ -98,12 +100,12 @@ def read_job(folder: Path) -> Job:
         damaged = (f".hydra/overrides.yaml is missing or damaged ({type(error).__name__}), so its setting "
                    f"is unknown; left out of the table")
     job = Job(folder.name, overrides, folder=folder, lines=list(lines), setting_known=not damaged)
-    metrics_file = folder / "metrics.json"
+    metrics_file = folder / METRICS_FILE
     if not metrics_file.is_file():
         job.problem = damaged or "no metrics.json (the job crashed, was killed or is still running)"
         return job
     try:
-        metrics = json.loads(metrics_file.read_text())
+        metrics = upgrade_metrics(json.loads(metrics_file.read_text()))  # older runs' key names too
     except (OSError, json.JSONDecodeError) as error:
         job.problem = f"unreadable metrics.json: {error}"
         return job
@@ -128,10 +130,10 @@ def _audit(folder: Path, metrics: dict[str, Any], config: dict[str, Any] | None)
     if isinstance(audit, dict):
         return _audited(audit, metrics)
     patch_size = (config or {}).get("data", {}).get("patch_size") if isinstance(config, dict) else None
-    if not (folder / "split.npz").is_file() or not isinstance(patch_size, int):
+    if not (folder / SPLIT_FILE).is_file() or not isinstance(patch_size, int):
         return {}
     try:
-        audit = audit_split_file(folder / "split.npz", patch_size)
+        audit = audit_split_file(folder / SPLIT_FILE, patch_size)
     except (OSError, KeyError, ValueError) as error:
         log.warning("%s: no split audit (%s)", folder, error)
         return {}
@@ -147,8 +149,8 @@ def _audited(audit: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
 def find_jobs(multirun: Path) -> list[Job]:
     """Every job folder (one holding `.hydra/` or `metrics.json`) of `multirun`, by job number."""
     folders = [p for p in multirun.iterdir()
-               if p.is_dir() and ((p / ".hydra").is_dir() or (p / "metrics.json").is_file())]
-    other = [p for p in folders if not (p / "metrics.json").is_file()
+               if p.is_dir() and ((p / ".hydra").is_dir() or (p / METRICS_FILE).is_file())]
+    other = [p for p in folders if not (p / METRICS_FILE).is_file()
              and any((p / name).is_file() for name in NOT_TRAINING)]
     if other:  # e.g. a folder of single runs holding export or predict runs: not failed trainings
         log.info("Left out %d folders of other commands (export / predict): %s", len(other),
@@ -158,7 +160,7 @@ def find_jobs(multirun: Path) -> list[Job]:
 
 
 # files that mark the folder of another command than hsi.train (hsi.export, hsi.predict)
-NOT_TRAINING = ("model.json", "prediction.json")
+NOT_TRAINING = (MODEL_METADATA, PREDICTION_SUMMARY)
 
 
 # overrides that name where a job went or which grid launched it, not what it trained: jobs of

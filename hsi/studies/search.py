@@ -51,6 +51,7 @@ from optuna.storages._heartbeat import fail_stale_trials, get_heartbeat_thread, 
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from hsi.data.datamodule import split_strategy
 from hsi.errors import ConfigError, HsiError, first_line
 from hsi.run.training import train
 from hsi.studies.pruning import ReportToTrial, build_pruner
@@ -58,6 +59,7 @@ from hsi.studies.space import override_line, search_space
 from hsi.studies.summaries import summarize
 from hsi.utils.files import atomic_write_json, atomic_write_text, claim_run_folder, release_run_folder
 from hsi.utils.reporting import deliberate_cause
+from hsi.utils.run_files import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +78,15 @@ class SearchFailed(HsiError):
 
 
 def check_validation_pixels(cfg: DictConfig) -> None:
-    """A search optimises validation OA: the split must keep validation pixels."""
+    """A search optimises validation OA: the split must keep validation pixels (the strategy's
+    `no_validation` names the setting that leaves none)."""
     split = OmegaConf.select(cfg, "data.split")
     if split is None:
         return
-    if "val_ratio" in split and not split.val_ratio:
-        raise ConfigError(f"data.split.val_ratio={split.val_ratio}: a search optimises validation OA, "
-                          f"so the split needs validation pixels, e.g. data.split.val_ratio=0.05; test "
-                          f"pixels are never the objective.")
-    if "val_mask_path" in split and not split.val_mask_path:
-        raise ConfigError("data.split.val_mask_path=null: a search optimises validation OA, so give a "
-                          "validation mask.")
+    problem = split_strategy(split).no_validation()
+    if problem is not None:
+        setting, fix = problem
+        raise ConfigError(f"{setting}: a search optimises validation OA, so {fix}.")
 
 
 def open_storage(spec: str | None, folder: Path) -> BaseStorage:
@@ -319,9 +319,9 @@ def mark_unfinished(folder: Path, status: str, reason: str, **extra: Any) -> Non
     if not folder.is_dir():
         return
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    if (folder / "metrics.json").exists() and status == "interrupted":
+    if (folder / METRICS_FILE).exists() and status == "interrupted":
         return  # it finished its run before the worker died
-    atomic_write_json(folder / "metrics.json", {"status": status, "reason": reason, "checkpoint": None,
+    atomic_write_json(folder / METRICS_FILE, {"status": status, "reason": reason, "checkpoint": None,
                                                 **extra})
 
 

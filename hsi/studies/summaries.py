@@ -50,7 +50,7 @@ import numpy as np
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hsi.data.leakage import AUDIT_WINDOWS
+from hsi.data.splits.leakage import AUDIT_WINDOWS
 from hsi.errors import HsiError
 from hsi.maps import pyplot, write_figure
 from hsi.studies.jobs import (

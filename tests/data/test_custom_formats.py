@@ -15,14 +15,14 @@ from hydra.utils import instantiate
 
 from hsi.data import CATALOGUE, HSIDataModule, Scene, load_scene
 from hsi.data.scene import build_scene
-from hsi.data.split import RandomSplit
+from hsi.data.splits.random import RandomSplit
 from tests.conftest import compose_train
 
 spectral_envi = pytest.importorskip("spectral.io.envi")
 tifffile = pytest.importorskip("tifffile")
 
 SMALL = {"pca": {"components": 10}, "patch_size": 5,
-         "split": {"_target_": "hsi.data.split.RandomSplit", "test_ratio": 0.9, "val_ratio": 0.05},
+         "split": {"_target_": "hsi.data.splits.random.RandomSplit", "test_ratio": 0.9, "val_ratio": 0.05},
          "split_seed": 345, "batch_size": 16}
 
 

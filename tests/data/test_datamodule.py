@@ -13,7 +13,7 @@ import torch
 from hsi.data import CATALOGUE, DatasetNotFoundError, HSIDataModule, load_scene
 from hsi.data.patches import PatchDataset, pad_cube
 from hsi.data.preprocessing import fit_pca
-from hsi.data.split import stratified_split
+from hsi.data.splits.random import stratified_split
 from hsi.data.synthetic import make_synthetic_scene
 from tests.fixtures.make_fake_scenes import fake_spec
 

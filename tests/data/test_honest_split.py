@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from hsi.data import HSIDataModule
 from hsi.data.io import read_array
-from hsi.data.leakage import window_mask
-from hsi.data.split import DisjointSplit, disjoint_split
+from hsi.data.splits.disjoint import DisjointSplit, disjoint_split
+from hsi.data.splits.leakage import window_mask
 from hsi.errors import ConfigError
 from hsi.run.outputs import write_run_start
 from hsi.train import train
@@ -26,7 +26,7 @@ SEEDS = (0, 1, 2)
 
 
 def _check_honest(cfg) -> None:
-    assert cfg.data.split._target_ == "hsi.data.split.DisjointSplit"
+    assert cfg.data.split._target_ == "hsi.data.splits.disjoint.DisjointSplit"
     assert cfg.data.split.every_class is True and cfg.data.split.val_ratio > 0
     assert cfg.data.patch_size == 9 and cfg.data.split.block_size == 8
     assert cfg.data.pca.fit == "train"

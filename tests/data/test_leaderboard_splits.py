@@ -12,10 +12,10 @@ import pytest
 import yaml
 from hydra.utils import instantiate
 
-from hsi.data.blocks import field_labels, pool_small_fields
 from hsi.data.io import read_array
-from hsi.data.leakage import window_mask
-from hsi.data.split import DisjointSplit
+from hsi.data.splits.block_assignment import field_labels, pool_small_fields
+from hsi.data.splits.disjoint import DisjointSplit
+from hsi.data.splits.leakage import window_mask
 from hsi.errors import ConfigError
 from hsi.run.validation import check_train_config
 from hsi.studies.summaries import cli, summarize

@@ -14,14 +14,14 @@ import yaml
 from hsi.data.catalogue import SPLIT_CATALOGUE
 from hsi.data.download import FingerprintMismatchError
 from hsi.data.io import read_array
-from hsi.data.leakage import audit_split_file, split_audit
-from hsi.data.literature import (
+from hsi.data.splits.fixed import (
     FixedSplit,
     SplitFilesNotFoundError,
     apply_split_labels,
     carve_validation,
     read_split_labels,
 )
+from hsi.data.splits.leakage import audit_split_file, split_audit
 from hsi.errors import ConfigError, DataError
 from hsi.run.validation import check_train_config
 from hsi.studies.jobs import read_job
@@ -131,7 +131,7 @@ def test_experiment_literature_composes_with_the_fixed_split(tmp_path: Path) -> 
     cfg = compose_train(["experiment=literature", "data=custom", "data.cube_path=cube.mat",
                          "+leaderboard=cnn2d_7", "paths.data_dir=/data"], tmp_path)
     split = cfg.data.split
-    assert split._target_ == "hsi.data.literature.FixedSplit"
+    assert split._target_ == "hsi.data.splits.fixed.FixedSplit"
     assert split.name == "indian_pines_fixed" and split.val_ratio == 0.2
     assert split.split_dir == "/data/splits"
     assert cfg.data.patch_size == 7 and cfg.data.pca.fit == "train" and cfg.trainer.max_epochs == 20
@@ -213,7 +213,7 @@ def test_sweep_literature_lists_every_leaderboard_row(tmp_path: Path) -> None:
                                 tmp_path)
         check_train_config(row_cfg)
         assert row_cfg.data.patch_size == int(row.rsplit("_", 1)[1])
-        assert row_cfg.data.split._target_ == "hsi.data.literature.FixedSplit"
+        assert row_cfg.data.split._target_ == "hsi.data.splits.fixed.FixedSplit"
 
 
 def test_missing_files_are_fetched_from_the_catalogue_urls_and_checked(shared_data: Path,

@@ -10,17 +10,12 @@ import pytest
 
 import hsi.data.preprocessing as preprocessing
 from hsi.data import HSIDataModule
-from hsi.data.leakage import leakage, window_mask
 from hsi.data.preprocessing import fit_pca_on
-from hsi.data.split import (
-    DisjointSplit,
-    MaskSplit,
-    PerClassSplit,
-    RandomSplit,
-    mask_split,
-    per_class_split,
-    stratified_split,
-)
+from hsi.data.splits.disjoint import DisjointSplit
+from hsi.data.splits.leakage import leakage, window_mask
+from hsi.data.splits.mask import MaskSplit, mask_split
+from hsi.data.splits.per_class import PerClassSplit, per_class_split
+from hsi.data.splits.random import RandomSplit, stratified_split
 
 SYNTH = {"height": 40, "width": 40, "bands": 20, "classes": 4}
 
@@ -153,7 +148,8 @@ def test_mask_split_reads_masks(tmp_path: Path, caplog: pytest.LogCaptureFixture
     assert "without a label are ignored" in caplog.text  # the synthetic scene has unlabelled pixels
     assert dm.split_report["ignored_unlabelled"]["train"] == int(((train > 0) & (labels == 0)).sum())
     # no test mask: every labelled pixel outside train and val
-    dm = _dm(split={"_target_": "hsi.data.split.MaskSplit", "train_mask_path": str(tmp_path / "train.npy")})
+    dm = _dm(split={"_target_": "hsi.data.splits.mask.MaskSplit",
+                    "train_mask_path": str(tmp_path / "train.npy")})
     assert len(dm.split["test"]) == int((labels > 0).sum()) - len(dm.split["train"])
 
 
@@ -167,7 +163,7 @@ def test_mask_split_rejects_overlap_and_wrong_shape() -> None:
     with pytest.raises(ValueError, match=r"shape \(5, 6\)"):
         mask_split(labels, coords, train, ~train.T)
     with pytest.raises(ValueError, match=r"data/split=mask needs data\.split\.train_mask_path"):
-        HSIDataModule("synthetic", split={"_target_": "hsi.data.split.MaskSplit"})
+        HSIDataModule("synthetic", split={"_target_": "hsi.data.splits.mask.MaskSplit"})
 
 
 # -- PCA fitted on training pixels ------------------------------------------------------------
@@ -227,7 +223,7 @@ def test_pca_cache_is_hit_and_survives_corruption(tmp_path: Path, monkeypatch: p
 
 
 def test_disjoint_gives_a_class_confined_to_one_block_its_training_pixels() -> None:
-    from hsi.data.split import disjoint_split
+    from hsi.data.splits.disjoint import disjoint_split
 
     labels = np.ones((48, 48), dtype=np.int64)
     labels[2:6, 2:6] = 2  # a small class inside a single 16x16 block
@@ -247,10 +243,10 @@ def test_strategies_round_trip_through_their_config(tmp_path: Path, monkeypatch:
                   MaskSplit("train.npy", val_mask_path="masks/val.npy")]
     for strategy in strategies:
         config = strategy.config()
-        assert config["_target_"] == f"hsi.data.split.{type(strategy).__name__}"
+        assert config["_target_"] == f"{type(strategy).__module__}.{type(strategy).__name__}"
         assert all(v is None or isinstance(v, (int, float, str)) for v in config.values())
         assert instantiate(config) == strategy
-    assert strategies[-1].config() == {"_target_": "hsi.data.split.MaskSplit",
+    assert strategies[-1].config() == {"_target_": "hsi.data.splits.mask.MaskSplit",
                                        "train_mask_path": str(tmp_path / "train.npy"),
                                        "test_mask_path": None,
                                        "val_mask_path": str(tmp_path / "masks" / "val.npy")}
@@ -279,8 +275,9 @@ def test_old_spellings_are_refused_with_the_new_ones() -> None:
         HSIDataModule("synthetic", pca_components=8)
     with pytest.raises(ValueError, match=r"data\.split\.test_ratio is not a setting of PerClassSplit "
                                          r"\(data/split=per_class\); it takes train_per_class, val_ratio"):
-        HSIDataModule("synthetic", split={"_target_": "hsi.data.split.PerClassSplit", "test_ratio": 0.9})
-    with pytest.raises(ValueError, match=r"not a hsi\.data\.split\.SplitStrategy"):
+        HSIDataModule("synthetic", split={"_target_": "hsi.data.splits.per_class.PerClassSplit",
+                                          "test_ratio": 0.9})
+    with pytest.raises(ValueError, match=r"not a hsi\.data\.splits\.base\.SplitStrategy"):
         HSIDataModule("synthetic", split={"_target_": "pathlib.Path"})
     with pytest.raises(ValueError, match=r"data\.pca\.component is not a PCA setting"):
         HSIDataModule("synthetic", pca={"component": 8})
@@ -324,7 +321,7 @@ def test_saved_hyperparameters_rebuild_a_mask_split_from_another_folder(
     (tmp_path / "masks").mkdir()
     np.save(tmp_path / "masks" / "train.npy", train)
     monkeypatch.chdir(tmp_path)
-    dm = _dm(split={"_target_": "hsi.data.split.MaskSplit", "train_mask_path": "masks/train.npy"})
+    dm = _dm(split={"_target_": "hsi.data.splits.mask.MaskSplit", "train_mask_path": "masks/train.npy"})
     monkeypatch.chdir(tmp_path / "masks")
     again = HSIDataModule(**dm.hparams)
     again.setup()

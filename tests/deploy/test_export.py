@@ -207,6 +207,10 @@ def test_bad_cubes_are_refused_clearly(exported) -> None:
     assert (labels > 0).sum() == labels.size - 2 and labels.max() <= 4
     with pytest.raises(DataError, match="2 pixels of the cube hold NaN or inf"):
         runtime.predict(holes, nan_policy="error")
+    filled = runtime.predict(holes, nan_policy="fill")  # the scene's policies: fill classifies them
+    assert filled[5, 7] > 0 and filled[20, 1] > 0 and (filled[labels > 0] == labels[labels > 0]).all()
+    with pytest.raises(DataError, match="nan_policy='drop'; choose one of exclude, fill, error"):
+        runtime.predict(holes, nan_policy="drop")
     with pytest.raises(DataError, match="every pixel"):
         runtime.predict(np.full_like(cube, np.nan))
 
@@ -324,6 +328,26 @@ def test_export_command_end_to_end(trained, tmp_path: Path) -> None:
                             f"hydra.run.dir={tmp_path / 'bad'}"], cwd=PROJECT_ROOT, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 1 and "Checkpoint not found: nowhere.ckpt" in again.stderr
+
+
+def test_the_runtime_reads_cubes_without_torch_or_lightning(tmp_path: Path) -> None:
+    """hsi.deploy.runtime reads a .mat cube through hsi.data.io (the lazy hsi.data package) and
+    loads neither torch nor Lightning doing it."""
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "c.mat", {"cube": synthetic_cube()[:4, :5], "gt": np.ones((4, 5))})
+    script = textwrap.dedent(f"""
+        import sys
+        import hsi.data.io
+        import hsi.deploy.runtime as runtime
+        cube = runtime.read_cube({str(tmp_path / 'c.mat')!r})
+        assert cube.shape == (4, 5, 30), cube.shape
+        print(sorted(m for m in ("torch", "lightning", "hydra", "sklearn") if m in sys.modules))
+        """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_read_cube_formats(tmp_path: Path) -> None:

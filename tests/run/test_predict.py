@@ -90,7 +90,7 @@ def trained_checkpoint(tmp_path_factory) -> Path:
     metrics = train(compose_train([*FAST_SYNTHETIC, "trainer.max_epochs=3", "logger=none"], run))
     for name in ("map.png", "prediction.npy", "prediction.png"):  # the training run's own map
         assert (run / name).is_file(), name
-    assert metrics["map_inference"] == "dense"
+    assert metrics["map_eval_path"] == "dense"
     return Path(metrics["checkpoint"])
 
 

@@ -2,14 +2,14 @@
 given to train / validation / test per class (or per field), blocks halved where a class needs
 it, and the margin that keeps validation and test pixels out of every training window.
 
-`hsi.data.split.DisjointSplit` (`data/split=disjoint`) calls it; nothing here reads a config.
+`hsi.data.splits.disjoint.DisjointSplit` (`data/split=disjoint`) calls it; nothing here reads a config.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hsi.data.leakage import window_mask
+from hsi.data.splits.leakage import window_mask
 
 
 def field_labels(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Fixed train / test splits from the literature, fetched through the catalogue like the scenes.
+"""`data/split=fixed_<scene>`: fixed train / test splits from the literature, fetched through the
+catalogue like the scenes.
 
 `FixedSplit` (`data/split=fixed_indian_pines`, `data/split=fixed_pavia_university`) reads the
 split's two label images from `<split_dir>/<name>/` (`hsi.data.catalogue.SPLIT_CATALOGUE`:
@@ -23,8 +24,15 @@ import numpy as np
 from hsi.data import download as dl
 from hsi.data.catalogue import SPLIT_CATALOGUE, SplitSpec
 from hsi.data.io import read_array
-from hsi.data.leakage import split_audit
-from hsi.data.split import SplitResult, SplitStrategy, _class_report, _names
+from hsi.data.splits.base import (
+    SplitResult,
+    SplitStrategy,
+    absolute_path,
+    class_names_or_numbers,
+    class_report,
+    pixel_targets,
+)
+from hsi.data.splits.leakage import split_audit
 from hsi.errors import ConfigError, DataError, HsiError, first_line
 
 
@@ -168,13 +176,15 @@ class FixedSplit(SplitStrategy):
     download: bool = True
     val_ratio: float = 0.2
     method: ClassVar[str] = "fixed"
+    no_test_fix: ClassVar[str] = ("use the split with its own scene and all its classes (no "
+                                  "data.ignore_labels)")
 
     def __post_init__(self) -> None:
         split_spec(self.name)
         if self.split_dir is None:
             raise ConfigError("data.split.split_dir is required: the folder that holds "
                               f"'{self.name}/' (the configs use <data_dir>/splits).")
-        self.split_dir = str(Path(self.split_dir).expanduser().resolve())
+        self.split_dir = absolute_path(self.split_dir)
         if not isinstance(self.download, (bool, np.bool_)):
             raise ConfigError(f"data.split.download={self.download!r} must be true or false.")
         self.val_ratio = float(self.val_ratio)
@@ -186,10 +196,10 @@ class FixedSplit(SplitStrategy):
                  class_names: Sequence[str] | None = None) -> SplitResult:
         images = read_split_labels(self.name, self.split_dir, bool(self.download))
         chosen, dropped = apply_split_labels(labels, coords, images, self.name)
-        targets = labels[coords[:, 0], coords[:, 1]] - 1
+        targets = pixel_targets(labels, coords)
         train, val = carve_validation(targets, chosen["train"], self.val_ratio, seed)
         split = {"train": train, "val": val, "test": np.sort(chosen["test"])}
-        names = _names(class_names, int(targets.max()) + 1)
+        names = class_names_or_numbers(class_names, int(targets.max()) + 1)
         spec = split_spec(self.name)
         report: dict[str, Any] = {
             "method": self.method, "name": self.name, "source": spec.source,
@@ -200,5 +210,5 @@ class FixedSplit(SplitStrategy):
             # carved): what a paper's test pixels share with its training windows
             "published_audit": published_audit(images, patch_size),
             "unused_labelled": int(len(coords) - sum(len(v) for v in split.values())),
-            "classes": _class_report(targets, split, names)}
+            "classes": class_report(targets, split, names)}
         return split, report
