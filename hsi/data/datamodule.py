@@ -36,7 +36,7 @@ from hsi.data.large_scene import (
 )
 from hsi.data.loading import load_scene
 from hsi.data.patches import EVAL_PATHS, PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
-from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca
+from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca, fit_minmax
 from hsi.data.scene import Scene
 from hsi.data.splits.base import SplitStrategy
 from hsi.data.splits.leakage import leakage, split_audit
@@ -145,7 +145,7 @@ class HSIDataModule(L.LightningDataModule):
             _check_split(recorded, split, scene.name)
             pca = PCATransform.from_tensors(recorded.get("pca"))
         else:
-            pca = None if self.pca_settings.components is None else self._fit_pca(scene, split["train"])
+            pca = self._fit_pca(scene, split["train"]) if self.pca_settings.transforms else None
         streamed = isinstance(scene, StreamedScene)
         if streamed:  # the padded reduced cube built block by block, memory-mapped when large
             padded, built = build_reduced_cube(scene, pca, hp.patch_size, hp.memmap_above_mb, hp.memmap_dir,
@@ -173,8 +173,12 @@ class HSIDataModule(L.LightningDataModule):
             cache_dir = settings.cache_dir or user_cache_dir() / "pca"
         if streamed:  # only the sampled spectra are read: (N, 1, bands) is the "cube" PCA sees
             pixels = sample_pixels(scene, coords, self.hparams.block_rows)[:, None, :]
+            if settings.rescale is not None:
+                return fit_minmax(pixels)
             return cached_fit_pca(pixels, None, settings.components, settings.whiten, seed, scene.name,
                                   cache_dir)
+        if settings.rescale is not None:
+            return fit_minmax(scene.cube if coords is None else scene.cube[coords[:, 0], coords[:, 1]])
         return cached_fit_pca(scene.cube, coords, settings.components, settings.whiten, seed, scene.name,
                               cache_dir)
 
@@ -220,9 +224,10 @@ class HSIDataModule(L.LightningDataModule):
 
     def _settings(self, scene: Scene) -> dict[str, Any]:
         """What a recorded state must agree on (besides the split), as the state records it."""
+        settings = self.pca_settings  # a rescaling is recorded as a transform keeping every band
         return {"scene": scene.name, "raw_bands": int(scene.num_bands),
                 "shape": [int(n) for n in scene.shape], "patch_size": int(self.hparams.patch_size),
-                "pca_components": self.pca_settings.components,
+                "pca_components": scene.num_bands if settings.rescale else settings.components,
                 "class_names": list(scene.class_names)}
 
     # -- what the model needs to know -------------------------------------------------------

@@ -108,8 +108,22 @@ def check_informative(variances: np.ndarray, n_components: int, whiten: bool) ->
                     "data.pca.components=%d.", informative, n_components, informative)
 
 
+def fit_minmax(pixels: np.ndarray) -> PCATransform:
+    """Every band kept and mapped to (x - min) / (max - min), min and max over all values of
+    `pixels` (..., bands): DeepHyperX's scaling of a cube, as a `PCATransform` (identity
+    components) so that checkpoints, prediction and export carry it as they carry PCA."""
+    low, high = float(np.min(pixels)), float(np.max(pixels))
+    if not high > low:
+        raise DataError(f"data.pca.rescale=minmax: every value of the pixels it is fitted on is {low}; "
+                        f"there is nothing to classify. Check the cube file (data.cube_path).")
+    bands = pixels.shape[-1]
+    return PCATransform(mean=np.full(bands, low), components=np.eye(bands),
+                        scale=np.full(bands, 1.0 / (high - low)))
+
+
 # -- fitting on a chosen pixel set, with an on-disk cache ----------------------------------
 PCA_FITS = ("scene", "train")
+RESCALES = ("minmax",)
 
 
 @dataclass
@@ -122,6 +136,8 @@ class PCASettings:
     `hsi.data.download.user_cache_dir() / "pca"`) and reuse them. `sample`: fit on at most this
     many pixels of the fit set, drawn with the split seed (None: all of them; "auto": all for a
     scene in memory, `AUTO_SAMPLE` for one built block by block, `hsi.data.large_scene`).
+    `rescale`: without PCA, "minmax" maps every band to (x - min) / (max - min), min and max over
+    all values of the fit pixels (DeepHyperX's scaling of the cube; `fit_minmax`).
     """
 
     components: int | None = 30
@@ -130,8 +146,15 @@ class PCASettings:
     cache: bool = True
     cache_dir: str | None = None
     sample: int | str | None = "auto"
+    rescale: str | None = None
 
     def __post_init__(self) -> None:
+        if self.rescale is not None and self.rescale not in RESCALES:
+            raise ConfigError(f"data.pca.rescale={self.rescale!r}: choose {', '.join(RESCALES)} or null.")
+        if self.rescale is not None and self.components is not None:
+            raise ConfigError(f"data.pca.rescale={self.rescale} scales the bands when no PCA is fitted; set "
+                              f"data.pca.components=null, or data.pca.rescale=null (PCA centres and "
+                              f"whitens its components itself).")
         if self.components is not None:
             if self.components != int(self.components) or self.components < 1:
                 raise ConfigError(f"data.pca.components={self.components} must be an integer >= 1, "
@@ -164,6 +187,11 @@ class PCASettings:
             raise ConfigError(f"data.pca.{unknown[0]} is not a PCA setting; choose from "
                              f"{', '.join(f'data.pca.{k}' for k in _PCA_KEYS)}.")
         return cls(**{k: value[k] for k in value})
+
+    @property
+    def transforms(self) -> bool:
+        """Whether the bands are transformed (PCA or a rescaling) before windows are cut."""
+        return self.components is not None or self.rescale is not None
 
     def config(self) -> dict[str, Any]:
         """Plain values (what `data.pca` holds), for a checkpoint's hyperparameters."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hsi.errors import ConfigError
-from hsi.models.contract import Network
+from hsi.models.contract import Network, Reference
 
 # activations dense inference accepts between the head's layers (torch's own modules)
 CNN1D_ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -27,7 +27,8 @@ CNN1D_ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def hu_kernel_size(bands: int) -> int:
     """Hu et al.'s spectral kernel: about bands / 9, rounded down as their table has it (24 taps
-    for Indian Pines' 220 bands, 11 for Pavia University's 103; 3 for 30 PCA bands)."""
+    for Indian Pines' 220 bands, 11 for Pavia University's 103; 3 for 30 PCA bands). DeepHyperX's
+    HuEtAl rounds up (23 taps at 200 bands, where this gives 22): `CNN1D.reference`."""
     return max(1, bands // 9)
 
 
@@ -90,10 +91,19 @@ class CNN1D(Network):
     `trunk`: centre crop by patch_size // 2, then the spectral stack at every pixel left:
     (N, 1, B, H, W) -> (N, C, D, H - p + 1, W - p + 1); `head` (`classifier`): flatten and the
     dense layers.
+
+    `model=hu` (alias `model=cnn1d`). DeepHyperX's HuEtAl is this network with kernel_size =
+    ceil(bands / 9) and its weights drawn from U(-0.05, 0.05) (here torch's default).
     """
 
     takes = "spectrum"
     dense = True
+    reference = Reference(
+        paper="Hu et al., Journal of Sensors 2015", code="nshaud/DeepHyperX models.py (HuEtAl)",
+        settings={"in_bands": 200, "patch_size": 1, "num_classes": 17, "kernel_size": 23}, params=72_297,
+        counted="DeepHyperX HuEtAl(200, 17): kernel ceil(200 / 9) = 23, pool ceil(23 / 5) = 5 (hsi's "
+                "default floor(bands / 9) = 22 taps gives 72,277); num_classes=17: DeepHyperX counts "
+                "Indian Pines' 'undefined' label as a 17th output; measured by instantiating")
 
     @classmethod
     def input_limits(cls, channels: Sequence[int] = (20,), kernel_size: int | None = None,

@@ -261,7 +261,8 @@ def save_last_only(callbacks: list[Any]) -> None:
 # settings that shape the data or the network: resuming with other values cannot work
 # the network's, the optimizer's and the schedule's: restored from the checkpoint as they were
 RESUME_MODEL_KEYS = ("net.", "num_bands", "num_classes", "scheduler.", "optimizer.")
-RESUME_DATA_KEYS = ("scene", "patch_size", "split_seed", "split", "pca.components", "pca.whiten", "pca.fit")
+RESUME_DATA_KEYS = ("scene", "patch_size", "split_seed", "split", "pca.components", "pca.whiten", "pca.fit",
+                    "pca.rescale")
 
 
 def check_resume(ckpt_path: str, datamodule: HSIDataModule, model: HSIClassifier) -> None:

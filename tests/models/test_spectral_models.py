@@ -1,6 +1,6 @@
-"""CNN1D (`model=cnn1d`) and SSFTT (`model=ssftt`): shapes, gradients, dense == window inference
-for CNN1D, SSFTT's tokenizer and cost, and training through `hsi.run.training.train` (the smallest window
-of every network: tests/models/test_contract.py)."""
+"""CNN1D (`model=hu`, alias `model=cnn1d`) and SSFTT (`model=ssftt`): shapes, gradients, dense ==
+window inference for CNN1D, SSFTT's tokenizer and cost, and training through
+`hsi.run.training.train` (the smallest window of every network: tests/models/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -63,14 +63,14 @@ DEEPER = {"channels": [16, 32], "kernel_size": 3, "pool_size": 2, "batch_norm": 
 def test_cnn1d_logits_and_gradients_reach_every_parameter(bands: int, patch: int, classes: int,
                                                           overrides: dict) -> None:
     torch.manual_seed(0)
-    net = build("cnn1d", bands, patch, classes, **overrides)
+    net = build("hu", bands, patch, classes, **overrides)
     _backward_and_check(net, bands, patch, classes)
     assert all(p.grad.abs().sum() > 0 for p in net.parameters())
 
 
 def test_cnn1d_is_hu_et_al_network_by_default() -> None:
     # Indian Pines' 220 bands: 20 kernels of 24 taps (197 left), max pool 5 (39 left), 100 units
-    net = build("cnn1d", 220, 1, 16)
+    net = build("hu", 220, 1, 16)
     assert isinstance(net, CNN1D) and net.dense
     conv, pool = net.features.layers[0], net.features.layers[2]
     assert isinstance(conv, nn.Conv1d) and (conv.out_channels, conv.kernel_size) == (20, (24,))
@@ -78,9 +78,9 @@ def test_cnn1d_is_hu_et_al_network_by_default() -> None:
     assert net.feature_shape == (20, 39)
     assert [m.out_features for m in net.classifier if isinstance(m, nn.Linear)] == [100, 16]
     assert isinstance(net.features.layers[1], nn.Tanh)
-    assert build("cnn1d", 103, 1, 9).features.layers[0].kernel_size == (11,)  # Pavia University
+    assert build("hu", 103, 1, 9).features.layers[0].kernel_size == (11,)  # Pavia University
     # 30 PCA bands: 3 taps, no pool
-    small = build("cnn1d", 30, 25, 16)
+    small = build("hu", 30, 25, 16)
     assert small.features.layers[0].kernel_size == (3,) and small.feature_shape == (20, 28)
     assert not any(isinstance(m, nn.MaxPool1d) for m in small.modules())
     assert count_parameters(small) == 20 * 3 + 20 + 560 * 100 + 100 + 100 * 16 + 16
@@ -88,12 +88,12 @@ def test_cnn1d_is_hu_et_al_network_by_default() -> None:
 
 def test_cnn1d_reads_only_the_centre_pixel() -> None:
     torch.manual_seed(0)
-    net = build("cnn1d", 12, 7, 3).eval()
+    net = build("hu", 12, 7, 3).eval()
     x = torch.randn(2, 1, 12, 7, 7)
     y = torch.randn(2, 1, 12, 7, 7)
     y[..., 3, 3] = x[..., 3, 3]
     torch.testing.assert_close(net(x), net(y))
-    one = build("cnn1d", 12, 1, 3).eval()  # the weights do not depend on the window
+    one = build("hu", 12, 1, 3).eval()  # the weights do not depend on the window
     one.load_state_dict(net.state_dict())
     torch.testing.assert_close(one(x[..., 3:4, 3:4]), net(x))
 
@@ -106,7 +106,7 @@ def test_cnn1d_reads_only_the_centre_pixel() -> None:
 def test_cnn1d_dense_equals_window_on_synthetic(patch: int, overrides: dict) -> None:
     scene = make_synthetic_scene(height=21, width=17, bands=16)  # borders: every pixel is near one
     torch.manual_seed(0)
-    net = build("cnn1d", 16, patch, 6, **overrides)
+    net = build("hu", 16, patch, 6, **overrides)
     assert net.dense and supports_dense(net)
     _randomise_batchnorm(net)
     net.eval()
@@ -120,7 +120,7 @@ def test_cnn1d_dense_equals_window_on_synthetic(patch: int, overrides: dict) -> 
 
 def test_cnn1d_trunk_slides_over_a_larger_scene() -> None:
     torch.manual_seed(0)
-    net = build("cnn1d", 15, 9, 4).eval()
+    net = build("hu", 15, 9, 4).eval()
     scene = torch.randn(1, 1, 15, 14, 13)
     with torch.no_grad():
         dense = net.trunk(scene)
@@ -144,7 +144,7 @@ def test_cnn1d_trunk_slides_over_a_larger_scene() -> None:
 def test_cnn1d_bad_settings_are_refused(bands: int, patch: int, overrides: dict, message: str,
                                         key: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:
-        build("cnn1d", bands, patch, 4, **overrides)
+        build("hu", bands, patch, 4, **overrides)
     assert key in str(error.value)
 
 
@@ -239,7 +239,7 @@ def test_ssftt_depth_stacks_encoder_blocks() -> None:
 
 
 # -- training through hsi.run.training.train ------------------------------------------------------
-@pytest.mark.parametrize(("model", "path"), [("cnn1d", "dense"), ("ssftt", "window")])
+@pytest.mark.parametrize(("model", "path"), [("hu", "dense"), ("ssftt", "window")])
 def test_trains_one_epoch_on_the_synthetic_scene(model: str, path: str, synthetic_cfg,
                                                  tmp_path: Path) -> None:
     from hsi.run.training import train
