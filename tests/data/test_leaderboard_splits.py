@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from hsi.data.io import read_array
 from hsi.data.splits.block_assignment import field_labels, pool_small_fields
@@ -35,8 +36,9 @@ def test_the_sweep_lists_every_row_and_each_row_composes(experiment: str, tmp_pa
                                 tmp_path)
         check_train_config(row_cfg)  # the row's window suits its network
         network = row.rsplit("_", 1)[0] if row[-1].isdigit() else row
-        assert row_cfg.model.net._target_.lower().endswith(network.replace("_", "")) if "net" in \
-            row_cfg.model else row_cfg.model._target_.endswith("SpectralSVM")
+        own = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / f"{network}.yaml")  # the row's network, as configured
+        assert (row_cfg.model.net._target_ == own.net._target_) if "net" in row_cfg.model else \
+            row_cfg.model._target_ == own._target_
         if row[-1].isdigit():
             assert row_cfg.data.patch_size == int(row.rsplit("_", 1)[1])
         if experiment == "honest_leaderboard":

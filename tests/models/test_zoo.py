@@ -42,10 +42,18 @@ def test_logits_and_gradients_reach_every_parameter(name: str, bands: int, patch
     x = torch.randn(3, 1, bands, patch, patch)
     logits = net(x)
     assert logits.shape == (3, classes)
-    nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])).backward()
+    target = torch.tensor([0, 1, 1])
+    nn.functional.cross_entropy(logits, target).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
-    assert all(p.grad.abs().sum() > 0 for p in net.parameters())
+    reached = {n for n, p in net.named_parameters() if p.grad.abs().sum() > 0}
+    # a gate initialised at 0 (DBDA's attention scales, as its authors') shuts its branch for the
+    # first step only: after one SGD step every parameter must get a gradient
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    net.zero_grad()
+    nn.functional.cross_entropy(net(x), target).backward()
+    reached |= {n for n, p in net.named_parameters() if p.grad.abs().sum() > 0}
+    assert reached == {n for n, _ in net.named_parameters()}
 
 
 @pytest.mark.parametrize("pool", ["pooled", "flatten", "gdc", "avg"])
