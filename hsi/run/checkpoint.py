@@ -67,8 +67,9 @@ class Checkpoint:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         moved = sorted(set(overrides) & {"cube_path", "gt_path"})
         if moved and self.data.get("scene") != "custom":
-            raise ConfigError(f"{', '.join(moved)} apply to checkpoints trained on data=custom; this one "
-                              f"was trained on the scene {self.data.get('scene')!r}: give data_dir=<the "
+            raise ConfigError(f"{', '.join(f'moved.{key}' for key in moved)} apply to checkpoints trained on "
+                              f"data=custom; this one was trained on the scene "
+                              f"{self.data.get('scene')!r}: give moved.data_dir=<the "
                               f"folder that holds '{self.data.get('scene')}/'> instead.")
         datamodule = HSIDataModule(**(self.data | overrides))
         datamodule.load_state_dict(self.data_state)
