@@ -276,7 +276,8 @@ def test_predict_leaves_nan_pixels_unclassified(checkpoint: Path, tmp_path: Path
     for name, path in (("clean", clean), ("dirty", dirty)):
         out = tmp_path / name
         summary = predict(compose_config("predict", [f"ckpt_path={checkpoint}", "data=custom",
-                                                     f"data.cube_path={path}", "inference.progress=false"], out))
+                                                     f"data.cube_path={path}",
+                                                     "inference.progress=false"], out))
         outputs[name] = (np.load(out / "prediction.npy"), summary)
     labels, summary = outputs["dirty"]
     assert summary["nonfinite_pixels"] == 3

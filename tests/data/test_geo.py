@@ -210,7 +210,8 @@ def test_predict_writes_georeferenced_maps(polygon_checkpoint: Path, geo_files: 
         np.testing.assert_array_equal(ds.read(1), labels)
     streamed = tmp_path / "streamed"  # the checkpoint's own raster (no data=), streamed
     summary = predict(compose_config("predict", [
-        f"ckpt_path={polygon_checkpoint}", "inference.stream=true", "inference.block_rows=7", "inference.tile_rows=7",
+        f"ckpt_path={polygon_checkpoint}", "inference.stream=true", "inference.block_rows=7",
+        "inference.tile_rows=7",
         "inference.progress=false"], streamed))
     assert summary["streamed"] is True
     np.testing.assert_array_equal(_check_prediction_tif(streamed, geo_files["tif"], names), labels)
@@ -304,13 +305,15 @@ def test_an_exported_graph_writes_the_same_georeferenced_maps(polygon_checkpoint
     streamed = tmp_path / "pred_onnx_streamed"  # 83 rows in blocks of 10 (two 5-row tiles)
     summary = predict(compose_config("predict", [
         f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
-        f"data.cube_path={geo_files['tif']}", "inference.progress=false", "inference.stream=true", "inference.block_rows=10",
+        f"data.cube_path={geo_files['tif']}", "inference.progress=false", "inference.stream=true",
+        "inference.block_rows=10",
         "inference.tile_rows=5"], streamed))
     assert summary["streamed"] and summary["block_rows"] == 10
     in_memory = tmp_path / "pred_onnx_tiles_5"
     predict(compose_config("predict", [
         f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
-        f"data.cube_path={geo_files['tif']}", "inference.progress=false", "inference.stream=false", "inference.tile_rows=5"], in_memory))
+        f"data.cube_path={geo_files['tif']}", "inference.progress=false", "inference.stream=false",
+        "inference.tile_rows=5"], in_memory))
     for name in ("prediction.tif", "confidence.tif"):
         with rasterio.open(streamed / name) as a, rasterio.open(in_memory / name) as b:
             np.testing.assert_array_equal(a.read(1), b.read(1))

@@ -261,7 +261,8 @@ def test_predict_command_runs_an_exported_model(exported, trained, tmp_path: Pat
     for name in ("prediction.npy", "prediction.png", "map.png", "prediction.json"):
         assert (tmp_path / "onnx" / name).is_file(), name
     assert summary["eval_path"] == "onnx-dense-fp32" and "oa" in summary
-    predict(compose_config("predict", [f"ckpt_path={trained('cnn2d')}", "inference.progress=false"], tmp_path / "pt"))
+    predict(compose_config("predict", [f"ckpt_path={trained('cnn2d')}",
+                           "inference.progress=false"], tmp_path / "pt"))
     assert np.array_equal(np.load(tmp_path / "onnx" / "prediction.npy"),
                           np.load(tmp_path / "pt" / "prediction.npy"))
     assert json.loads((tmp_path / "pt" / "prediction.json").read_text())["oa"] == pytest.approx(summary["oa"])

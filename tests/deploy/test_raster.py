@@ -53,7 +53,8 @@ def test_a_window_graph_streams_with_the_in_memory_labels(window_export: dict[st
     common = [f"model_path={window_export['model']}", "data=custom", f"data.cube_path={window_export['tif']}",
               "inference.progress=false", "inference.batch_size=50", "inference.tile_rows=7"]
     memory = predict(compose_config("predict", [*common, "inference.stream=false"], tmp_path / "memory"))
-    streamed = predict(compose_config("predict", [*common, "inference.stream=true", "inference.block_rows=10"],
+    streamed = predict(compose_config("predict", [*common, "inference.stream=true",
+                                      "inference.block_rows=10"],
                                       tmp_path / "stream"))
     assert memory["streamed"] is False and streamed["streamed"] is True
     assert streamed["eval_path"].startswith("onnx-window") and streamed["block_rows"] == 25
@@ -72,7 +73,8 @@ def test_an_exported_graph_reports_the_accuracy_on_given_labels(window_export: d
 
     summary = predict(compose_config("predict", [
         f"model_path={window_export['model']}", "data=custom", f"data.cube_path={window_export['tif']}",
-        f"data.gt_path={window_export['gpkg']}", "data.gt_field=crop", "inference.progress=false", "inference.stream=true",
+        f"data.gt_path={window_export['gpkg']}", "data.gt_field=crop", "inference.progress=false",
+        "inference.stream=true",
         "inference.batch_size=50"], tmp_path))
     assert json.loads((tmp_path / "prediction.json").read_text()) == summary
     truth = load_custom_scene(window_export["tif"], window_export["gpkg"], gt_field="crop").labels
