@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.data.geo_scene import raster_geo, raster_labels, uses_gdal
+from hsi.data.geo_scene import classes_left, raster_geo, raster_labels, uses_gdal
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import info_of, open_raster, rasterio, read_block
+from hsi.data.raster import info_of, open_raster, rasterio, read_block_masks
 from hsi.data.scene import Scene, build_scene
 from hsi.errors import ConfigError, DataError
 from hsi.utils.tiles import default_block_rows, row_tiles
@@ -64,6 +64,8 @@ class StreamSettings:
                 raise ConfigError(f"{key}={value!r} must be a number of megabytes >= 0.")
         if self.block_rows is not None and (isinstance(self.block_rows, bool) or int(self.block_rows) < 1):
             raise ConfigError(f"data.block_rows={self.block_rows!r} must be a whole number >= 1, or null.")
+        if self.memmap_dir is not None and self.stream is not False:
+            check_memmap_dir(self.memmap_dir)
 
     def streams(self, scene: Any, options: Mapping[str, Any]) -> bool:
         """Whether this scene (`scene` name, scene `options`) is built block by block."""
@@ -79,6 +81,20 @@ class StreamSettings:
             warnings.simplefilter("ignore")
             with open_raster(options["cube_path"]) as ds:
                 return info_of(ds).nbytes_float32 > float(self.above_mb) * 1e6
+
+
+def check_memmap_dir(memmap_dir: str | Path) -> Path:
+    """`data.memmap_dir` as a folder that exists or can be made and written (checked before a scene
+    loads, without creating anything): a one-line error otherwise."""
+    folder = Path(memmap_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"data.memmap_dir={memmap_dir} is a file, not a folder: give a folder for the "
+                          f"memory-mapped reduced cube (it is made if missing), or null for a temporary one.")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"data.memmap_dir={memmap_dir} cannot be created or written ({existing} is not a "
+                          f"writable folder): give a folder you can write, or null for a temporary one.")
+    return folder
 
 
 @dataclass
@@ -112,35 +128,38 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
         with open_raster(cube_path) as ds:
             info = info_of(ds)
             rows = block_rows or default_block_rows(info.width, info.bands)
-            invalid = np.zeros((info.height, info.width), dtype=bool)
-            nonfinite = np.zeros_like(invalid)
+            nodata_mask = np.zeros((info.height, info.width), dtype=bool)
+            nonfinite = np.zeros_like(nodata_mask)
             sums = np.zeros(info.bands, dtype=np.float64)
             partial_sums, partial_counts = np.zeros_like(sums), np.zeros(info.bands, dtype=np.int64)
             for start, stop in row_tiles(info.height, rows):
-                data, bad = read_block(ds, start, stop, band_first=True)
-                finite = np.isfinite(data)
-                invalid[start:stop], nonfinite[start:stop] = bad, ~finite.all(axis=0)
+                data, nodata_mask[start:stop], nonfinite[start:stop] = read_block_masks(
+                    ds, start, stop, band_first=True)
+                bad = nodata_mask[start:stop] | nonfinite[start:stop]
                 sums += data.sum(axis=(1, 2), where=~bad[None], dtype=np.float64)
-                kept = finite & nonfinite[None, start:stop]  # the finite values of NaN / inf pixels
+                kept = np.isfinite(data) & nonfinite[None, start:stop]  # finite values of NaN / inf pixels
                 partial_sums += data.sum(axis=(1, 2), where=kept, dtype=np.float64)
                 partial_counts += kept.sum(axis=(1, 2))
-    good, nodata = int((~invalid).sum()), int((invalid & ~nonfinite).sum())
+    invalid = nodata_mask | nonfinite
+    good, nodata = int((~invalid).sum()), int(nodata_mask.sum())
     means = (sums / max(good, 1)).astype(np.float32)
     counts = good + nodata + partial_counts
     nan_means = np.divide(sums + nodata * means.astype(np.float64) + partial_sums, counts,
                           out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
-    gt, class_names, label_report = raster_labels(info, cube_path, gt_path, gt_field, class_names, name)
+    gt, class_names, label_report, values = raster_labels(info, cube_path, gt_path, gt_field, class_names,
+                                                          name)
     if nonfinite.any() and nan_policy == "error":
         raise DataError(f"Scene {name!r}: {int(nonfinite.sum())} pixels hold NaN or inf values. Set "
                         f"data.nan_policy=exclude to leave them out, or data.nan_policy=fill to fill "
                         f"them with band means and keep their labels.")
-    unlabel = invalid & ~nonfinite if nan_policy == "fill" else invalid
+    gt = np.where(nodata_mask, 0, gt)
+    values, class_names = classes_left(gt, values, class_names, name)  # as the in-memory path decides
     excluded = 0 if nan_policy == "fill" else int((nonfinite & (gt > 0)).sum())
-    gt = np.where(unlabel, 0, gt)
+    if nan_policy != "fill":
+        gt = np.where(nonfinite, 0, gt)
     if invalid.any():
         log.info("Scene %r: %d invalid pixels (nodata, NaN / inf) filled with band means.", name,
                  int(invalid.sum()))
-    values = list(range(1, len(class_names) + 1)) if label_report is not None else None
     # the labels' checks and re-indexing on a one-band stand-in cube (zero strides: no memory)
     stand_in = np.broadcast_to(np.zeros((1, 1, 1), dtype=np.float32), (*gt.shape, 1))
     made = build_scene(name, stand_in, gt, class_names=class_names, label_values=values,
@@ -166,18 +185,18 @@ def sample_coords(height: int, width: int, coords: np.ndarray | None, sample: in
     return np.asarray(coords)[order][chosen]
 
 
-def _filled(values: np.ndarray, invalid: np.ndarray, scene: StreamedScene) -> np.ndarray:
-    """(..., bands) spectra with their pixels' `invalid` flags, filled as the in-memory path fills
-    them: nodata pixels with `scene.means`, NaN / inf values with `scene.nan_means`."""
+def _filled(values: np.ndarray, nodata: np.ndarray, scene: StreamedScene) -> np.ndarray:
+    """(..., bands) spectra with their pixels' `nodata` flags, filled as the in-memory path fills
+    them: nodata pixels with `scene.means`, NaN / inf values of the others with `scene.nan_means`."""
+    values[nodata] = scene.means
     holes = ~np.isfinite(values)
-    values[invalid & ~holes.any(axis=-1)] = scene.means
     return np.where(holes, scene.nan_means, values) if holes.any() else values
 
 
 def _filled_rows(ds, start: int, stop: int, scene: StreamedScene) -> np.ndarray:
     """Raster rows [start, stop) as (rows, W, bands) float32, invalid pixels filled (`_filled`)."""
-    data, invalid = read_block(ds, start, stop)
-    return _filled(data, invalid, scene)
+    data, nodata, _ = read_block_masks(ds, start, stop)
+    return _filled(data, nodata, scene)
 
 
 def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
@@ -204,9 +223,9 @@ def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
                 lo, hi = np.searchsorted(coords[order, 0], [start, stop])
                 if hi > lo:  # band-first as read (no transposed copy of the block)
                     picked = order[lo:hi]
-                    data, invalid = read_block(ds, start, stop, band_first=True)
+                    data, nodata, _ = read_block_masks(ds, start, stop, band_first=True)
                     r, c = coords[picked, 0] - start, coords[picked, 1]
-                    out[picked] = _filled(data[:, r, c].T, invalid[r, c], scene)
+                    out[picked] = _filled(data[:, r, c].T, nodata[r, c], scene)
     return out
 
 
@@ -225,9 +244,13 @@ def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_siz
     rows = block_rows or default_block_rows(width, scene.bands)
     offset, path = 0, None
     if mapped:  # pixel-interleaved on disk (a window reads p short runs, not p x components pages)
-        folder = Path(memmap_dir).expanduser() if memmap_dir else Path(tempfile.gettempdir())
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f"hsi-reduced-{scene.name}-", suffix=".npy", dir=folder)
+        folder = check_memmap_dir(memmap_dir) if memmap_dir else Path(tempfile.gettempdir())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f"hsi-reduced-{scene.name}-", suffix=".npy", dir=folder)
+        except OSError as err:
+            raise DataError(f"Cannot write the memory-mapped reduced cube into {folder} ({err.strerror}): "
+                            f"set data.memmap_dir to a folder you can write, or null.") from err
         os.close(handle)
         path = Path(name)
         header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(*shape[1:], channels))

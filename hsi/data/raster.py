@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,10 @@ def open_raster(path: str | Path):
 
 def raster_info(path: str | Path) -> RasterInfo:
     """What a raster file holds, without reading its pixels."""
-    with open_raster(path) as ds:
-        return info_of(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NotGeoreferencedWarning: `RasterInfo` says it
+        with open_raster(path) as ds:
+            return info_of(ds)
 
 
 def info_of(ds) -> RasterInfo:
@@ -158,21 +161,93 @@ def _tags(ds, band: int | None, namespace: str) -> dict[str, str]:
         return {}
 
 
+# band centres may differ by this share of the wavelength, or by WAVELENGTH_TOLERANCE_NM, the larger
+WAVELENGTH_TOLERANCE = 0.01
+WAVELENGTH_TOLERANCE_NM = 2.0
+_MICROMETRES = ("um", "µm", "micrometer", "micrometre", "micron")
+
+
+def wavelengths_nm(values: list[float] | None, units: str | None) -> np.ndarray | None:
+    """Band centres in nanometres: `units` as ENVI / GDAL spell them (nm, Nanometers, um,
+    Micrometers, ...); unknown units are taken as micrometres below 30, else nanometres."""
+    if not values:
+        return None
+    centres = np.asarray(values, dtype=np.float64)
+    unit = (units or "").strip().lower()
+    if unit.startswith(_MICROMETRES) or (not unit.startswith("nano") and unit != "nm"
+                                         and np.nanmedian(centres) < 30):
+        return centres * 1000
+    return centres
+
+
+def check_wavelengths(recorded: dict[str, Any] | None, info: RasterInfo, model: str = "the model") -> None:
+    """Refuse a raster whose band centres differ from those `model` was trained on (`recorded`:
+    its `wavelengths` / `wavelength_units`) by more than 1% or 2 nm, the larger; nothing to
+    compare when either side has none (or their band counts differ: checked elsewhere)."""
+    theirs = wavelengths_nm((recorded or {}).get("wavelengths"), (recorded or {}).get("wavelength_units"))
+    ours = wavelengths_nm(info.wavelengths, info.wavelength_units)
+    if theirs is None or ours is None or len(theirs) != len(ours):
+        return
+    allowed = np.maximum(WAVELENGTH_TOLERANCE * theirs, WAVELENGTH_TOLERANCE_NM)
+    beyond = np.abs(ours - theirs) > allowed
+    if beyond.any():
+        band = int(np.argmax(np.abs(ours - theirs) / allowed))
+        raise DataError(f"The band centres of {info.path} differ from those {model} was trained on: band "
+                        f"{band + 1} is at {ours[band]:.1f} nm, the model's at {theirs[band]:.1f} nm "
+                        f"({int(beyond.sum())} of {len(ours)} bands beyond 1% or 2 nm); predict on a "
+                        f"raster of the same sensor and band set, or correct its wavelength metadata "
+                        f"(ENVI header `wavelength`, GDAL band metadata) if that is what is wrong.")
+
+
 def read_block(ds, row_start: int, row_stop: int,
                band_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Rows [row_start, row_stop) of an open raster as ((rows, W, bands) float32, or (bands, rows, W)
-    with `band_first`, which saves a copy; (rows, W) invalid mask): nodata pixels (every band equal
-    to the nodata value) and pixels holding NaN or inf are invalid; their values are left as read."""
+    with `band_first`, which saves a copy; (rows, W) invalid mask): nodata pixels and pixels holding
+    NaN or inf are invalid (`read_block_masks` tells the two apart)."""
+    data, nodata, nonfinite = read_block_masks(ds, row_start, row_stop, band_first)
+    return data, nodata | nonfinite
+
+
+def read_block_masks(ds, row_start: int, row_stop: int,
+                     band_first: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows [row_start, row_stop) as `read_block` reads them, with two (rows, W) masks: nodata
+    (every band equal to the nodata value, NaN included: a pixel of NaN in every band when the
+    nodata value is NaN) and, apart from those, pixels holding NaN or inf (`data.nan_policy`).
+
+    Values are physical: each band's GDAL scale and offset (`value * scale + offset`, as
+    `gdalinfo` lists them) are applied, so a cube stored as scaled integers reads as the floats it
+    stands for; nodata is compared with the stored values. Invalid values are left as read."""
     from rasterio.windows import Window
 
     window = Window(0, row_start, ds.width, row_stop - row_start)
-    data = ds.read(window=window, out_dtype="float32")  # (bands, rows, W)
-    invalid = ~np.isfinite(data).all(axis=0)
-    if ds.nodata is not None and not np.isnan(ds.nodata):
-        invalid |= (data == np.float32(ds.nodata)).all(axis=0)
+    try:
+        data = ds.read(window=window, out_dtype="float32")  # (bands, rows, W)
+    except rasterio().errors.RasterioIOError as err:
+        raise DataError(f"Reading rows {row_start}..{row_stop} of {ds.name} failed ({first_line(err)}): "
+                        f"the file is truncated or damaged; copy it again and check it with "
+                        f"gdalinfo -checksum {ds.name}.") from err
+    if ds.nodata is None:
+        nodata = np.zeros(data.shape[1:], dtype=bool)
+    elif np.isnan(ds.nodata):
+        nodata = np.isnan(data).all(axis=0)
+    else:
+        nodata = (data == np.float32(ds.nodata)).all(axis=0)
+    _apply_scales(ds, data)
+    nonfinite = ~np.isfinite(data).all(axis=0) & ~nodata
     if band_first:
-        return data, invalid
-    return np.ascontiguousarray(data.transpose(1, 2, 0)), invalid
+        return data, nodata, nonfinite
+    return np.ascontiguousarray(data.transpose(1, 2, 0)), nodata, nonfinite
+
+
+def _apply_scales(ds, data: np.ndarray) -> None:
+    """GDAL's per-band scale and offset, in place on (bands, rows, W) values (none: unchanged)."""
+    scales = np.asarray([1.0 if s is None else s for s in ds.scales], dtype=np.float64)
+    offsets = np.asarray([0.0 if o is None else o for o in ds.offsets], dtype=np.float64)
+    if np.all(scales == 1) and np.all(offsets == 0):
+        return
+    for band, (scale, offset) in enumerate(zip(scales, offsets)):
+        if scale != 1 or offset != 0:
+            data[band] = (data[band] * scale + offset).astype(np.float32)
 
 
 def read_raster(path: str | Path) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
@@ -189,21 +264,70 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
 
 
 def read_label_raster(path: str | Path, grid: RasterInfo | None = None) -> np.ndarray:
-    """A one-band label raster as (H, W) int64 (nodata -> 0), checked against `grid`'s shape and,
-    when both are georeferenced, its transform."""
+    """A one-band label raster as (H, W) int64 (nodata -> 0). When it and `grid` both have a
+    geotransform and their CRS, transform or size differ, it is reprojected onto `grid` with
+    nearest-neighbour resampling (what QGIS shows, and `gdalwarp -r near` does), and logged."""
     with open_raster(path) as ds:
         if ds.count != 1:
             raise DataError(f"The ground truth {path} has {ds.count} bands; a label raster has one "
                             f"(class numbers, 0 = unlabelled), or give polygons with data.gt_field.")
-        labels = ds.read(1)
+        try:
+            labels = ds.read(1)
+        except rasterio().errors.RasterioIOError as err:
+            raise DataError(f"Reading {path} failed ({first_line(err)}): the file is truncated or "
+                            f"damaged; copy it again and check it with gdalinfo -checksum {path}.") from err
         info = info_of(ds)
         if ds.nodata is not None:
             labels = np.where(labels == ds.nodata, 0, labels)
-    if grid is not None and info.georeferenced and grid.georeferenced and (
-            (info.height, info.width) == (grid.height, grid.width)
-            and not np.allclose(info.transform, grid.transform)):
-        raise DataError(f"The ground truth {path} is on another grid than the cube (transform "
-                        f"{info.transform} vs {grid.transform}); resample it onto the cube's grid, or "
-                        f"give polygons (data.gt_field=<attribute>).")
+    if grid is not None and info.transform is not None and grid.transform is not None and \
+            not same_grid(info, grid):
+        labels = _onto_grid(labels, info, grid)
     return labels
 
+
+def same_grid(a: RasterInfo, b: RasterInfo) -> bool:
+    """Whether two rasters have the same size, transform and CRS (a raster without a CRS is taken
+    to share the other's: only two CRSs that differ make another grid of the same numbers)."""
+    from rasterio.crs import CRS
+
+    if (a.height, a.width) != (b.height, b.width) or not np.allclose(a.transform, b.transform):
+        return False
+    return a.crs is None or b.crs is None or CRS.from_wkt(a.crs) == CRS.from_wkt(b.crs)
+
+
+def crs_name(wkt: str | None) -> str:
+    """A CRS as people name it (EPSG:32610), its WKT's name otherwise, or 'no CRS'."""
+    from rasterio.crs import CRS
+
+    if wkt is None:
+        return "no CRS"
+    crs = CRS.from_wkt(wkt)
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else crs.to_string()[:80]
+
+
+def _onto_grid(labels: np.ndarray, info: RasterInfo, grid: RasterInfo) -> np.ndarray:
+    """Labels of `info`'s grid reprojected onto `grid`'s (nearest neighbour; 0 outside)."""
+    from rasterio.crs import CRS
+    from rasterio.warp import Resampling, reproject
+
+    if (info.crs is None) != (grid.crs is None):
+        raise DataError(f"The ground truth {info.path} is in {crs_name(info.crs)} but the cube {grid.path} "
+                        f"in {crs_name(grid.crs)}, so one cannot be placed on the other; give both "
+                        f"the same CRS (gdal_edit.py -a_srs EPSG:<code> on the one without).")
+    out = np.zeros((grid.height, grid.width), dtype=np.int64)
+    crs = {"src_crs": CRS.from_wkt(info.crs), "dst_crs": CRS.from_wkt(grid.crs)} if info.crs else \
+        {"src_crs": CRS.from_epsg(3857), "dst_crs": CRS.from_epsg(3857)}  # neither has one: same plane
+    reproject(labels.astype(np.int64), out, src_transform=info.affine(),
+              dst_transform=grid.affine(), src_nodata=0, dst_nodata=0, resampling=Resampling.nearest,
+              **crs)
+    if labels.any() and not out.any():
+        raise DataError(f"The ground truth {info.path} ({crs_name(info.crs)}) covers no pixel of the cube "
+                        f"{grid.path} ({crs_name(grid.crs)}) once reprojected onto its grid: check that "
+                        f"they belong to the same scene and that each file declares its real CRS "
+                        f"(gdalinfo shows it; gdal_edit.py -a_srs EPSG:<code> sets it).")
+    log.warning("The ground truth %s (%s, %dx%d) is on another grid than the cube (%s, %dx%d): "
+                "reprojected onto the cube's grid, nearest neighbour (gdalwarp -r near -t_srs %s "
+                "does the same).", info.path, crs_name(info.crs), info.height, info.width,
+                crs_name(grid.crs), grid.height, grid.width, crs_name(grid.crs))
+    return out

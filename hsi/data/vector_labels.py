@@ -3,8 +3,10 @@ onto a raster's grid.
 
 `data.gt_path=<vector file> data.gt_field=<attribute>`: the attribute holds each polygon's class
 (names or numbers). Polygons are reprojected to the raster's CRS and burnt at pixel centres;
-classes are the attribute's distinct values, sorted. A pixel inside polygons of two different
-classes is left unlabelled (never decided by file order) and counted.
+classes are the attribute's distinct values, sorted; whole-number codes (1..65535) stay the
+classes' source values (the map's pixel values). A pixel inside polygons of two different
+classes is left unlabelled (never decided by file order) and counted; a class left with no pixel
+is dropped with a warning naming it and why.
 """
 
 from __future__ import annotations
@@ -28,14 +30,33 @@ def is_vector_path(path: str | Path | None) -> bool:
     return path is not None and Path(path).suffix.lower() in VECTOR_SUFFIXES
 
 
+MAX_CODE = 65535  # the largest class code a map keeps as its pixel value (uint16)
+
+
 @dataclass
 class VectorLabels:
     """Rasterized polygon labels: (H, W) int64 classes 1..K (0 = none), the class names in label
-    order, and what happened on the way."""
+    order, each class's source value (`values`: the attribute's codes when they are whole numbers
+    from 1 to `MAX_CODE`, else the positions 1..K) and what happened on the way."""
 
     labels: np.ndarray
     class_names: list[str]
     report: dict[str, Any] = field(default_factory=dict)
+    values: list[int] = field(default_factory=list)
+
+    def source_labels(self) -> np.ndarray:
+        """The labels as source values (`values`; 0 = none), as a label raster would hold them."""
+        return np.asarray([0, *self.values], dtype=np.int64)[self.labels]
+
+
+def class_codes(classes: list[Any]) -> list[int] | None:
+    """The classes as codes a map can keep as pixel values: whole numbers from 1 to `MAX_CODE`
+    (the attribute's numbers), else None (text, fractions, 0 or negative: positions are used)."""
+    if not classes or any(isinstance(v, str) for v in classes):
+        return None
+    if all(float(v).is_integer() and 1 <= v <= MAX_CODE for v in classes):
+        return [int(v) for v in classes]
+    return None
 
 
 def _pyogrio():
@@ -140,11 +161,13 @@ def rasterize_labels(path: str | Path, gt_field: str | None, grid: RasterInfo) -
     by_class: dict[int, list[dict]] = {}
     for geom, i in zip(shapes, keep):
         by_class.setdefault(index[key(values[i])], []).append(geom)
+    burnt_pixels = np.zeros(len(classes) + 1, dtype=np.int64)
     for k, geoms in sorted(by_class.items()):
         burnt = rasterize(geoms, out_shape=shape, transform=transform, fill=0, default_value=1,
                           dtype="uint8").astype(bool)
         count += burnt
         labels[burnt] = k
+        burnt_pixels[k] = int(burnt.sum())
     overlap = count > 1
     labels[overlap] = 0
     n_overlap = int(overlap.sum())
@@ -156,13 +179,37 @@ def rasterize_labels(path: str | Path, gt_field: str | None, grid: RasterInfo) -
         raise DataError(f"None of the {len(shapes)} polygons of {path} covers a pixel centre of the cube "
                         f"{grid.path} (polygons span {bounds} in the cube's CRS, the cube "
                         f"{_grid_bounds(grid)}): check that they belong to this scene.")
+    labels, classes, dropped = _drop_empty_classes(path, labels, classes, burnt_pixels)
     names = [str(v) for v in classes]
     report = {"source": str(path), "field": gt_field, "polygons": len(shapes), "skipped_features": skipped,
               "overlap_pixels": n_overlap, "vector_crs": source_crs.to_string(),
-              "reprojected": source_crs != raster_crs,
+              "reprojected": source_crs != raster_crs, "dropped_classes": dropped,
               "pixels_per_class": dict(zip(names, np.bincount(labels.ravel(),
                                                                minlength=len(names) + 1)[1:].tolist()))}
-    return VectorLabels(labels=labels, class_names=names, report=report)
+    codes = class_codes(classes)
+    return VectorLabels(labels=labels, class_names=names, report=report,
+                        values=codes or list(range(1, len(names) + 1)))
+
+
+def _drop_empty_classes(path: str | Path, labels: np.ndarray, classes: list[Any],
+                        burnt_pixels: np.ndarray) -> tuple[np.ndarray, list[Any], dict[str, str]]:
+    """Classes no pixel is left for, left out with one line each naming why (their polygons cover
+    no pixel centre of the raster, or only pixels inside other classes' polygons); the others
+    renumbered 1..K in order. Returns (labels, kept classes, {dropped class: why})."""
+    left = np.bincount(labels.ravel(), minlength=len(classes) + 1)
+    dropped = {}
+    for k, value in enumerate(classes, start=1):
+        if left[k] == 0:
+            why = ("its polygons cover no pixel centre of the raster" if burnt_pixels[k] == 0 else
+                   f"all its {int(burnt_pixels[k])} pixels lie inside polygons of other classes")
+            dropped[str(value)] = why
+            log.warning("%s: class %r is left out (not trained): %s.", path, str(value), why)
+    if not dropped:
+        return labels, classes, dropped
+    kept = [k for k in range(1, len(classes) + 1) if left[k] > 0]
+    renumber = np.zeros(len(classes) + 1, dtype=np.int64)
+    renumber[kept] = np.arange(1, len(kept) + 1)
+    return renumber[labels], [classes[k - 1] for k in kept], dropped
 
 
 def _bounds(shapes: list[dict]) -> str:

@@ -2,8 +2,8 @@
 
 `export_checkpoint` writes into an output folder:
 
-- `model.onnx`: for dense-capable networks (`hsi.models.dense.supports_dense`: HybridSN, CNN2D,
-  CNN3D) the whole pipeline as one fully convolutional graph, raw cube tile (1, bands, H, W)
+- `model.onnx`: for networks with a dense form (`hsi.models.contract.Network.dense`: HybridSN,
+  CNN2D, CNN3D, ...) the whole pipeline as one fully convolutional graph, raw cube tile (1, bands, H, W)
   with dynamic H and W -> the checkpoint's PCA (mean subtraction, then projection and whitening
   as one 1x1 convolution) -> zero padding by the window margin -> the trunk -> the head as
   convolutions (`hsi.models.dense.DenseHead`) -> logits (1, classes, H, W). For the others
@@ -49,7 +49,15 @@ import torch
 from torch import nn
 
 from hsi.deploy.checks import check_fp32, check_int8, overall_accuracy, reference_logits
-from hsi.deploy.graphs import FILES, MIN_OPSET, OPSET, PACKAGES, build_graphs, require_packages
+from hsi.deploy.graphs import (
+    FILES,
+    MIN_OPSET,
+    OPSET,
+    PACKAGES,
+    build_graphs,
+    check_exportable,
+    require_packages,
+)
 from hsi.deploy.quantize import QUANTIZE, Int8Settings, calibration_batches, quantize_int8
 from hsi.deploy.runtime import FORMAT, FORMAT_VERSION, METADATA, OnnxClassifier
 from hsi.errors import ConfigError, ExportError
@@ -99,6 +107,8 @@ def metadata(checkpoint: Checkpoint, net: nn.Module, files: dict[str, str], opse
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "network": type(net).__name__,
+        # "spectrum": the graph reads each pixel's own spectrum only (hsi.models.contract.Network.takes)
+        "takes": getattr(net, "takes", "window"),
         "eval_path": "dense" if dense else "window",
         "files": dict(files),
         "default_precision": default_precision,
@@ -119,6 +129,9 @@ def metadata(checkpoint: Checkpoint, net: nn.Module, files: dict[str, str], opse
                      "colour": colours[k] if colours else None}
                     for k, (n, v) in enumerate(zip(names, values))],
         "rgb_bands": state.get("rgb_bands"),
+        # the training raster's band centres, compared with a raster's before predicting on it
+        "wavelengths": (state.get("geo") or {}).get("wavelengths"),
+        "wavelength_units": (state.get("geo") or {}).get("wavelength_units"),
         "scene": state.get("scene"),
         "opset": opset,
         "checkpoint": {"path": str(checkpoint.path.resolve()), "sha1": file_sha1(checkpoint.path),
@@ -143,6 +156,7 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, *, quantize
     require_packages()
     checkpoint = load_checkpoint(ckpt_path)
     net = checkpoint.classifier("cpu").net.eval()
+    check_exportable(net)  # before the scene is loaded
     # the scene in memory (a streamed raster too: the graph is checked on every pixel), the recorded
     # PCA and the split (checked against the recorded one)
     datamodule = checkpoint.datamodule(**dict(moved or {}), stream=False)

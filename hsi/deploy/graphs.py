@@ -16,6 +16,7 @@ from torch import nn
 
 from hsi.deploy.runtime import EXTRA
 from hsi.errors import ExportError, first_line
+from hsi.models.contract import Network
 from hsi.models.dense import build_dense_head, fold_bands, supports_dense
 from hsi.run.checkpoint import Checkpoint
 from hsi.utils.run_files import MODEL_GRAPHS
@@ -122,13 +123,31 @@ def _opset_of(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def check_exportable(net: nn.Module) -> None:
+    """Refuse, in one line, a network outside the contract or one that declares it has no ONNX graph."""
+    if not isinstance(net, Network):
+        raise ExportError(f"{type(net).__name__} is not an hsi.models.contract.Network: only the zoo's "
+                          f"networks are exported; run it with hsi.predict ckpt_path=<checkpoint>.")
+    if net.cannot_export:
+        raise ExportError(f"{type(net).__name__} cannot be exported to ONNX ({net.cannot_export}); "
+                          f"run it with hsi.predict ckpt_path=<checkpoint> instead.")
+
+
 def build_graphs(checkpoint: Checkpoint, net: nn.Module, folder: Path, opset: int) -> dict[str, str]:
     """Write the fp32 graph(s) into `folder`; return {"fp32": file, ["pca": file]}."""
     state = checkpoint.data_state
-    bands, patch = int(state["raw_bands"]), int(state["patch_size"])
-    pca = state.get("pca")
+    return network_graphs(net, int(state["raw_bands"]), int(state["patch_size"]), state.get("pca"),
+                          len(state["class_names"]), folder, opset)
+
+
+def network_graphs(net: nn.Module, bands: int, patch: int, pca: dict[str, Any] | None, classes: int,
+                   folder: Path, opset: int = OPSET) -> dict[str, str]:
+    """The fp32 graph(s) of `net` for windows of `patch` pixels over `bands` raw bands (reduced by
+    `pca` where given) into `folder`: the dense scene graph where the network has a dense form,
+    else the window graph (and the PCA's); returns {"fp32": file, ["pca": file]}."""
+    check_exportable(net)
     components = bands if pca is None else int(torch.as_tensor(pca["components"]).shape[0])
-    avoid = {1, bands, components, patch, len(state["class_names"])}
+    avoid = {1, bands, components, patch, classes}
     height, width = torch.export.Dim("height", min=1), torch.export.Dim("width", min=1)
     if supports_dense(net):
         h = _example_size(avoid, patch + 7)

@@ -20,14 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
+from hsi.data.raster import (
+    RasterInfo,
+    check_wavelengths,
+    info_of,
+    open_raster,
+    raster_info,
+    rasterio,
+    read_block,
+)
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
 from hsi.run.outputs import add_raster_accuracy, truth_for_model
 from hsi.run.prediction import RecordedData, moved_files, raster_truth
 from hsi.run.streaming import aligned_block_rows
 from hsi.utils.files import atomic_write_json
-from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
+from hsi.utils.geotiff import MapWriters, map_values, write_class_map, write_confidence
 from hsi.utils.tiles import default_block_rows, row_tiles
 
 log = logging.getLogger(__name__)
@@ -127,7 +135,7 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
             means, invalid_pixels = band_means(ds)
             geo = info.geo()
             with MapWriters(output_dir, height, width, geo, names, class_colours(len(names)),
-                            progress) as maps:
+                            progress, map_values(model.meta.get("label_values"), len(names))) as maps:
                 for start, stop in row_tiles(height, rows):
                     low, high = max(0, start - margin), min(height, stop + margin)
                     cube, invalid = read_block(ds, low, high)
@@ -150,6 +158,7 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     truth = truth_for_model(raster_truth(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg),
                                          settings.block_rows),
                             model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
+    check_wavelengths(model.meta, raster_info(raster), "the exported model")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tile_rows, batch_size = int(settings.tile_rows), int(settings.batch_size)
@@ -168,7 +177,8 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     else:
         labels, confidence, info, seconds = onnx_raster_in_memory(model, raster, tile_rows, batch_size)
         invalid_pixels = int((labels == 0).sum())
-        write_class_map(output_dir / "prediction.tif", labels, info.geo(), names, class_colours(len(names)))
+        write_class_map(output_dir / "prediction.tif", labels, info.geo(), names, class_colours(len(names)),
+                        map_values(model.meta.get("label_values"), len(names)))
         write_confidence(output_dir / "confidence.tif", confidence, info.geo())
     path = f"onnx-{model.kind}-{model.precision}"
     summary = {"model": str(Path(cfg.model_path).resolve()), "raster": info.path, "eval_path": path,

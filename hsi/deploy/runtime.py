@@ -133,8 +133,9 @@ class OnnxClassifier:
 
     def _check_graph(self) -> None:
         """The graph's input and output against model.json: bands, window, classes; for a dense
-        graph, the window it really reads (two probes), since the halo of its row tiles comes
-        from `patch_size`."""
+        graph, the window it really reads (two probes: nothing beyond the margin changes its
+        logits, the margin's ring does, probed on the fp32 graph for an int8 one), since the
+        halo of its row tiles comes from `patch_size`."""
         where = self.folder / METADATA
         graph_in = [d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape]
         graph_out = [d if isinstance(d, int) else None for d in self.session.get_outputs()[0].shape]
@@ -154,12 +155,24 @@ class OnnxClassifier:
             raise ModelFileError(f"{where} says {self.bands} bands but the graph takes {graph_in[1]}: "
                                  f"the file was edited or the graph swapped; export again.")
         margin = self.patch_size // 2
-        if self._reads_ring(margin + 1) or (margin > 0 and not self._reads_ring(margin)):
+        # a network that takes the spectrum reads the centre pixel alone, whatever the window
+        reach = 0 if self.meta.get("takes") == "spectrum" else margin
+        if self._reads_ring(self.session, reach + 1) or (
+                reach > 0 and not self._reads_ring(self._unquantized_session(), reach)):
             raise ModelFileError(f"{where} says patch_size={self.patch_size} (margin {margin}) but the "
                                  f"graph reads another window: the file was edited or the graph "
                                  f"swapped; export again.")
 
-    def _reads_ring(self, distance: int) -> bool:
+    def _unquantized_session(self):
+        """The session whose window's outer ring is probed: the fp32 graph an int8 graph was
+        quantized from (its uint8 activations can round the outermost pixels' share of a logit to
+        nothing, so an int8 graph may not visibly read its own outer ring); else this graph."""
+        fp32 = self.meta["files"].get("fp32")
+        if self.precision == "fp32" or not fp32:
+            return self.session
+        return self._session(fp32)
+
+    def _reads_ring(self, session: Any, distance: int) -> bool:
         """Whether the centre pixel's logits change when the pixels `distance` away change."""
         size = 2 * distance + 1
         rng = np.random.default_rng(0)
@@ -168,8 +181,8 @@ class OnnxClassifier:
         ring[1:-1, 1:-1] = False
         changed = tile.copy()
         changed[:, :, ring] = rng.normal(scale=10.0, size=(1, self.bands, int(ring.sum())))
-        name = self.session.get_inputs()[0].name
-        centre = [self.session.run(None, {name: t})[0][0][:, distance, distance] for t in (tile, changed)]
+        name = session.get_inputs()[0].name
+        centre = [session.run(None, {name: t})[0][0][:, distance, distance] for t in (tile, changed)]
         scale = float(np.abs(centre[0]).max()) + 1e-6
         return bool(np.abs(centre[0] - centre[1]).max() > 1e-4 * scale)
 

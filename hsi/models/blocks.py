@@ -1,6 +1,6 @@
 """Building blocks shared by the networks, each in 2-D or 3-D (`dims`): activations,
-conv-BN-activation, squeeze-excitation, depthwise-separable and inverted-residual blocks, the
-trunk/head base of the dense-capable networks and the input-size checks."""
+conv-BN-activation, squeeze-excitation, depthwise-separable and inverted-residual blocks, dense
+heads and the smallest input of a stack of unpadded convolutions (`min_input_size`)."""
 
 from __future__ import annotations
 
@@ -181,30 +181,6 @@ class InvertedResidual(nn.Module):
         return x + out if self.residual else out
 
 
-class TrunkHead(nn.Module):
-    """forward(x) = head(trunk(x)), with `classifier` the head and `features` the trunk's layers
-    (subclasses whose trunk is more than one `nn.Sequential` override `trunk`).
-
-    `dense_capable`: the trunk is unpadded, spatially unstrided convolutions only, so it can
-    slide over a whole scene and the head be rewritten as convolutions (see hsi.run.inference);
-    subclasses with window-global steps inside the trunk set it to False.
-    """
-
-    dense_capable = True
-    features: nn.Sequential
-    classifier: nn.Sequential
-
-    @property
-    def head(self) -> nn.Sequential:
-        return self.classifier
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.trunk(x))
-
-
 def linear_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float = 0.0,
                act: str = "relu") -> nn.Sequential:
     """Flatten, then (Linear, Dropout, activation) per hidden width, then Linear to the classes."""
@@ -215,17 +191,6 @@ def linear_head(in_features: int, hidden: Sequence[int], num_classes: int, dropo
     return nn.Sequential(*layers, nn.Linear(in_features, num_classes))
 
 
-def require_input(model: str, in_bands: int, patch_size: int, min_bands: int, min_patch: int,
-                  why: str) -> None:
-    """Raise a ValueError naming the minimum and the config key to change when the window is too small."""
-    if in_bands < min_bands:
-        raise ConfigError(f"{model} needs at least {min_bands} bands per window ({why}); got {in_bands}. "
-                         f"Raise data.pca.components.")
-    if patch_size < min_patch:
-        raise ConfigError(f"{model} needs windows of at least {min_patch}x{min_patch} pixels ({why}); "
-                         f"got {patch_size}. Raise data.patch_size.")
-
-
 def min_input_size(kernels: Sequence[int], strides: Sequence[int] | None = None) -> int:
     """Smallest input length that leaves at least one output through unpadded convolutions."""
     size = 1
@@ -234,12 +199,12 @@ def min_input_size(kernels: Sequence[int], strides: Sequence[int] | None = None)
     return size
 
 
-# -- blocks of the dense-capable lite network (HybridSNFast) ---------------------------------
+# -- blocks of the dense lite network (HybridSNFast) ---------------------------------
 class PixelGate(nn.Module):
     """Channel attention computed at each position: a 1x1 convolution (C -> C / reduction), ReLU,
     a 1x1 convolution (-> C) and a hard-sigmoid gate rescale the channels of every pixel from
     that pixel's own features. Unlike squeeze-excitation nothing is pooled over the window, so a
-    trunk holding it stays translation-equivariant (dense-capable)."""
+    trunk holding it stays translation-equivariant (dense)."""
 
     def __init__(self, channels: int, reduction: int = 4, min_hidden: int = 8,
                  gate: str = "hsigmoid") -> None:

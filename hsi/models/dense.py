@@ -5,8 +5,8 @@ translation-equivariant (convolutions, batch norm in eval mode, point-wise activ
 `head` is `Flatten -> Linear ...` or `global pool -> Flatten -> Linear ...`. The first Linear
 after a flatten becomes a convolution as large as the trunk's window output; after a global
 pool it becomes a box filter followed by a 1x1 convolution; later Linears become 1x1
-convolutions. Networks opt in with `dense_capable = True`; others (e.g. with squeeze-excitation
-inside the trunk, whose statistics span the window) use the window path.
+convolutions. Networks declare it with `dense = True` (`hsi.models.contract.Network`); others
+(e.g. with squeeze-excitation inside the trunk, whose statistics span the window) use the window path.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import nn
 
 from hsi.data.patches import EVAL_PATHS
 from hsi.errors import ConfigError
+from hsi.models.contract import Network
 from hsi.models.cost import evaluating
 
 POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
@@ -23,7 +24,8 @@ POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hards
 
 
 def supports_dense(net: nn.Module) -> bool:
-    return bool(getattr(net, "dense_capable", False)) and hasattr(net, "trunk") and hasattr(net, "head")
+    """Whether the network declares an exact dense form (`Network.dense`)."""
+    return isinstance(net, Network) and net.dense
 
 
 def check_eval_path(net: nn.Module, eval_path: str, key: str = "eval_path") -> None:

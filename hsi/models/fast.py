@@ -13,16 +13,15 @@ from hsi.models.blocks import (
     ConvBNAct,
     FusedBlock,
     GridLinear,
-    TrunkHead,
     head_activation,
     make_divisible,
-    require_input,
 )
+from hsi.models.contract import Network
 
 FAST_POOLS = ("pooled", "flatten", "avg")
 
 
-class HybridSNFast(TrunkHead):
+class HybridSNFast(Network):
     """Bands folded into channels at once (then an optional 1x1 spectral-mixing `stem`), unpadded
     fused inverted residuals (full k x k convolution, per-pixel channel gate, linear 1x1
     projection, centre-crop shortcut) with h-swish, a 1x1 reduction and a flatten head.
@@ -34,7 +33,7 @@ class HybridSNFast(TrunkHead):
     layer's map cost as much as a thin convolution). Channel attention is computed per pixel from
     that pixel's features (`PixelGate`), never pooled over the window, and no convolution is
     padded or strided, so the trunk is translation-equivariant: dense whole-scene inference and
-    dense evaluation apply (`dense_capable`).
+    dense evaluation apply (`dense`).
 
     The window shrinks by k - 1 per block. `pool` (the head): `pooled` (default) averages the
     reduced map over 3x3 neighbourhoods (stride 1, unpadded, in the trunk; smaller when the map
@@ -44,6 +43,14 @@ class HybridSNFast(TrunkHead):
     `avg` (global average pooling of the last block). `width` multiplies every channel count
     (rounded to `divisor`).
     """
+
+    dense = True
+
+    @classmethod
+    def input_limits(cls, channels: Sequence[int] = (64, 64), kernel_size: int = 3,
+                     **net_kwargs: object) -> tuple[int, int]:
+        """Any bands; one unpadded kernel_size x kernel_size convolution per block."""
+        return 1, (kernel_size - 1) * len(channels) + 1
 
     def __init__(self, in_bands: int, patch_size: int, num_classes: int, width: float = 1.0,
                  stem: int = 0, channels: Sequence[int] = (64, 64), kernel_size: int = 3,
@@ -60,8 +67,7 @@ class HybridSNFast(TrunkHead):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"model.net.kernel_size must be odd (centred windows), got {kernel_size}")
         shrink = (kernel_size - 1) * len(channels)
-        require_input(type(self).__name__, in_bands, patch_size, 1, shrink + 1,
-                      f"{len(channels)} unpadded {kernel_size}x{kernel_size} convolutions")
+        self.check_input(in_bands, patch_size, channels=channels, kernel_size=kernel_size)
 
         def scaled(c: int) -> int:
             return make_divisible(c * width, divisor)

@@ -1,7 +1,8 @@
 """Self-supervised pretext task for a network's trunk: masked window reconstruction.
 
-Every network of the zoo ends in `classifier` (its head); the trunk is everything before it, and
-its output is what the head reads (`classifier_input`). `MaskedReconstruction` hides a share of
+Every network of the zoo splits into `trunk` and `head` (`hsi.models.contract.Network`; the head is
+the module `classifier`, the prefix of its keys), and the trunk's output is what the head reads
+(`classifier_input`). `MaskedReconstruction` hides a share of
 each window's pixels and of its bands, encodes the masked window with the trunk and decodes the
 whole window from the trunk's output with one linear layer; the loss is the mean squared error over
 the window. Labels are never read. Pretraining moves the trunk's weights in place; `trunk_state`
@@ -17,28 +18,23 @@ import torch
 from torch import nn
 
 from hsi.errors import ConfigError, DataError
+from hsi.models.contract import Network
 
-HEAD = "classifier"
+HEAD = "classifier"  # the head's module name: its state-dict keys start with "classifier."
 
 
 def head_of(net: nn.Module) -> nn.Module:
-    """The network's head (`net.classifier`); a network without one cannot be pretrained."""
-    head = getattr(net, HEAD, None)
-    if not isinstance(head, nn.Module):
-        raise ConfigError(f"{type(net).__name__} has no `{HEAD}` head, so its trunk cannot be told apart: "
-                          f"use pretrain=none with this network.")
-    return head
+    """The network's head (`Network.head`); a network outside the contract cannot be pretrained."""
+    if not isinstance(net, Network):
+        raise ConfigError(f"{type(net).__name__} is not an hsi.models.contract.Network, so its trunk cannot "
+                          f"be told apart from its head: use pretrain=none with this network.")
+    return net.head
 
 
 def classifier_input(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N, features): what the head reads for windows `x` (the trunk's output, flattened)."""
-    captured: list[torch.Tensor] = []
-    handle = head_of(net).register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
-    try:
-        net(x)
-    finally:
-        handle.remove()
-    return captured[0].flatten(1)
+    head_of(net)
+    return net.trunk(x).flatten(1)
 
 
 def trunk_state(net: nn.Module) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hsi.errors import ConfigError
-from hsi.models.blocks import TrunkHead, require_input
+from hsi.models.contract import Network
 
 # activations dense inference accepts between the head's layers (torch's own modules)
 CNN1D_ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -65,7 +65,18 @@ class SpectralStack(nn.Module):
         return out.reshape(n, h, w, c, d).permute(0, 3, 4, 1, 2)
 
 
-class CNN1D(TrunkHead):
+def bands_needed(bands: int, stages: int, kernel_size: int | None, pool_size: int | None) -> int:
+    """The fewest bands that leave at least one after `stages` convolutions (d - k + 1) and max
+    pools (floor(d / pool)), with the kernel and pool Hu et al.'s rule gives for `bands` where null."""
+    kernel = hu_kernel_size(bands) if kernel_size is None else kernel_size
+    pool = hu_pool_size(kernel) if pool_size is None else pool_size
+    need = 1
+    for _ in range(stages):
+        need = need * pool + kernel - 1
+    return need
+
+
+class CNN1D(Network):
     """1-D CNN over the centre pixel's spectrum (Hu et al., 2015, "Deep convolutional neural
     networks for hyperspectral image classification"): per entry of `channels` a convolution
     along the bands, the activation and a max pool; flatten; dense layers of `hidden` widths
@@ -81,6 +92,19 @@ class CNN1D(TrunkHead):
     dense layers.
     """
 
+    takes = "spectrum"
+    dense = True
+
+    @classmethod
+    def input_limits(cls, channels: Sequence[int] = (20,), kernel_size: int | None = None,
+                     pool_size: int | None = None, **net_kwargs: object) -> tuple[int, int]:
+        """The fewest bands the spectral stages leave one band of (with a null kernel_size, the
+        fewest for which Hu et al.'s kernel rule does); any window."""
+        bands = 1
+        while bands_needed(bands, len(channels), kernel_size, pool_size) > bands:
+            bands += 1
+        return bands, 1
+
     def __init__(self, in_bands: int, patch_size: int, num_classes: int,
                  channels: Sequence[int] = (20,), kernel_size: int | None = None,
                  pool_size: int | None = None, hidden: Sequence[int] = (100,), act: str = "tanh",
@@ -93,17 +117,14 @@ class CNN1D(TrunkHead):
             raise ConfigError("model.net.channels: at least one convolution")
         _positive("kernel_size", kernel_size)
         _positive("pool_size", pool_size)
+        self.check_input(in_bands, patch_size, channels=channels, kernel_size=kernel_size,
+                         pool_size=pool_size)
         kernel = hu_kernel_size(in_bands) if kernel_size is None else kernel_size
         pool = hu_pool_size(kernel) if pool_size is None else pool_size
-        # bands left after each stage: d - k + 1, then floor(. / pool); the fewest bands that
-        # leave at least one after the last stage
-        need = 1
-        for _ in channels:
-            need = need * pool + kernel - 1
-        pooled = f", each followed by a max pool of {pool}" if pool > 1 else ""
-        require_input("CNN1D", in_bands, patch_size, need, 1,
-                      f"{len(channels)} spectral convolution{'s' * (len(channels) > 1)} of {kernel} taps"
-                      f"{pooled}")
+        if bands_needed(in_bands, len(channels), kernel_size, pool_size) > in_bands:
+            raise ConfigError(f"CNN1D's {len(channels)} spectral stages of {kernel} taps (pool {pool}) leave "
+                              f"no band of {in_bands}: lower model.net.kernel_size or give fewer "
+                              f"model.net.channels.")
         self.margin = patch_size // 2
         layers: list[nn.Module] = []
         c_in, depth = 1, in_bands

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hsi.errors import ConfigError
-from hsi.models.blocks import require_input
+from hsi.models.contract import Network, Reference
 
 
 def _check_positive(**values: int) -> None:
@@ -48,33 +48,39 @@ class GaussianTokenizer(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with explicit matrix products (so FlopCounterMode, which does
     not count torch's fused attention kernels on the CPU, counts them): one Linear to queries,
-    keys and values, softmax(Q K^T / sqrt(head dim)) V per head, a Linear over the concatenated
-    heads, dropout."""
+    keys and values (`heads` x `head_dim` each; head_dim defaults to dim / heads; biased unless
+    `qkv_bias=False`), softmax(Q K^T / sqrt(head dim)) V per head (softmax(Q K^T) V with
+    `scaled=False`), a Linear from the concatenated heads back to `dim`, dropout."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, head_dim: int | None = None,
+                 qkv_bias: bool = True, scaled: bool = True) -> None:
         super().__init__()
         self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.head_dim = dim // heads if head_dim is None else head_dim
+        self.scale = self.head_dim ** -0.5 if scaled else 1.0
+        inner = heads * self.head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, tokens, dim = x.shape
-        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        n, tokens, _ = x.shape
+        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         weights = (torch.matmul(q, k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        out = torch.matmul(weights, v).transpose(1, 2).reshape(n, tokens, dim)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(n, tokens, self.heads * self.head_dim)
         return self.dropout(self.proj(out))
 
 
 class EncoderBlock(nn.Module):
     """Pre-norm transformer encoder block: x + MSA(LN(x)), then x + MLP(LN(x)) with a GELU MLP
-    (dim -> mlp_dim -> dim, dropout after each Linear)."""
+    (dim -> mlp_dim -> dim, dropout after each Linear); `head_dim`, `qkv_bias` and `scaled` as in
+    `SelfAttention`."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, head_dim: int | None = None,
+                 qkv_bias: bool = True, scaled: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attention = SelfAttention(dim, heads, dropout)
+        self.attention = SelfAttention(dim, heads, dropout, head_dim, qkv_bias, scaled)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
@@ -84,7 +90,7 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class SSFTT(nn.Module):
+class SSFTT(Network):
     """SSFTT over windows (N, 1, bands, patch, patch), every size derived from the input.
 
     - spectral-spatial features: a 3-D convolution (`channels_3d` kernels of `spectral_kernel`
@@ -104,7 +110,20 @@ class SSFTT(nn.Module):
     dense-capable: maps run window by window.
     """
 
-    dense_capable = False  # the tokenizer's softmax spans the window
+    dense = False  # the tokenizer's softmax spans the window
+    reference = Reference(
+        paper="Sun et al., IEEE TGRS 2022, \"Spectral-spatial feature tokenization transformer for "
+              "hyperspectral image classification\"",
+        code="zgr6010/HSI_SSFTT cls_SSFTT_IP/SSFTTnet.py (SSFTTnet)",
+        settings={"in_bands": 30, "patch_size": 13, "num_classes": 16},
+        params=153_224,
+        counted="SSFTTnet() (its defaults: 30 PCA bands, 13x13, 16 classes) instantiated in torch, "
+                "sum of p.numel() over parameters()")
+
+    @classmethod
+    def input_limits(cls, spectral_kernel: int = 3, **net_kwargs: object) -> tuple[int, int]:
+        """A spectral_kernel x 3 x 3 3-D and a 3x3 2-D convolution, unpadded."""
+        return spectral_kernel, 5
 
     def __init__(self, in_bands: int, patch_size: int, num_classes: int, channels_3d: int = 8,
                  spectral_kernel: int = 3, channels_2d: int = 64, num_tokens: int = 4, dim: int = 64,
@@ -116,8 +135,7 @@ class SSFTT(nn.Module):
         if dim % heads:
             raise ConfigError(f"model.net.heads={heads} must divide model.net.dim={dim} (each head "
                               f"attends over dim / heads features)")
-        require_input("SSFTT", in_bands, patch_size, spectral_kernel, 5,
-                      f"a {spectral_kernel}x3x3 3-D and a 3x3 2-D convolution, unpadded")
+        self.check_input(in_bands, patch_size, spectral_kernel=spectral_kernel)
         depth_3d = in_bands - spectral_kernel + 1
         self.conv3d = nn.Sequential(nn.Conv3d(1, channels_3d, (spectral_kernel, 3, 3)),
                                     nn.BatchNorm3d(channels_3d), nn.ReLU(inplace=True))
@@ -147,6 +165,6 @@ class SSFTT(nn.Module):
         cls = self.cls_token.expand(semantic.shape[0], -1, -1)
         return torch.cat([cls, semantic], dim=1) + self.pos_embedding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        encoded = self.encoder(self.emb_dropout(self.tokens(x)))
-        return self.classifier(encoded[:, 0])
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, B, p, p) -> (N, dim): the encoded class token, what the classifier reads."""
+        return self.encoder(self.emb_dropout(self.tokens(x)))[:, 0]

@@ -19,8 +19,8 @@ from hsi.models.blocks import (
     make_divisible,
     min_input_size,
     pool_window,
-    require_input,
 )
+from hsi.models.contract import Network
 from hsi.models.hybridsn import HybridSN
 
 
@@ -45,7 +45,8 @@ class HybridSNSE(HybridSN):
     excitation pools over bands and pixels) and `2d`; everything else is HybridSN's.
     """
 
-    dense_capable = False  # squeeze-excitation pools over the window inside the trunk
+    dense = False  # squeeze-excitation pools over the window inside the trunk
+    reference = None  # our variant: HybridSN's reference does not count it
     stages_3d = ("3d_1", "3d_2", "3d_3")
     stages = (*stages_3d, "2d")
 
@@ -62,7 +63,7 @@ class HybridSNSE(HybridSN):
         self.features_2d = _with_se(self.features_2d, ("2d",), chosen, make_se)
 
 
-class HybridSNLite(nn.Module):
+class HybridSNLite(Network):
     """MobileNetV3-style HybridSN: a full 3-D convolution over (bands, rows, columns), 3-D
     inverted residuals (depthwise convolutions, squeeze-excitation, h-swish), bands folded into
     channels, a depthwise-separable 2-D convolution, 2-D inverted residuals and a small dense
@@ -77,7 +78,13 @@ class HybridSNLite(nn.Module):
     same without the pool), `gdc` (global depthwise convolution) or `avg` (global average pooling).
     """
 
-    dense_capable = False  # squeeze-excitation pools over the window inside the trunk
+    dense = False  # squeeze-excitation pools over the window inside the trunk
+
+    @classmethod
+    def input_limits(cls, spectral_kernels: Sequence[int] = (7, 5, 3),
+                     channels_3d: Sequence[int] = (8, 16, 16), **net_kwargs: object) -> tuple[int, int]:
+        """Unpadded spectral kernels; an unpadded 3x3 per 3-D stage and the fold, a pool of 1."""
+        return min_input_size(spectral_kernels), 2 * len(channels_3d) + 3
 
     def __init__(self, in_bands: int, patch_size: int, num_classes: int, width: float = 1.0,
                  channels_3d: Sequence[int] = (8, 16, 16), spectral_kernels: Sequence[int] = (7, 5, 3),
@@ -88,9 +95,7 @@ class HybridSNLite(nn.Module):
         super().__init__()
         if len(channels_3d) != len(spectral_kernels):
             raise ConfigError("model.net.channels_3d and spectral_kernels need one entry per 3-D stage")
-        require_input("HybridSNLite", in_bands, patch_size, min_input_size(spectral_kernels),
-                      2 * len(channels_3d) + 3, f"unpadded spectral kernels {tuple(spectral_kernels)}, "
-                      f"{len(channels_3d) + 1} unpadded 3x3 spatial kernels")
+        self.check_input(in_bands, patch_size, spectral_kernels=spectral_kernels, channels_3d=channels_3d)
 
         def scaled(channels: int) -> int:
             return make_divisible(channels * width, divisor)
@@ -111,8 +116,8 @@ class HybridSNLite(nn.Module):
                                           scaled(flatten_channels), act)
         self.classifier = linear_head(features, (scaled(hidden),), num_classes, dropout, act=act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """3-D stages, bands folded into channels, 2-D stages, the pool: what the head flattens."""
         x = self.features_3d(x)
         n, c, d, h, w = x.shape
-        x = self.features_2d(x.reshape(n, c * d, h, w))
-        return self.classifier(self.pool(x))
+        return self.pool(self.features_2d(x.reshape(n, c * d, h, w)))

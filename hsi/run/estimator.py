@@ -1,6 +1,7 @@
-"""A pickled scikit-learn estimator (`model.pkl` of `model=svm`) checked against the data it is
-tested on, as a Lightning checkpoint is: the scene, its classes, the split it was fitted on (the
-run's `split.npz` beside the pickle) and the number of features per pixel."""
+"""The pixel estimators' side of a run (`model=svm`, `rf`, `knn`): Lightning-only settings refused
+before anything is loaded (`check_estimator_settings`), and a pickled estimator (`model.pkl`)
+checked against the data it is tested on, as a Lightning checkpoint is: the scene, its classes,
+the split it was fitted on (the run's `split.npz` beside the pickle) and the features per pixel."""
 
 from __future__ import annotations
 
@@ -10,10 +11,55 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from hsi.errors import ConfigError
 from hsi.run.checkpoint import CheckpointError
 from hsi.utils.run_files import SPLIT_FILE
+
+# data.augment's keys and the value that leaves a window unchanged (conf/augment/none.yaml)
+UNAUGMENTED = {"flip": False, "rotate": False, "scale": 0.0, "noise": 0.0, "band_dropout": 0.0,
+               "band_shift": 0, "mix": 0.0}
+
+
+def _lightning_only(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(setting as given, what to do) for each setting of `cfg` that only a network's training
+    (a Lightning Trainer) can honour."""
+    def value(key: str, default: Any = None) -> Any:
+        return OmegaConf.select(cfg, key, default=default)
+
+    found = []
+    precision = str(value("trainer.precision", "32-true"))
+    if precision not in ("32-true", "32"):
+        found.append((f"trainer.precision={precision}", "drop it (scikit-learn computes in float64)"))
+    accelerator = str(value("trainer.accelerator", "auto")).lower()
+    if accelerator not in ("auto", "cpu"):
+        found.append((f"trainer.accelerator={accelerator}", "use trainer=cpu (scikit-learn runs on the CPU)"))
+    devices, strategy = value("trainer.devices", 1), value("trainer.strategy")
+    spread = strategy not in (None, "auto") or devices not in (1, "1", "auto", None)
+    if spread or value("trainer.num_nodes", 1) != 1:
+        shown = "trainer.strategy" if strategy not in (None, "auto") else f"trainer.devices={devices}"
+        found.append((f"{shown} (trainer=ddp, ddp_cpu)", "use trainer=default (one process fits it)"))
+    augment = value("data.augment") or {}
+    changed = sorted(k for k, off in UNAUGMENTED.items() if augment.get(k, off) not in (off, None))
+    if changed:
+        found.append((", ".join(f"data.augment.{k}" for k in changed) + " (augment=)",
+                      "use augment=none (a spectrum is classified as it is)"))
+    if cfg.get("train") and cfg.get("ckpt_path"):
+        found.append((f"ckpt_path={cfg.ckpt_path} with train=true (resuming)",
+                      "drop ckpt_path (an estimator is fitted anew), or test a model.pkl with train=false"))
+    return found
+
+
+def check_estimator_settings(cfg: DictConfig) -> None:
+    """Refuse, in one line, the settings of a network's training a pixel estimator cannot honour
+    (pretrain= and semi= are refused by their own checks)."""
+    found = _lightning_only(cfg)
+    if found:
+        name = str(cfg.model.get("_target_", "the estimator")).rsplit(".", 1)[-1]
+        raise ConfigError(f"{'; '.join(f'{given}: {fix}' for given, fix in found)}. These settings apply to "
+                          f"networks trained by Lightning; {name} is a scikit-learn estimator on pixel "
+                          f"spectra (or train a network, e.g. model=mlp).")
 
 
 def load_estimator(path: str | Path) -> Any:

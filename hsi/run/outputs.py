@@ -23,7 +23,7 @@ import torch
 
 from hsi.data.large_scene import StreamedScene
 from hsi.data.raster import rasterio
-from hsi.data.scene import Scene
+from hsi.data.scene import Scene, reindex_labels
 from hsi.errors import DataError
 from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_figure, write_figure
 from hsi.models.metrics import accuracy_report
@@ -32,6 +32,7 @@ from hsi.run.checkpoint import reduce_cube
 from hsi.run.inference import predict_labels
 from hsi.run.streaming import classify_reduced, predict_raster_streaming, write_raster_maps
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
+from hsi.utils.geotiff import map_values
 from hsi.utils.run_files import (
     CLASSIFICATION_REPORT_FILE,
     CONFUSION_MATRIX_FIGURE,
@@ -222,14 +223,22 @@ def labelled_accuracy(prediction: np.ndarray, truth: np.ndarray, num_classes: in
     return {k: report[k] for k in ("oa", "aa", "kappa")} | {"labelled_pixels": int(labelled.sum())}
 
 
+def read_map_classes(path: Path, label_values: Sequence[int]) -> np.ndarray:
+    """A prediction.tif's pixels as classes 1..K (0 = none): its pixel values are the classes'
+    source values where they fit (`hsi.utils.geotiff.map_values`)."""
+    with rasterio().open(path) as ds:
+        pixels = ds.read(1).astype(np.int64)
+    values = map_values(list(label_values), len(label_values))
+    return reindex_labels(pixels, values)[0]
+
+
 def add_raster_accuracy(output_dir: str | Path, summary: dict[str, Any],
                         truth: Scene | None) -> dict[str, Any]:
     """`summary` (prediction.json of a raster) with the accuracy of prediction.tif on `truth`'s labelled
     pixels, as a prediction of an in-memory scene reports it; prediction.json rewritten. No truth: as is."""
     if truth is None:
         return summary
-    with rasterio().open(Path(output_dir) / PREDICTION_RASTER) as ds:
-        prediction = ds.read(1)
+    prediction = read_map_classes(Path(output_dir) / PREDICTION_RASTER, truth.label_values)
     summary = summary | labelled_accuracy(prediction, truth.labels, truth.num_classes)
     atomic_write_json(Path(output_dir) / PREDICTION_SUMMARY, summary)
     log.info("OA %.4f  AA %.4f  kappa %.4f on the %d labelled pixels of %s", summary["oa"], summary["aa"],
@@ -321,7 +330,8 @@ def write_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
                                loggers, step, state.get("rgb_bands"), evaluated)
     if confidence is not None:  # prediction.tif / confidence.tif with the raster's CRS and transform
-        write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names))
+        write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names),
+                          list(scene.label_values))
     log.info("Map of the whole scene (%s inference, %.1f s) in map.png", path, seconds)
     return {"map_eval_path": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
 
@@ -333,8 +343,7 @@ def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str,
     the scene is larger than memory)."""
     result = predict_raster_streaming(net, state, scene.geo["gdal_path"], output_dir, eval_path,
                                       progress=False)
-    with rasterio().open(output_dir / PREDICTION_RASTER) as ds:
-        prediction = ds.read(1)
+    prediction = read_map_classes(output_dir / PREDICTION_RASTER, scene.label_values)
     oa = labelled_accuracy(prediction, scene.labels, scene.num_classes)["oa"] if (scene.labels > 0).any() \
         else None
     log.info("Map of the whole scene (%s inference, streamed, %.1f s) in prediction.tif", result.path,

@@ -32,13 +32,21 @@ import torch
 from torch import nn
 
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import RasterInfo, info_of, open_raster, rasterio, read_block
+from hsi.data.raster import (
+    RasterInfo,
+    check_wavelengths,
+    info_of,
+    open_raster,
+    raster_info,
+    rasterio,
+    read_block,
+)
 from hsi.maps import class_colours
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 from hsi.utils.files import atomic_write, atomic_write_json
-from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
+from hsi.utils.geotiff import MapWriters, map_values, write_class_map, write_confidence
 from hsi.utils.tiles import TILE_PIXELS, capped_tile_rows, default_block_rows
 
 log = logging.getLogger(__name__)
@@ -173,7 +181,7 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
         invalid_pixels, path = 0, "dense"
         start_time = time.perf_counter()
         with MapWriters(output_dir, height, width, geo, class_names, class_colours(len(class_names)),
-                        progress) as maps:
+                        progress, map_values(state.get("label_values"), len(class_names))) as maps:
             for start in range(0, height, block_rows):
                 stop = min(start + block_rows, height)
                 low, high = max(0, start - margin), min(height, stop + margin)
@@ -192,10 +200,13 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
 
 
 def write_raster_maps(output_dir: str | Path, labels: np.ndarray, confidence: np.ndarray,
-                      geo: dict[str, Any] | None, class_names: list[str]) -> list[str]:
-    """prediction.tif and confidence.tif of an in-memory prediction; returns their names."""
+                      geo: dict[str, Any] | None, class_names: list[str],
+                      label_values: list[int] | None = None) -> list[str]:
+    """prediction.tif and confidence.tif of an in-memory prediction (classes written as their
+    source values where they fit: `map_values`); returns their names."""
     output_dir = Path(output_dir)
-    write_class_map(output_dir / "prediction.tif", labels, geo, class_names, class_colours(len(class_names)))
+    write_class_map(output_dir / "prediction.tif", labels, geo, class_names, class_colours(len(class_names)),
+                    map_values(label_values, len(class_names)))
     write_confidence(output_dir / "confidence.tif", confidence, geo)
     return ["prediction.tif", "confidence.tif"]
 
@@ -205,6 +216,7 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
     """`hsi.predict` on a raster: prediction.tif, confidence.tif and prediction.json in the run folder
     (and prediction.npy for a raster without georeference, read in memory). `cfg.inference.stream`:
     true, false, or auto (stream rasters larger than `cfg.inference.stream_above_mb` as float32)."""
+    check_wavelengths(state.get("geo"), raster_info(raster), "the checkpoint")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = cfg.inference
@@ -225,7 +237,8 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
                                           progress=bool(settings.progress), **options)
     else:
         result = predict_raster_in_memory(net, state, raster, progress=bool(settings.progress), **options)
-        write_raster_maps(output_dir, result.labels, result.confidence, result.info.geo(), class_names)
+        write_raster_maps(output_dir, result.labels, result.confidence, result.info.geo(), class_names,
+                          state.get("label_values"))
         if not result.info.georeferenced:
             labels = result.labels.astype(np.int16)
             atomic_write(output_dir / "prediction.npy", lambda tmp: _save_npy(tmp, labels))

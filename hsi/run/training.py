@@ -25,10 +25,11 @@ from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.models.metrics import accuracy_report
+from hsi.models.zoo import network_class, own_kwargs
 from hsi.run import dashboard
 from hsi.run.checkpoint import load_checkpoint
 from hsi.run.config import instantiate_group
-from hsi.run.estimator import check_estimator, load_estimator
+from hsi.run.estimator import check_estimator, check_estimator_settings, load_estimator
 from hsi.run.outputs import finish_run, update_metrics, write_run_start, write_scene_map
 from hsi.run.pretraining import check_pretrain_config, pretrain_trunk
 from hsi.run.semi_supervised import add_unlabelled_pool, check_semi_config, consistency_settings
@@ -64,6 +65,9 @@ def build_model(cfg: DictConfig, datamodule: HSIDataModule) -> HSIClassifier:
         raise ConfigError(f"model.class_weights has {len(class_weights)} weights but the scene has "
                           f"{datamodule.num_classes} classes ({', '.join(datamodule.class_names)}); "
                           f"give one per class, or model.class_weights=balanced.")
+    net_cfg = cfg.model.net
+    network_class(net_cfg).check_input(datamodule.num_bands, datamodule.hparams.patch_size,
+                                       **own_kwargs(net_cfg))
     with torch.device("meta"):  # counted before any memory is taken
         probe = instantiate(cfg.model.net, in_bands=datamodule.num_bands,
                             patch_size=datamodule.hparams.patch_size, num_classes=datamodule.num_classes)
@@ -107,6 +111,8 @@ def train(cfg: DictConfig, extra_callbacks: list[Any] | None = None) -> dict[str
     check_train_config(cfg)
     check_pretrain_config(cfg, is_network(cfg.model))
     check_semi_config(cfg, is_network(cfg.model))
+    if not is_network(cfg.model):
+        check_estimator_settings(cfg)
     set_threads(cfg, _hydra_config())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)

@@ -16,11 +16,12 @@ from typing import Any, NamedTuple
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from hsi.errors import ConfigError
 from hsi.models.cost import count_macs, count_parameters, measure_latency, weights_mb, window_shape
+from hsi.models.zoo import network_configs
 from hsi.run.config import CONFIG_DIR
 from hsi.utils.files import atomic_write_text
 
@@ -51,9 +52,7 @@ def model_configs(cfg: DictConfig) -> dict[str, Any]:
     """{model name: net config}: every network in `conf/model/` with `all=true` (models without a
     `net`, such as the SVM, are skipped), else the composed `model`."""
     if cfg.get("all"):
-        configs = {p.stem: OmegaConf.load(p) for p in sorted((CONFIG_DIR / "model").glob("*.yaml"))
-                   if not p.stem.startswith("_")}
-        return {name: c.net for name, c in configs.items() if "net" in c}
+        return dict(network_configs(CONFIG_DIR / "model"))
     choice = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
     name = choice or cfg.model._target_.rsplit(".", 1)[-1]
     if "net" not in cfg.model:

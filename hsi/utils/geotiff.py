@@ -28,7 +28,19 @@ TILE = 256
 
 
 def class_dtype(num_classes: int) -> str:
+    """The map's type for pixel values up to `num_classes` (the largest class value)."""
     return "uint8" if num_classes <= 255 else "uint16"
+
+
+def map_values(label_values: Sequence[int] | None, num_classes: int) -> list[int]:
+    """The pixel value of each class in a class map: the classes' source values (the user's codes,
+    `Scene.label_values`) when they are distinct whole numbers from 1 to 65535, else 1..K."""
+    positions = list(range(1, num_classes + 1))
+    if not label_values or len(label_values) != num_classes:
+        return positions
+    values = [int(v) for v in label_values]
+    fits = len(set(values)) == num_classes and all(1 <= v <= 65535 for v in values)
+    return values if fits else positions
 
 
 class GeoTiffWriter:
@@ -38,13 +50,18 @@ class GeoTiffWriter:
 
     def __init__(self, path: str | Path, height: int, width: int, geo: dict[str, Any] | None, dtype: str,
                  kind: str = "classes", class_names: Sequence[str] | None = None,
-                 colours: np.ndarray | None = None, nodata: float = 0) -> None:
+                 colours: np.ndarray | None = None, nodata: float = 0,
+                 values: Sequence[int] | None = None) -> None:
         import rasterio
 
         self.path = Path(path)
         self.kind = kind
         self.class_names = list(class_names or [])
         self.colours = colours
+        # class k (1..K) is written as values[k - 1] (`map_values`: the user's codes, or k)
+        self.values = list(values) if values else list(range(1, len(self.class_names) + 1))
+        self._lookup = None if self.values == list(range(1, len(self.values) + 1)) else \
+            np.asarray([0, *self.values], dtype=np.int64)
         self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.part.tif")
         profile: dict[str, Any] = {
             "driver": "GTiff", "height": int(height), "width": int(width), "count": 1, "dtype": dtype,
@@ -67,9 +84,10 @@ class GeoTiffWriter:
             if self.colours is not None:
                 colours = np.asarray(self.colours, dtype=np.uint8)
                 table = {0: (0, 0, 0, 0)}
-                table.update({k: (*map(int, colours[k]), 255) for k in range(1, len(colours))})
+                table.update({v: (*map(int, colours[k]), 255)
+                              for k, v in enumerate(self.values[:len(colours) - 1], start=1)})
                 ds.write_colormap(1, table)
-            ds.update_tags(1, **{f"CLASS_{k}": name for k, name in enumerate(self.class_names, start=1)})
+            ds.update_tags(1, **{f"CLASS_{v}": name for v, name in zip(self.values, self.class_names)})
             ds.set_band_description(1, "class")
         else:
             ds.set_band_description(1, "confidence (top class probability)")
@@ -79,6 +97,8 @@ class GeoTiffWriter:
         from rasterio.windows import Window
 
         block = np.asarray(block)
+        if self.kind == "classes" and self._lookup is not None:  # classes 1..K -> their values
+            block = self._lookup[block]
         window = Window(0, row_start, block.shape[1], block.shape[0])
         self.ds.write(block.astype(self.ds.dtypes[0], copy=False), 1, window=window)
 
@@ -100,7 +120,7 @@ class GeoTiffWriter:
             os.replace(self.tmp, self.path)
         aux = self.path.with_name(self.path.name + ".aux.xml")
         if self.kind == "classes" and self.class_names:
-            aux.write_text(pam_xml(self.class_names, self.colours))
+            aux.write_text(pam_xml(self.class_names, self.colours, self.values))
         elif aux.exists():
             aux.unlink()
         return self.path
@@ -130,18 +150,23 @@ def overview_factors(height: int, width: int) -> list[int]:
     return factors or [2]
 
 
-def pam_xml(class_names: Sequence[str], colours: np.ndarray | None) -> str:
-    """GDAL's PAM sidecar for band 1: category names (index = pixel value, 0 = no data) and a
-    thematic raster attribute table (Value, Class, Red, Green, Blue)."""
+def pam_xml(class_names: Sequence[str], colours: np.ndarray | None,
+            values: Sequence[int] | None = None) -> str:
+    """GDAL's PAM sidecar for band 1: category names (index = pixel value, 0 = no data, empty for
+    values no class has) and a thematic raster attribute table (Value, Class, Red, Green, Blue);
+    class k has pixel value `values[k - 1]` (default k)."""
     colours = np.zeros((len(class_names) + 1, 3), dtype=np.uint8) if colours is None else np.asarray(colours)
-    categories = "".join(f"<Category>{escape(name)}</Category>" for name in ["no data", *class_names])
+    values = list(values) if values else list(range(1, len(class_names) + 1))
+    by_value = dict(zip(values, class_names))
+    listed = ["no data", *(by_value.get(v, "") for v in range(1, max(values, default=0) + 1))]
+    categories = "".join(f"<Category>{escape(name)}</Category>" for name in listed)
     fields = [("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8)]
     defs = "".join(f'<FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage></FieldDefn>'
                    for i, (n, t, u) in enumerate(fields))
     rows = "".join(
-        f'<Row index="{k - 1}"><F>{k}</F><F>{escape(name)}</F>'
+        f'<Row index="{k - 1}"><F>{v}</F><F>{escape(name)}</F>'
         + "".join(f"<F>{int(c)}</F>" for c in colours[k]) + "</Row>"
-        for k, name in enumerate(class_names, start=1))
+        for k, (v, name) in enumerate(zip(values, class_names), start=1))
     return ('<PAMDataset>\n  <PAMRasterBand band="1">\n'
             f"    <CategoryNames>{categories}</CategoryNames>\n"
             f'    <GDALRasterAttributeTable tableType="thematic">{defs}{rows}</GDALRasterAttributeTable>\n'
@@ -149,10 +174,13 @@ def pam_xml(class_names: Sequence[str], colours: np.ndarray | None) -> str:
 
 
 def write_class_map(path: str | Path, labels: np.ndarray, geo: dict[str, Any] | None,
-                    class_names: Sequence[str], colours: np.ndarray) -> Path:
-    """A whole (H, W) label map (0 = no class) as prediction.tif; `colours` (K + 1, 3), row 0 unused."""
-    with GeoTiffWriter(path, *labels.shape, geo, class_dtype(len(class_names)), "classes", class_names,
-                       colours) as writer:
+                    class_names: Sequence[str], colours: np.ndarray,
+                    values: Sequence[int] | None = None) -> Path:
+    """A whole (H, W) label map (classes 1..K, 0 = no class) as prediction.tif, class k written as
+    `values[k - 1]` (default k); `colours` (K + 1, 3), row 0 unused."""
+    values = list(values) if values else list(range(1, len(class_names) + 1))
+    with GeoTiffWriter(path, *labels.shape, geo, class_dtype(max(values, default=1)), "classes", class_names,
+                       colours, values=values) as writer:
         writer.write(0, labels)
     return Path(path)
 
@@ -165,16 +193,15 @@ def write_confidence(path: str | Path, confidence: np.ndarray, geo: dict[str, An
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """The class names a prediction.tif records in its band metadata (CLASS_1, CLASS_2, ...)."""
+    """The class names a prediction.tif records in its band metadata (CLASS_<pixel value>), in the
+    order of their values."""
     import rasterio
 
     with rasterio.open(path) as ds:
         tags = ds.tags(1)
-    names, k = [], 1
-    while f"CLASS_{k}" in tags:
-        names.append(tags[f"CLASS_{k}"])
-        k += 1
-    return names
+    coded = {int(key[6:]): name for key, name in tags.items()
+             if key.startswith("CLASS_") and key[6:].isdigit()}
+    return [coded[v] for v in sorted(coded)]
 
 
 class MapWriters:
@@ -183,9 +210,12 @@ class MapWriters:
     half-written map is left)."""
 
     def __init__(self, output_dir: Path, height: int, width: int, geo: dict[str, Any] | None,
-                 class_names: list[str], colours: Any, progress: bool) -> None:
+                 class_names: list[str], colours: Any, progress: bool,
+                 values: Sequence[int] | None = None) -> None:
+        values = list(values) if values else list(range(1, len(class_names) + 1))
         self.labels = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
-                                    class_dtype(len(class_names)), "classes", class_names, colours)
+                                    class_dtype(max(values, default=1)), "classes", class_names, colours,
+                                    values=values)
         self.confidence = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
                                         "continuous")
         self.bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",

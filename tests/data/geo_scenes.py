@@ -80,3 +80,38 @@ def salinas_a_files(base: Path, nodata_rows: int = 3) -> dict[str, Path]:
              "gpkg": base / "fields.gpkg"}
     write_polygons(files["gpkg"], gt)
     return files
+
+
+def write_code_polygons(path: Path, gt: np.ndarray) -> None:
+    """The ground truth's regions as EPSG:4326 polygons whose integer attribute `code` holds the
+    source value (what gdal_polygonize writes from a label raster)."""
+    import pyogrio.raw
+    import shapely
+    from rasterio.features import shapes
+    from rasterio.transform import from_origin
+    from rasterio.warp import transform_geom
+
+    found = list(shapes(gt.astype(np.int32), mask=gt > 0, transform=from_origin(*ORIGIN, PIXEL, PIXEL)))
+    geoms = transform_geom(UTM, "EPSG:4326", [g for g, _ in found])
+    pyogrio.raw.write(path, shapely.to_wkb([shapely.geometry.shape(g) for g in geoms]),
+                      [np.array([int(v) for _, v in found], dtype=np.int32)], fields=["code"],
+                      geometry_type="Polygon", crs="EPSG:4326")
+
+
+def envi_copy(tif: Path, folder: Path, factor: float) -> Path:
+    """A GeoTIFF of `write_geotiff` as ENVI (gdal_translate -of ENVI), its header's wavelengths
+    (`write_geotiff`'s 410, 420, ... nm) times `factor`."""
+    import rasterio
+    import rasterio.shutil
+
+    folder.mkdir()
+    image = folder / "scene.img"
+    rasterio.shutil.copy(tif, image, driver="ENVI")
+    for aux in folder.glob("*.aux.xml"):
+        aux.unlink()
+    header = image.with_suffix(".hdr")
+    with rasterio.open(tif) as ds:
+        bands = ds.count
+    centres = ", ".join(f"{(400 + 10 * b) * factor:g}" for b in range(1, bands + 1))
+    header.write_text(header.read_text() + f"wavelength units = Nanometers\nwavelength = {{{centres}}}\n")
+    return image

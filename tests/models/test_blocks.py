@@ -1,5 +1,5 @@
 """Building blocks: activations, squeeze-excitation, depthwise-separable and inverted-residual blocks,
-the trunk/head base and the input-size checks."""
+and the smallest input of unpadded convolutions (the contract itself: tests/models/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from hsi.models.blocks import (
     HSwish,
     InvertedResidual,
     SqueezeExcite,
-    TrunkHead,
     activation,
     make_divisible,
     min_input_size,
-    require_input,
 )
 
 
@@ -118,26 +116,3 @@ def test_min_input_size() -> None:
     assert min_input_size([7, 5, 3]) == 13
     assert min_input_size([3, 3, 3], [2, 2, 1]) == 15
     assert min_input_size([3] * 4) == 9
-
-
-def test_require_input_names_the_config_keys() -> None:
-    require_input("Net", 13, 9, 13, 9, "kernels")  # the minimum passes
-    too_few = r"Net needs at least 13 bands per window \(kernels\); got 12"
-    with pytest.raises(ValueError, match=too_few) as error:
-        require_input("Net", 12, 9, 13, 9, "kernels")
-    assert "data.pca.components" in str(error.value) and "pca_components" not in str(error.value)
-    with pytest.raises(ValueError, match=r"at least 9x9 pixels \(kernels\); got 7\. Raise data.patch_size"):
-        require_input("Net", 13, 7, 13, 9, "kernels")
-
-
-def test_trunk_head_is_head_of_trunk() -> None:
-    class Net(TrunkHead):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU())
-            self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 5))
-
-    net, x = Net(), torch.randn(4, 2, 4, 4)
-    assert Net.dense_capable and net.head is net.classifier
-    torch.testing.assert_close(net.trunk(x), net.features(x))
-    torch.testing.assert_close(net(x), net.classifier(net.features(x)))

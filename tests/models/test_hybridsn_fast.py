@@ -67,7 +67,7 @@ def test_dense_equals_window_on_synthetic(patch: int, overrides: dict) -> None:
     scene = make_synthetic_scene(height=21, width=17, bands=16)  # borders: every pixel is near one
     torch.manual_seed(0)
     net = build(16, patch, 6, **overrides)
-    assert net.dense_capable and supports_dense(net)
+    assert net.dense and supports_dense(net)
     _randomise_batchnorm(net)
     net.eval()
     padded = pad_cube(scene.cube, patch)

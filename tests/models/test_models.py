@@ -40,7 +40,8 @@ def test_too_small_input_is_refused() -> None:
 
 
 def test_state_dict_keys_are_the_notebook_layout() -> None:
-    """Checkpoints written before HybridSN moved onto TrunkHead keep loading: same keys, same shapes."""
+    """Checkpoints written before HybridSN moved onto TrunkHead (now the Network contract) keep
+    loading: same keys, same shapes."""
     keys = list(HybridSN(in_bands=30, patch_size=25, num_classes=16).state_dict())
     assert keys[:3] == ["features_3d.0.weight", "features_3d.0.bias", "features_3d.1.weight"]
     assert {k.split(".")[0] for k in keys} == {"features_3d", "features_2d", "classifier"}

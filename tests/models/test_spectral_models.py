@@ -1,6 +1,6 @@
 """CNN1D (`model=cnn1d`) and SSFTT (`model=ssftt`): shapes, gradients, dense == window inference
-for CNN1D, SSFTT's tokenizer and cost, training through `hsi.run.training.train`, and the window
-sizes every network of conf/model/ accepts."""
+for CNN1D, SSFTT's tokenizer and cost, and training through `hsi.run.training.train` (the smallest window
+of every network: tests/models/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_cnn1d_logits_and_gradients_reach_every_parameter(bands: int, patch: int
 def test_cnn1d_is_hu_et_al_network_by_default() -> None:
     # Indian Pines' 220 bands: 20 kernels of 24 taps (197 left), max pool 5 (39 left), 100 units
     net = build("cnn1d", 220, 1, 16)
-    assert isinstance(net, CNN1D) and net.dense_capable
+    assert isinstance(net, CNN1D) and net.dense
     conv, pool = net.features.layers[0], net.features.layers[2]
     assert isinstance(conv, nn.Conv1d) and (conv.out_channels, conv.kernel_size) == (20, (24,))
     assert isinstance(pool, nn.MaxPool1d) and pool.kernel_size == 5
@@ -107,7 +107,7 @@ def test_cnn1d_dense_equals_window_on_synthetic(patch: int, overrides: dict) -> 
     scene = make_synthetic_scene(height=21, width=17, bands=16)  # borders: every pixel is near one
     torch.manual_seed(0)
     net = build("cnn1d", 16, patch, 6, **overrides)
-    assert net.dense_capable and supports_dense(net)
+    assert net.dense and supports_dense(net)
     _randomise_batchnorm(net)
     net.eval()
     padded = pad_cube(scene.cube, patch)
@@ -133,7 +133,7 @@ def test_cnn1d_trunk_slides_over_a_larger_scene() -> None:
 @pytest.mark.parametrize(("bands", "patch", "overrides", "message", "key"), [
     (30, 4, {}, "must be odd", "data.patch_size"),
     (5, 5, {"kernel_size": 7, "pool_size": 1}, "at least 7 bands", "data.pca.components"),
-    (7, 5, {"kernel_size": 7}, r"at least 8 bands .*max pool of 2", "data.pca.components"),
+    (7, 5, {"kernel_size": 7}, "at least 8 bands", "data.pca.components"),  # 7 taps, a pool of 2
     (9, 5, {"channels": [8, 8], "kernel_size": 3, "pool_size": 2}, "at least 10 bands",
      "data.pca.components"),
     (30, 5, {"channels": []}, "at least one convolution", "model.net.channels"),
@@ -154,7 +154,7 @@ def test_cnn1d_bad_settings_are_refused(bands: int, patch: int, overrides: dict,
 def test_ssftt_logits_and_gradients_reach_every_parameter(bands: int, patch: int, classes: int) -> None:
     torch.manual_seed(0)
     net = build("ssftt", bands, patch, classes)
-    assert not net.dense_capable and not supports_dense(net)
+    assert not net.dense and not supports_dense(net)
     _backward_and_check(net, bands, patch, classes)
     assert all(p.grad.abs().sum() > 0 for p in net.parameters())
 
@@ -191,7 +191,7 @@ def test_ssftt_tokenizer_makes_l_tokens_and_a_class_token(patch: int) -> None:
 
 def test_ssftt_at_the_papers_setting_has_the_released_models_size_and_counted_macs() -> None:
     net = build("ssftt", *PAPER)
-    assert isinstance(net, SSFTT) and not net.dense_capable
+    assert isinstance(net, SSFTT) and not net.dense
     # the authors' released Indian Pines state dict holds these 153,224 parameters; 4,736 of them
     # (tokenizer 4 x 64 + 64 x 64, class token 64, position embeddings 5 x 64) are bare
     # nn.Parameters that per-layer summaries do not list, which leaves 148,488
@@ -249,38 +249,3 @@ def test_trains_one_epoch_on_the_synthetic_scene(model: str, path: str, syntheti
     assert metrics["params"] > 0 and metrics["macs"] > 0
     assert metrics["map_eval_path"] == path
     assert (tmp_path / "prediction.npy").is_file()
-
-
-# -- window sizes of every network -------------------------------------------------------------
-# the smallest window side each conf/model/*.yaml network accepts at 30 bands, as configured
-SMALLEST_WINDOW = {
-    "hybridsn": 9,       # four unpadded 3x3 convolutions (three 3-D, one 2-D), as the paper's
-    "hybridsn_se": 9,    # HybridSN's
-    "hybridsn_lite": 9,  # HybridSN's layout kept: unpadded 3-D stages and 2-D fold
-    "hybridsn_fast": 5,  # two unpadded 3x3 fused blocks
-    "cnn2d": 7,          # three unpadded 3x3 stages (model.net.channels with two: 5)
-    "cnn3d": 7,          # three unpadded 3x3 stages
-    "cnn1d": 1,          # the centre pixel only
-    "ssftt": 5,          # one unpadded 3x3x3 3-D and one 3x3 2-D convolution
-}
-SIZES = [1, 3, 5, 7, 9, 11, 13, 15]
-
-
-def test_every_network_has_its_smallest_window_listed() -> None:
-    networks = {p.stem for p in (CONFIG_DIR / "model").glob("[!_]*.yaml") if "net" in OmegaConf.load(p)}
-    assert networks == set(SMALLEST_WINDOW)
-
-
-@pytest.mark.parametrize("patch", SIZES)
-@pytest.mark.parametrize("name", sorted(SMALLEST_WINDOW))
-def test_window_sizes_each_network_accepts(name: str, patch: int) -> None:
-    smallest = SMALLEST_WINDOW[name]
-    if patch < smallest:
-        with pytest.raises(ConfigError, match=rf"at least {smallest}x{smallest} pixels") as error:
-            build(name, 30, patch, 16)
-        assert "data.patch_size" in str(error.value)
-        return
-    torch.manual_seed(0)
-    net = build(name, 30, patch, 16).eval()
-    with torch.no_grad():
-        assert net(torch.randn(2, 1, 30, patch, patch)).shape == (2, 16)

@@ -1,4 +1,5 @@
-"""The model zoo: every network's shapes, gradients, size limits and costs."""
+"""The model zoo: every network's shapes and gradients over several windows, the HybridSN
+variants' parts and costs (the contract itself, walked over conf/model: tests/models/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.models import CNN2D, CNN3D, HybridSN, HybridSNLite, HybridSNSE
-from hsi.models.blocks import TrunkHead, pool_window
+from hsi.models import HybridSN, HybridSNLite, HybridSNSE
+from hsi.models.blocks import pool_window
 from hsi.models.cost import model_cost
+from hsi.models.zoo import network_configs, smallest_input
 from hsi.run.config import CONFIG_DIR
 
-NETWORKS = ["hybridsn", "hybridsn_se", "hybridsn_lite", "cnn2d", "cnn3d"]
+NETWORKS = network_configs(CONFIG_DIR / "model")
+SHAPES = [(30, 25, 16), (15, 9, 4), (20, 13, 7), (40, 11, 2)]  # bands, patch, classes
 RECIPE = (30, 25, 16)  # bands, patch, classes
 HYBRIDSN_PARAMS = 5_122_416
 
@@ -28,9 +31,12 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", NETWORKS)
-@pytest.mark.parametrize(("bands", "patch", "classes"), [(30, 25, 16), (15, 9, 4), (20, 13, 7), (40, 11, 2)])
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize(("bands", "patch", "classes"), SHAPES)
 def test_logits_and_gradients_reach_every_parameter(name: str, bands: int, patch: int, classes: int) -> None:
+    smallest = smallest_input(NETWORKS[name])
+    if bands < smallest[0] or patch < smallest[1]:
+        pytest.skip(f"{name} needs at least {smallest} (bands, window)")
     torch.manual_seed(0)
     net = build(name, bands, patch, classes)
     x = torch.randn(3, 1, bands, patch, patch)
@@ -40,24 +46,6 @@ def test_logits_and_gradients_reach_every_parameter(name: str, bands: int, patch
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
     assert all(p.grad.abs().sum() > 0 for p in net.parameters())
-
-
-@pytest.mark.parametrize(("cls", "bands", "patch", "key", "minimum"), [
-    (HybridSN, 12, 25, "data.pca.components", "at least 13 bands"),
-    (HybridSN, 30, 7, "data.patch_size", "at least 9x9"),
-    (HybridSNSE, 12, 25, "data.pca.components", "at least 13 bands"),
-    (HybridSNSE, 30, 7, "data.patch_size", "at least 9x9"),
-    (HybridSNLite, 12, 25, "data.pca.components", "at least 13 bands"),
-    (HybridSNLite, 30, 8, "data.patch_size", "at least 9x9"),
-    (CNN2D, 30, 6, "data.patch_size", "at least 7x7"),
-    (CNN3D, 14, 25, "data.pca.components", "at least 15 bands"),
-    (CNN3D, 30, 6, "data.patch_size", "at least 7x7"),
-])
-def test_too_small_windows_name_the_minimum_and_the_key(cls: type, bands: int, patch: int, key: str,
-                                                        minimum: str) -> None:
-    with pytest.raises(ValueError, match=minimum) as error:
-        cls(in_bands=bands, patch_size=patch, num_classes=3)
-    assert key in str(error.value)
 
 
 @pytest.mark.parametrize("pool", ["pooled", "flatten", "gdc", "avg"])
@@ -89,7 +77,7 @@ def test_se_variant_is_hybridsn_plus_its_excitations() -> None:
     assert sum(isinstance(m, nn.Linear) for m in se.features_3d.modules()) == 6
     only_2d = HybridSNSE(*RECIPE, se_after=["2d"], se_reduction=8)
     assert _count(only_2d) == HYBRIDSN_PARAMS + 2 * 64 * 8 + 8 + 64
-    assert not HybridSNSE.dense_capable
+    assert not HybridSNSE.dense
     with pytest.raises(ValueError, match="se_after"):
         HybridSNSE(*RECIPE, se_after=["3d_4"])
 
@@ -128,20 +116,3 @@ def test_lite_is_a_tenth_of_hybridsn() -> None:
     assert base["params"] == HYBRIDSN_PARAMS
     assert lite["params"] <= 0.1 * base["params"]
     assert lite["macs"] <= 0.1 * base["macs"]
-
-
-@pytest.mark.parametrize(("name", "side"), [("hybridsn", 1), ("cnn2d", 3), ("cnn3d", 3)])
-def test_trunks_slide_over_a_larger_scene(name: str, side: int) -> None:
-    """Every window's trunk output is a crop of the trunk over the whole scene, and the head on
-    that crop gives the window's logits: what dense whole-scene inference relies on."""
-    torch.manual_seed(0)
-    net = build(name, 15, 9, 4).eval()
-    assert isinstance(net, TrunkHead) and net.dense_capable and net.head is net.classifier
-    scene = torch.randn(1, 1, 15, 14, 13)
-    with torch.no_grad():
-        dense = net.trunk(scene)
-        for row, col in [(0, 0), (3, 2), (5, 4)]:
-            window = scene[..., row:row + 9, col:col + 9]
-            crop = dense[..., row:row + side, col:col + side]
-            torch.testing.assert_close(net.trunk(window), crop)
-            torch.testing.assert_close(net.head(crop), net(window))

@@ -22,11 +22,11 @@ from tests.conftest import FAST_SYNTHETIC, compose_train
 
 
 def dense_capable_models() -> list[str]:
-    """Every conf/model/*.yaml whose network class sets `dense_capable = True`."""
+    """Every conf/model/*.yaml whose network class declares `dense = True` (hsi.models.contract)."""
     names = []
     for path in sorted((CONFIG_DIR / "model").glob("[!_]*.yaml")):
         target = OmegaConf.select(OmegaConf.load(path), "net._target_")
-        if target is not None and getattr(get_class(target), "dense_capable", False):
+        if target is not None and getattr(get_class(target), "dense", False):
             names.append(path.stem)
     return names
 
