@@ -16,9 +16,11 @@ from hsi.errors import ConfigError
 from hsi.models.cost import model_cost
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import command_keys, load_checkpoint
+from hsi.run.compat_keys import refuse_old_keys_in_argv
 from hsi.run.config import instantiate_group
 from hsi.run.outputs import finish_run, update_metrics, write_scene_map, write_split
 from hsi.run.precision import checkpoint_inference_precision
+from hsi.run.prediction import moved_files
 from hsi.run.validation import check_predict_config
 from hsi.utils.reporting import report_errors
 from hsi.utils.run_files import SPLIT_FILE
@@ -30,16 +32,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test metrics of `cfg.ckpt_path`, written as a training run writes them."""
     if cfg.get("data") is not None:
         raise ConfigError("hsi.evaluate tests a checkpoint on its own scene and split, so data.* keys do "
-                          "not apply; give cube_path= / gt_path= / data_dir= if the files moved, or use "
-                          "python -m hsi.predict ckpt_path=<file> data=<scene> for another scene.")
+                          "not apply; give moved.cube_path= / moved.gt_path= / moved.data_dir= if the files "
+                          "moved, or python -m hsi.predict ckpt_path=<file> data=<scene> for another scene.")
     check_predict_config(cfg)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = checkpoint.classifier()
     if cfg.get("map", True):
-        check_eval_path(model.net, cfg.eval_path)
-    with command_keys():  # a moved file's message names gt_path=, not data.gt_path
-        datamodule = checkpoint.datamodule(data_dir=cfg.get("data_dir"), cube_path=cfg.get("cube_path"),
-                                           gt_path=cfg.get("gt_path"))
+        check_eval_path(model.net, cfg.inference.eval_path, "inference.eval_path")
+    with command_keys():  # a moved file's message names moved.gt_path=, not data.gt_path
+        datamodule = checkpoint.datamodule(**moved_files(cfg))
         datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
         datamodule.setup()  # checks the rebuilt split against the recorded one
     output_dir = Path(cfg.paths.output_dir)
@@ -60,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = finish_run(output_dir, datamodule, model.test_report, extra, loggers, 0, hparams, cfg.seed)
     if cfg.get("map", True):
         drawn = write_scene_map(output_dir, model.net, datamodule.state_dict(), datamodule.scene,
-                                cfg.eval_path, loggers, precision=precision)
+                                cfg.inference.eval_path, loggers, precision=precision)
         metrics = update_metrics(output_dir, drawn)
     return metrics
 
@@ -71,4 +72,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_old_keys_in_argv("evaluate")  # before Hydra parses the command line
     main()

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.deploy.export import export
+from hsi.run.compat_keys import refuse_old_keys_in_argv
 from hsi.utils.reporting import report_errors
 
 
@@ -21,4 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_old_keys_in_argv("export")  # before Hydra parses the command line
     main()

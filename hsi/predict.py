@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.deploy.predict import predict_onnx
 from hsi.errors import ConfigError
+from hsi.run.compat_keys import refuse_old_keys_in_argv
 from hsi.run.prediction import predict_checkpoint
 from hsi.run.validation import check_predict_config
 from hsi.utils.reporting import report_errors
@@ -31,4 +32,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_old_keys_in_argv("predict")  # before Hydra parses the command line
     main()

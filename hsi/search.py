@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.errors import ConfigError, MissingDependencyError
+from hsi.run.compat_keys import refuse_old_keys_in_argv
 from hsi.utils.reporting import report_errors
 
 try:
@@ -62,6 +63,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """Take the search-space ranges out of the command line, then start the Hydra app."""
+    refuse_old_keys_in_argv("search")
     ARGV[:] = [a for a in sys.argv[1:] if not a.startswith("search.workers=")]
     if split_sweeps is not None:
         SWEEPS[:], rest = split_sweeps(sys.argv[1:])

@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
+from hsi.run.compat_keys import refuse_old_keys_in_argv
 from hsi.run.training import train
 from hsi.utils.reporting import report_errors
 
@@ -24,4 +25,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refuse_old_keys_in_argv("train")  # before Hydra parses the command line
     main()

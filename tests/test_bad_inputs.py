@@ -169,15 +169,20 @@ def run_in_process(module: str, overrides: list[str], run_dir: Path) -> int:
     """The command's work through its error reporting, in this process (fast): exit status."""
     import importlib
 
+    from hsi.run.compat_keys import refuse_old_keys
     from hsi.utils.reporting import report_errors
     from tests.conftest import compose_config
 
     name = module.removeprefix("hsi.")
     module_name, function = {"train": ("hsi.run.training", "train"), "predict": ("hsi.predict", "predict"),
                              "evaluate": ("hsi.evaluate", "evaluate")}[name]
-    cfg = compose_config(name, overrides, run_dir)
+
+    def command() -> None:  # as `python -m hsi.<name>` runs: old keys refused before Hydra composes
+        refuse_old_keys(name, overrides)
+        getattr(importlib.import_module(module_name), function)(compose_config(name, overrides, run_dir))
+
     try:
-        report_errors(getattr(importlib.import_module(module_name), function), cfg)
+        report_errors(command)
     except SystemExit as exit_:
         return int(exit_.code)
     return 0
@@ -271,7 +276,8 @@ def test_predict_leaves_nan_pixels_unclassified(checkpoint: Path, tmp_path: Path
     for name, path in (("clean", clean), ("dirty", dirty)):
         out = tmp_path / name
         summary = predict(compose_config("predict", [f"ckpt_path={checkpoint}", "data=custom",
-                                                     f"data.cube_path={path}", "progress=false"], out))
+                                                     f"data.cube_path={path}",
+                                                     "inference.progress=false"], out))
         outputs[name] = (np.load(out / "prediction.npy"), summary)
     labels, summary = outputs["dirty"]
     assert summary["nonfinite_pixels"] == 3
@@ -428,8 +434,8 @@ def test_evaluate_can_be_pointed_at_a_moved_cube(files: dict[str, Path], tmp_pat
     shutil.move(moved_from, tmp_path / "elsewhere")
     new = tmp_path / "elsewhere"
     evaluated = evaluate(compose_config("evaluate", [f"ckpt_path={metrics['checkpoint']}", "logger=none",
-                                                     "map=false", f"cube_path={new / 'cube.npy'}",
-                                                     f"gt_path={new / 'gt.npy'}"], tmp_path / "eval"))
+                                                     "map=false", f"moved.cube_path={new / 'cube.npy'}",
+                                                     f"moved.gt_path={new / 'gt.npy'}"], tmp_path / "eval"))
     assert evaluated["n_test"] == metrics["n_test"]
 
 

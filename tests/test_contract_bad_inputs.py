@@ -75,7 +75,7 @@ def test_a_network_that_cannot_export_is_refused_before_the_scene_is_loaded(tmp_
 
     monkeypatch.setattr(CNN2D, "cannot_export", "its scan has no ONNX translation")
     with pytest.raises(ExportError) as error:
-        export_checkpoint(FIXTURE, tmp_path / "out", data_dir=str(tmp_path / "nowhere"))
+        export_checkpoint(FIXTURE, tmp_path / "out", moved={"data_dir": str(tmp_path / "nowhere")})
     assert str(error.value) == ("CNN2D cannot be exported to ONNX (its scan has no ONNX translation); run it "
                                 "with hsi.predict ckpt_path=<checkpoint> instead.")
     assert not (tmp_path / "out").exists()
@@ -91,7 +91,7 @@ def fitted_rf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("module", "args"), [
-    ("hsi.predict", ["stream=true"]),
+    ("hsi.predict", ["inference.stream=true"]),
     ("hsi.export", []),
 ])
 def test_an_estimators_pickle_is_not_streamed_or_exported(module: str, args: list[str], fitted_rf: Path,

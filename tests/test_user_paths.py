@@ -25,7 +25,7 @@ def test_a_limited_dense_test_reports_the_pixels_it_evaluated(synthetic_cfg, fla
                                                                caplog: pytest.LogCaptureFixture) -> None:
     from hsi.run.training import train
 
-    cfg = synthetic_cfg(*TINY, "data.eval_path=dense", "+data.eval_tile_rows=4", flag)
+    cfg = synthetic_cfg(*TINY, "data.eval_path=dense", "data.eval_tile_rows=4", flag)
     metrics = train(cfg)
     assert 0 < metrics["n_test"] < metrics["n_test_split"]
     assert 0 <= metrics["oa"] <= 1
@@ -35,7 +35,7 @@ def test_a_limited_dense_test_reports_the_pixels_it_evaluated(synthetic_cfg, fla
 def test_eval_tile_rows_alone_tests_every_pixel(synthetic_cfg) -> None:
     from hsi.run.training import train
 
-    metrics = train(synthetic_cfg(*TINY, "data.eval_path=dense", "+data.eval_tile_rows=4"))
+    metrics = train(synthetic_cfg(*TINY, "data.eval_path=dense", "data.eval_tile_rows=4"))
     assert "n_test_split" not in metrics and metrics["n_test"] > 0
 
 
@@ -44,7 +44,7 @@ def test_evaluate_with_a_test_limit_reports_the_pixels_it_evaluated(synthetic_cf
     from hsi.run.training import train
     from tests.conftest import compose_config
 
-    trained = train(synthetic_cfg(*TINY, "data.eval_path=dense", "+data.eval_tile_rows=4"))
+    trained = train(synthetic_cfg(*TINY, "data.eval_path=dense", "data.eval_tile_rows=4"))
     metrics = evaluate(compose_config("evaluate", [f"ckpt_path={trained['checkpoint']}", "logger=none",
                                                    "map=false", "++trainer.limit_test_batches=1"],
                                       tmp_path / "evaluated"))
@@ -488,9 +488,9 @@ def test_predict_can_be_pointed_at_a_moved_scene(tmp_path: Path) -> None:
     metrics = train(compose_train(["data=custom", f"data.cube_path={data / 'cube.npy'}",
                                    f"data.gt_path={data / 'gt.npy'}", *keep, *TINY], tmp_path / "run"))
     new = Path(shutil.move(data, tmp_path / "elsewhere"))
-    base = [f"ckpt_path={metrics['checkpoint']}", "progress=false"]
+    base = [f"ckpt_path={metrics['checkpoint']}", "inference.progress=false"]
     with pytest.raises(HsiError, match="cube_path="):
         predict(compose_config("predict", base, tmp_path / "lost"))
-    found = predict(compose_config("predict", [*base, f"cube_path={new / 'cube.npy'}",
-                                               f"gt_path={new / 'gt.npy'}"], tmp_path / "found"))
+    found = predict(compose_config("predict", [*base, f"moved.cube_path={new / 'cube.npy'}",
+                                               f"moved.gt_path={new / 'gt.npy'}"], tmp_path / "found"))
     assert 0 <= found["oa"] <= 1

@@ -259,7 +259,7 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
         except MemoryError as err:
             raise DataError(f"{path} ({info.height}x{info.width}x{info.bands}, "
                             f"{info.nbytes_float32 / 1e9:.1f} GB as float32) does not fit in memory: "
-                            f"predict with stream=true, which reads it block by block.") from err
+                            f"predict with inference.stream=true, which reads it block by block.") from err
     return cube, invalid, info
 
 

@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -141,10 +142,11 @@ def metadata(checkpoint: Checkpoint, net: nn.Module, files: dict[str, str], opse
 
 
 def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, *, quantize: str | None = None,
-                      opset: int = OPSET, data_dir: str | None = None, tile_rows: int = 128,
+                      opset: int = OPSET, moved: Mapping[str, Any] | None = None, tile_rows: int = 128,
                       batch_size: int = 256, threads: int | None = None,
                       fp32_tolerance: float = 1e-4, int8: Int8Settings | None = None) -> dict[str, Any]:
-    """Export a checkpoint into `output_dir` (model.onnx, model.json, ...), checked; return model.json."""
+    """Export a checkpoint into `output_dir` (model.onnx, model.json, ...), checked; return model.json.
+    `moved`: where the checkpoint's scene files are now (`data_dir`, `cube_path`, `gt_path`)."""
     if quantize not in QUANTIZE:
         raise ConfigError(f"quantize={quantize!r}: choose null (fp32 only) or int8.")
     if opset < MIN_OPSET:
@@ -157,7 +159,7 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, *, quantize
     check_exportable(net)  # before the scene is loaded
     # the scene in memory (a streamed raster too: the graph is checked on every pixel), the recorded
     # PCA and the split (checked against the recorded one)
-    datamodule = checkpoint.datamodule(data_dir=data_dir, stream=False)
+    datamodule = checkpoint.datamodule(**dict(moved or {}), stream=False)
     datamodule.setup()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -234,9 +236,9 @@ def _export_into(folder: Path, checkpoint: Checkpoint, net: nn.Module, datamodul
 def export(cfg: Any) -> dict[str, Any]:
     """`python -m hsi.export` with its composed config."""
     require_int(cfg, "opset", MIN_OPSET, hint=" (the dynamo exporter writes no older opset)")
-    require_int(cfg, "tile_rows", 1)
-    require_int(cfg, "batch_size", 1)
-    require_int(cfg, "threads", 1, optional=True)
+    require_int(cfg, "inference.tile_rows", 1)
+    require_int(cfg, "inference.batch_size", 1)
+    require_int(cfg, "inference.threads", 1, optional=True)
     require_number(cfg, "fp32_tolerance", 0.0, 1.0)
     require_number(cfg, "int8.max_oa_drop", 0.0, 1.0, optional=True)
     require_int(cfg, "int8.samples", 1)
@@ -245,8 +247,9 @@ def export(cfg: Any) -> dict[str, Any]:
     # quantize and int8.calibration: checked where they are used (export_checkpoint, Int8Settings)
     output_dir = Path(cfg.paths.output_dir)
     meta = export_checkpoint(
-        cfg.ckpt_path, output_dir, quantize=cfg.quantize, opset=cfg.opset, data_dir=cfg.get("data_dir"),
-        tile_rows=cfg.tile_rows, batch_size=cfg.batch_size, threads=cfg.get("threads"),
+        cfg.ckpt_path, output_dir, quantize=cfg.quantize, opset=cfg.opset,
+        moved={key: value for key, value in cfg.moved.items() if value is not None},
+        tile_rows=cfg.inference.tile_rows, batch_size=cfg.inference.batch_size, threads=cfg.inference.threads,
         fp32_tolerance=cfg.fp32_tolerance, int8=Int8Settings(**cfg.int8))
     sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in meta["sizes_bytes"].items())
     log.info("Exported %s (%s path): %s; in %s", meta["network"], meta["eval_path"], sizes, output_dir)

@@ -20,16 +20,17 @@ def predict_onnx(cfg: Any) -> dict[str, Any]:
     raster = raster_input(cfg.get("data"), None)
     if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out
         return predict_onnx_raster(cfg, raster)
-    model = OnnxClassifier.load(cfg.model_path, threads=cfg.get("threads"))
-    eval_path = cfg.get("eval_path", "auto")
+    settings = cfg.inference
+    model = OnnxClassifier.load(cfg.model_path, threads=settings.threads)
+    eval_path = settings.eval_path
     if eval_path != "auto" and eval_path != model.kind:
-        raise ConfigError(f"eval_path={eval_path}: {cfg.model_path} is a {model.kind} graph; use "
-                          f"eval_path=auto.")
+        raise ConfigError(f"inference.eval_path={eval_path}: {cfg.model_path} is a {model.kind} graph; use "
+                          f"inference.eval_path=auto.")
     cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg))
     scene = truth_for_model(scene, model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
     filled, bad = model.check_cube(cube)  # band count, shape; NaN / inf filled with band means
     start = time.perf_counter()
-    prediction = model.predict(filled, cfg.get("tile_rows", 128), cfg.get("batch_size", 256))
+    prediction = model.predict(filled, settings.tile_rows, settings.batch_size)
     path = f"onnx-{model.kind}-{model.precision}"
     same_scene = scene is not None and scene.name == model.meta.get("scene")
     return write_prediction_run(cfg.paths.output_dir, PredictionResult(

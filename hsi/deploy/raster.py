@@ -153,24 +153,26 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
 
 def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     """Classify `raster` with the exported graph `cfg.model_path`; write the maps and prediction.json."""
-    model = OnnxClassifier.load(cfg.model_path, threads=cfg.get("threads"))
-    truth = truth_for_model(raster_truth(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg)),
+    settings = cfg.inference
+    model = OnnxClassifier.load(cfg.model_path, threads=settings.threads)
+    truth = truth_for_model(raster_truth(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg),
+                                         settings.block_rows),
                             model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
     check_wavelengths(model.meta, raster_info(raster), "the exported model")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tile_rows, batch_size = int(cfg.get("tile_rows", 128)), int(cfg.get("batch_size", 256))
-    stream = cfg.get("stream", "auto")
+    tile_rows, batch_size = int(settings.tile_rows), int(settings.batch_size)
+    stream = settings.stream
     if stream == "auto":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_raster(raster) as ds:
-                stream = info_of(ds).nbytes_float32 > float(cfg.get("stream_above_mb", 1024)) * 1e6
+                stream = info_of(ds).nbytes_float32 > float(settings.stream_above_mb) * 1e6
     names = list(model.class_names)
     block_rows = None
     if stream:
         info, seconds, invalid_pixels, block_rows = onnx_raster_streaming(
-            model, raster, output_dir, tile_rows, cfg.get("block_rows"), bool(cfg.get("progress", True)),
+            model, raster, output_dir, tile_rows, settings.block_rows, bool(settings.progress),
             batch_size)
     else:
         labels, confidence, info, seconds = onnx_raster_in_memory(model, raster, tile_rows, batch_size)

@@ -69,8 +69,9 @@ class Checkpoint:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         moved = sorted(set(overrides) & {"cube_path", "gt_path"})
         if moved and self.data.get("scene") != "custom":
-            raise ConfigError(f"{', '.join(moved)} apply to checkpoints trained on data=custom; this one "
-                              f"was trained on the scene {self.data.get('scene')!r}: give data_dir=<the "
+            raise ConfigError(f"{', '.join(f'moved.{key}' for key in moved)} apply to checkpoints trained on "
+                              f"data=custom; this one was trained on the scene "
+                              f"{self.data.get('scene')!r}: give moved.data_dir=<the "
                               f"folder that holds '{self.data.get('scene')}/'> instead.")
         datamodule = HSIDataModule(**(self.data | overrides))
         datamodule.load_state_dict(self.data_state)
@@ -80,14 +81,15 @@ class Checkpoint:
         return reduce_cube(self.data_state, cube)
 
 
-# where a model's own scene moved to, as hsi.evaluate / hsi.predict take it (`gt_path=`) and as the
-# readers of data/ name it for hsi.train (`data.gt_path`)
-MOVED_KEYS = {"data.cube_path": "cube_path", "data.gt_path": "gt_path", "data.data_dir": "data_dir"}
+# where a model's own scene moved to, as hsi.evaluate / hsi.predict take it (`moved.gt_path=`) and
+# as the readers of data/ name it for hsi.train (`data.gt_path`)
+MOVED_KEYS = {"data.cube_path": "moved.cube_path", "data.gt_path": "moved.gt_path",
+              "data.data_dir": "moved.data_dir"}
 
 
 @contextmanager
 def command_keys() -> Iterator[None]:
-    """Errors from reading a checkpoint's own scene name the command's keys (`gt_path=`), not
+    """Errors from reading a checkpoint's own scene name the command's keys (`moved.gt_path=`), not
     hsi.train's (`data.gt_path`), which these commands refuse."""
     try:
         yield

@@ -58,8 +58,9 @@ def scene_from_config(data_cfg: DictConfig | None, recorded: RecordsData,
             if moved:
                 raise
             raise type(error)(f"{error} (hsi.predict reads the scene where the model was trained: if its "
-                              f"files moved, give data_dir=<folder> or, for data=custom, cube_path= / "
-                              f"gt_path=; or data=<scene> for another one.)") from error
+                              f"files moved, give moved.data_dir=<folder> or, for data=custom, "
+                              f"moved.cube_path= / moved.gt_path=; or data=<scene> for another one.)"
+                              ) from error
         return scene.cube, scene
     datamodule = instantiate(data_cfg)
     options = dict(datamodule.scene_options)
@@ -85,10 +86,10 @@ def raster_input(data_cfg: DictConfig | None, geo: dict[str, Any] | None) -> str
 
 
 def raster_truth(data_cfg: DictConfig | None, recorded: RecordsData,
-                 moved: dict[str, Any] | None = None) -> Scene | None:
+                 moved: dict[str, Any] | None = None, block_rows: int | None = None) -> Scene | None:
     """The labels of a raster being classified (`data.gt_path`, or without `data` those the model was
-    trained on), read block by block as a streamed scene reads them (the cube never in memory);
-    None when no ground truth is given."""
+    trained on), read block by block as a streamed scene reads them (the cube never in memory;
+    `block_rows`: `inference.block_rows`); None when no ground truth is given."""
     if data_cfg is None:
         datamodule = recorded.datamodule(**{k: v for k, v in (moved or {}).items() if v is not None})
     else:
@@ -97,7 +98,7 @@ def raster_truth(data_cfg: DictConfig | None, recorded: RecordsData,
     if datamodule.hparams.scene != "custom" or options.get("gt_path") is None:
         return None
     try:
-        return load_streamed_scene(**options, block_rows=datamodule.hparams.get("block_rows"))
+        return load_streamed_scene(**options, block_rows=block_rows)
     except HsiError as error:
         if data_cfg is not None:  # labels asked for: their problem is the user's to fix
             raise
@@ -107,28 +108,32 @@ def raster_truth(data_cfg: DictConfig | None, recorded: RecordsData,
 
 
 def moved_files(cfg: DictConfig) -> dict[str, Any]:
-    """Where the model's own scene is now, if its files moved (`data_dir`, `cube_path`, `gt_path`)."""
-    return {key: cfg.get(key) for key in ("data_dir", "cube_path", "gt_path")}
+    """Where the model's own scene is now, if its files moved (`moved.data_dir`, `moved.cube_path`,
+    `moved.gt_path`), without the keys left null."""
+    return {key: value for key, value in (cfg.get("moved") or {}).items() if value is not None}
 
 
 def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """`python -m hsi.predict ckpt_path=<file> [data=...]`: the map files and prediction.json."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    model = checkpoint.classifier(cfg.get("device", "auto"))
-    check_eval_path(model.net, cfg.eval_path)
+    settings = cfg.inference
+    model = checkpoint.classifier(settings.device)
+    check_eval_path(model.net, settings.eval_path, "inference.eval_path")
     device = next(model.parameters()).device
-    precision = checkpoint_inference_precision(cfg.get("precision"), device.type, type(model.net).__name__)
+    precision = checkpoint_inference_precision(settings.get("precision"), device.type,
+                                               type(model.net).__name__)
     with inference_precision(precision, device):
         return _predict(cfg, checkpoint, model, {"checkpoint": str(checkpoint.path.resolve()),
                                                  "precision": str(precision)})
 
 
 def _predict(cfg: DictConfig, checkpoint: Any, model: Any, source: dict[str, Any]) -> dict[str, Any]:
+    settings = cfg.inference
     state = checkpoint.data_state
     raster = raster_input(cfg.get("data"), state.get("geo"))
     if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out; streamed if large
-        truth = truth_for_model(raster_truth(cfg.get("data"), checkpoint, moved_files(cfg)),
-                                state["class_names"], state.get("label_values"), state.get("scene"))
+        labels = raster_truth(cfg.get("data"), checkpoint, moved_files(cfg), settings.block_rows)
+        truth = truth_for_model(labels, state["class_names"], state.get("label_values"), state.get("scene"))
         summary = predict_raster_run(cfg, model.net, state, raster, source)
         return add_raster_accuracy(cfg.paths.output_dir, summary, truth)
     cube, scene = scene_from_config(cfg.get("data"), checkpoint, moved_files(cfg))
@@ -139,7 +144,8 @@ def _predict(cfg: DictConfig, checkpoint: Any, model: Any, source: dict[str, Any
                     "left unclassified (0) in prediction.npy.", int(bad.sum()))
     start = time.perf_counter()
     prediction, path = predict_labels(model.net, checkpoint.reduce(filled), state["patch_size"],
-                                      cfg.eval_path, cfg.batch_size, cfg.tile_rows, cfg.progress)
+                                      settings.eval_path, settings.batch_size, settings.tile_rows,
+                                      settings.progress)
     same_scene = scene is not None and scene.name == state["scene"]
     return write_prediction_run(cfg.paths.output_dir, PredictionResult(
         cube=filled, scene=scene, prediction=prediction, bad=bad, class_names=list(state["class_names"]),

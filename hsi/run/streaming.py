@@ -214,28 +214,29 @@ def write_raster_maps(output_dir: str | Path, labels: np.ndarray, confidence: np
 def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: str | Path,
                        source: dict[str, Any]) -> dict[str, Any]:
     """`hsi.predict` on a raster: prediction.tif, confidence.tif and prediction.json in the run folder
-    (and prediction.npy for a raster without georeference, read in memory). `cfg.stream`: true,
-    false, or auto (stream rasters larger than `cfg.stream_above_mb` as float32)."""
+    (and prediction.npy for a raster without georeference, read in memory). `cfg.inference.stream`:
+    true, false, or auto (stream rasters larger than `cfg.inference.stream_above_mb` as float32)."""
     check_wavelengths(state.get("geo"), raster_info(raster), "the checkpoint")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    stream = cfg.get("stream", "auto")
-    options = {"eval_path": cfg.eval_path, "batch_size": int(cfg.batch_size), "tile_rows": int(cfg.tile_rows),
-               "tile_pixels": cfg.get("tile_pixels", TILE_PIXELS)}
+    settings = cfg.inference
+    stream = settings.get("stream", "auto")
+    options = {"eval_path": settings.eval_path, "batch_size": int(settings.batch_size),
+               "tile_rows": int(settings.tile_rows), "tile_pixels": settings.get("tile_pixels", TILE_PIXELS)}
     if stream == "auto":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_raster(raster) as ds:
                 size = info_of(ds).nbytes_float32
-        stream = size > float(cfg.get("stream_above_mb", 1024)) * 1e6
+        stream = size > float(settings.get("stream_above_mb", 1024)) * 1e6
     class_names = list(state["class_names"])
     files = ["prediction.tif", "confidence.tif"]
     if stream:
         result = predict_raster_streaming(net, state, raster, output_dir,
-                                          block_rows=cfg.get("block_rows"),
-                                          progress=bool(cfg.progress), **options)
+                                          block_rows=settings.get("block_rows"),
+                                          progress=bool(settings.progress), **options)
     else:
-        result = predict_raster_in_memory(net, state, raster, progress=bool(cfg.progress), **options)
+        result = predict_raster_in_memory(net, state, raster, progress=bool(settings.progress), **options)
         write_raster_maps(output_dir, result.labels, result.confidence, result.info.geo(), class_names,
                           state.get("label_values"))
         if not result.info.georeferenced:

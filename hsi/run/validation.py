@@ -55,17 +55,6 @@ def _at_least(minimum: int | None) -> str:
     return f" >= {minimum}" if minimum is not None else ""
 
 
-# keys that were renamed: refused with their new spelling (one name per idea)
-RENAMED = {"method": "eval_path", "map_method": "data.eval_path"}
-
-
-def refuse_renamed(cfg: DictConfig) -> None:
-    old = [key for key in RENAMED if cfg.get(key) is not None]
-    if old:
-        raise ConfigError(", ".join(f"{key}= is now {RENAMED[key]}=" for key in old)
-                          + ": give the new name.")
-
-
 def check_data(cfg: DictConfig) -> None:
     """The `data` node: window, PCA, loaders, seed of the split."""
     if "data" not in cfg or cfg.data is None:
@@ -164,7 +153,6 @@ def check_train_config(cfg: DictConfig) -> None:
     check_data(cfg)
     check_model(cfg)
     check_trainer(cfg)
-    refuse_renamed(cfg)
     if cfg.get("search") is not None:
         raise ConfigError("hparams_search=... describes a search: run it with `python -m hsi.search "
                           "hparams_search=<name> ...` (python -m hsi.train trains one run).")
@@ -177,22 +165,27 @@ def check_train_config(cfg: DictConfig) -> None:
 
 
 def check_predict_config(cfg: DictConfig) -> None:
-    """`python -m hsi.predict` and `python -m hsi.evaluate`."""
-    refuse_renamed(cfg)
+    """`python -m hsi.predict` and `python -m hsi.evaluate`: `inference.*`, `moved.*`, `data.*`."""
     if cfg.get("ckpt_path") and cfg.get("model_path"):
         raise ConfigError(f"Both ckpt_path={cfg.ckpt_path} and model_path={cfg.model_path} are given; "
                           f"give one: ckpt_path= (a checkpoint) or model_path= (an exported model).")
-    require_choice(cfg, "eval_path", EVAL_PATHS)
-    for key, minimum in (("batch_size", 1), ("tile_rows", 1)):
-        if key in cfg:
-            require_int(cfg, key, minimum)
-    if "device" in cfg:
-        require_choice(cfg, "device", ("auto", "cpu", "cuda"))
-    if "precision" in cfg:  # hsi.predict's inference precision
-        require_choice(cfg, "precision", ("auto", "32-true", "bf16-mixed"))
-    if "stream" in cfg and cfg.stream not in (True, False, "auto"):
-        raise ConfigError(f"stream={cfg.stream!r}: choose true, false or auto.")
-    for key in ("block_rows", "tile_pixels"):
-        if cfg.get(key) is not None:
-            require_int(cfg, key, 1)
+    inference = cfg.get("inference") or {}
+    require_choice(cfg, "inference.eval_path", EVAL_PATHS)
+    for key in ("batch_size", "tile_rows"):
+        if key in inference:
+            require_int(cfg, f"inference.{key}", 1)
+    if "device" in inference:
+        require_choice(cfg, "inference.device", ("auto", "cpu", "cuda"))
+    if "precision" in inference:  # hsi.predict's inference precision
+        require_choice(cfg, "inference.precision", ("auto", "32-true", "bf16-mixed"))
+    if "stream" in inference and inference.stream not in (True, False, "auto"):
+        raise ConfigError(f"inference.stream={inference.stream!r}: choose true, false or auto.")
+    for key in ("block_rows", "tile_pixels", "threads"):
+        if inference.get(key) is not None:
+            require_int(cfg, f"inference.{key}", 1)
+    moved = sorted(key for key, value in (cfg.get("moved") or {}).items() if value is not None)
+    if moved and cfg.get("data") is not None:
+        raise ConfigError(f"moved.{moved[0]}= is where the model's own scene moved, and data= names "
+                          f"another scene: give that scene's files as data.cube_path= / data.gt_path= "
+                          f"(or data.data_dir=), or leave out data= .")
     check_data(cfg)

@@ -200,7 +200,7 @@ def test_predict_writes_georeferenced_maps(polygon_checkpoint: Path, geo_files: 
     out = tmp_path / "pred"
     summary = predict(compose_config("predict", [
         f"ckpt_path={polygon_checkpoint}", "data=custom", f"data.cube_path={geo_files['tif']}",
-        "progress=false"], out))
+        "inference.progress=false"], out))
     names = sorted(NAMES.values())
     labels = _check_prediction_tif(out, geo_files["tif"], names)
     assert summary["streamed"] is False and summary["nodata_pixels"] == NODATA_ROWS * 86
@@ -210,8 +210,9 @@ def test_predict_writes_georeferenced_maps(polygon_checkpoint: Path, geo_files: 
         np.testing.assert_array_equal(ds.read(1), labels)
     streamed = tmp_path / "streamed"  # the checkpoint's own raster (no data=), streamed
     summary = predict(compose_config("predict", [
-        f"ckpt_path={polygon_checkpoint}", "stream=true", "block_rows=7", "tile_rows=7",
-        "progress=false"], streamed))
+        f"ckpt_path={polygon_checkpoint}", "inference.stream=true", "inference.block_rows=7",
+        "inference.tile_rows=7",
+        "inference.progress=false"], streamed))
     assert summary["streamed"] is True
     np.testing.assert_array_equal(_check_prediction_tif(streamed, geo_files["tif"], names), labels)
 
@@ -294,7 +295,7 @@ def test_an_exported_graph_writes_the_same_georeferenced_maps(polygon_checkpoint
     out = tmp_path / "pred_onnx"
     summary = predict(compose_config("predict", [
         f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
-        f"data.cube_path={geo_files['tif']}", "progress=false"], out))
+        f"data.cube_path={geo_files['tif']}", "inference.progress=false"], out))
     assert summary["eval_path"].startswith("onnx-")
     labels = _check_prediction_tif(out, geo_files["tif"], sorted(NAMES.values()))
     with rasterio.open(polygon_checkpoint.parent.parent / "prediction.tif") as ds:  # the checkpoint's map
@@ -304,13 +305,15 @@ def test_an_exported_graph_writes_the_same_georeferenced_maps(polygon_checkpoint
     streamed = tmp_path / "pred_onnx_streamed"  # 83 rows in blocks of 10 (two 5-row tiles)
     summary = predict(compose_config("predict", [
         f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
-        f"data.cube_path={geo_files['tif']}", "progress=false", "stream=true", "block_rows=10",
-        "tile_rows=5"], streamed))
+        f"data.cube_path={geo_files['tif']}", "inference.progress=false", "inference.stream=true",
+        "inference.block_rows=10",
+        "inference.tile_rows=5"], streamed))
     assert summary["streamed"] and summary["block_rows"] == 10
     in_memory = tmp_path / "pred_onnx_tiles_5"
     predict(compose_config("predict", [
         f"model_path={tmp_path / 'export' / 'model.onnx'}", "data=custom",
-        f"data.cube_path={geo_files['tif']}", "progress=false", "stream=false", "tile_rows=5"], in_memory))
+        f"data.cube_path={geo_files['tif']}", "inference.progress=false", "inference.stream=false",
+        "inference.tile_rows=5"], in_memory))
     for name in ("prediction.tif", "confidence.tif"):
         with rasterio.open(streamed / name) as a, rasterio.open(in_memory / name) as b:
             np.testing.assert_array_equal(a.read(1), b.read(1))
@@ -365,8 +368,8 @@ def test_an_envi_image_with_map_info_reads_like_the_geotiff(geo_files: dict[str,
     np.testing.assert_array_equal(envi.cube[rows], tif.cube[rows])
 
 
-@pytest.mark.parametrize(("override", "words"), [("stream=maybe", "stream='maybe'"),
-                                                 ("block_rows=0", "block_rows")])
+@pytest.mark.parametrize(("override", "words"), [("inference.stream=maybe", "inference.stream='maybe'"),
+                                                 ("inference.block_rows=0", "block_rows")])
 def test_bad_streaming_settings_are_refused(override: str, words: str, tmp_path: Path) -> None:
     from hsi.errors import ConfigError
     from hsi.run.validation import check_predict_config

@@ -85,8 +85,8 @@ def predict_map(ckpt: Path, raster: Path, out: Path, stream: bool, *extra: str) 
     from hsi.predict import predict
 
     summary = predict(compose_config("predict", [
-        f"ckpt_path={ckpt}", "data=custom", f"data.cube_path={raster}", "progress=false",
-        f"stream={str(stream).lower()}", "block_rows=20", *extra], out))
+        f"ckpt_path={ckpt}", "data=custom", f"data.cube_path={raster}", "inference.progress=false",
+        f"inference.stream={str(stream).lower()}", "inference.block_rows=20", *extra], out))
     with rasterio.open(out / "prediction.tif") as ds:
         return ds.read(1), summary
 

@@ -36,7 +36,7 @@ def test_the_sweep_lists_every_row_and_each_row_composes(experiment: str, tmp_pa
                                 tmp_path)
         check_train_config(row_cfg)  # the row's window suits its network
         network = row.rsplit("_", 1)[0] if row[-1].isdigit() else row
-        own = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / f"{network}.yaml")  # the row's network, as configured
+        own = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / f"{network}.yaml")
         assert (row_cfg.model.net._target_ == own.net._target_) if "net" in row_cfg.model else \
             row_cfg.model._target_ == own._target_
         if row[-1].isdigit():

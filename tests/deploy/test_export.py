@@ -71,7 +71,7 @@ def exported(trained, tmp_path_factory: pytest.TempPathFactory):
     def make(model: str, quantize: str | None = None) -> tuple[Path, dict]:
         if (model, quantize) not in cache:
             out = tmp_path_factory.mktemp(f"export_{model}_{quantize}")
-            overrides = [f"ckpt_path={trained(model)}", "tile_rows=7", "batch_size=100"]
+            overrides = [f"ckpt_path={trained(model)}", "inference.tile_rows=7", "inference.batch_size=100"]
             if quantize:
                 # a one-epoch network is not a fair test of int8 accuracy: report, do not gate
                 overrides += [f"quantize={quantize}", "int8.max_oa_drop=null", "int8.samples=16"]
@@ -220,7 +220,7 @@ def test_prediction_without_torch_matches_hsi_predict(exported, trained, tmp_pat
     from hsi.predict import predict
 
     ckpt = trained("hybridsn")
-    predict(compose_config("predict", [f"ckpt_path={ckpt}", "progress=false"], tmp_path / "pred"))
+    predict(compose_config("predict", [f"ckpt_path={ckpt}", "inference.progress=false"], tmp_path / "pred"))
     expected = np.load(tmp_path / "pred" / "prediction.npy")
     for model in ("hybridsn", "hybridsn_se"):
         folder = exported(model)[0]
@@ -257,17 +257,18 @@ def test_predict_command_runs_an_exported_model(exported, trained, tmp_path: Pat
 
     folder = exported("cnn2d")[0]
     summary = predict_exported(compose_config("predict", [f"++model_path={folder / 'model.onnx'}",
-                                                          "progress=false"], tmp_path / "onnx"))
+                                                          "inference.progress=false"], tmp_path / "onnx"))
     for name in ("prediction.npy", "prediction.png", "map.png", "prediction.json"):
         assert (tmp_path / "onnx" / name).is_file(), name
     assert summary["eval_path"] == "onnx-dense-fp32" and "oa" in summary
-    predict(compose_config("predict", [f"ckpt_path={trained('cnn2d')}", "progress=false"], tmp_path / "pt"))
+    predict(compose_config("predict", [f"ckpt_path={trained('cnn2d')}",
+                           "inference.progress=false"], tmp_path / "pt"))
     assert np.array_equal(np.load(tmp_path / "onnx" / "prediction.npy"),
                           np.load(tmp_path / "pt" / "prediction.npy"))
     assert json.loads((tmp_path / "pt" / "prediction.json").read_text())["oa"] == pytest.approx(summary["oa"])
     assert summary["nonfinite_pixels"] == 0
-    with pytest.raises(HsiError, match="is a dense graph; use eval_path=auto"):
-        predict_exported(compose_config("predict", [f"++model_path={folder}", "eval_path=window"],
+    with pytest.raises(HsiError, match="is a dense graph; use inference.eval_path=auto"):
+        predict_exported(compose_config("predict", [f"++model_path={folder}", "inference.eval_path=window"],
                                         tmp_path / "bad"))
 
 

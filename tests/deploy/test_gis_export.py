@@ -53,7 +53,8 @@ def test_an_export_writes_the_codes_and_refuses_other_band_centres(coded_export:
     for stream in ("false", "true"):
         predict(compose_config("predict", [
             f"model_path={coded_export['model']}", "data=custom", f"data.cube_path={coded_export['tif']}",
-            "progress=false", f"stream={stream}", "block_rows=16"], tmp_path / stream))
+            "inference.progress=false", f"inference.stream={stream}", "inference.block_rows=16"],
+            tmp_path / stream))
         with rasterio.open(tmp_path / stream / "prediction.tif") as ds:
             maps.append(ds.read(1))
             assert ds.tags(1)["CLASS_10"] == "10"
@@ -63,4 +64,4 @@ def test_an_export_writes_the_codes_and_refuses_other_band_centres(coded_export:
     with pytest.raises(DataError, match="band centres of .* differ from those the exported model"):
         predict(compose_config("predict", [
             f"model_path={coded_export['model']}", "data=custom", f"data.cube_path={shifted}",
-            "progress=false"], tmp_path / "refused"))
+            "inference.progress=false"], tmp_path / "refused"))

@@ -34,7 +34,7 @@ def window_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "data.gt_field=crop", "data.patch_size=9", "data.pca.components=15", "model=hybridsn_se",
         "trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=10", "logger=none", "map=false",
         "callbacks.progress_bar.refresh_rate=0"], base / "run"))
-    meta = export(compose_config("export", [f"ckpt_path={metrics['checkpoint']}", "batch_size=200"],
+    meta = export(compose_config("export", [f"ckpt_path={metrics['checkpoint']}", "inference.batch_size=200"],
                                  base / "export"))
     assert meta["eval_path"] == "window"
     return files | {"model": base / "export" / "model.onnx"}
@@ -51,9 +51,10 @@ def test_a_window_graph_streams_with_the_in_memory_labels(window_export: dict[st
     from hsi.predict import predict
 
     common = [f"model_path={window_export['model']}", "data=custom", f"data.cube_path={window_export['tif']}",
-              "progress=false", "batch_size=50", "tile_rows=7"]
-    memory = predict(compose_config("predict", [*common, "stream=false"], tmp_path / "memory"))
-    streamed = predict(compose_config("predict", [*common, "stream=true", "block_rows=10"],
+              "inference.progress=false", "inference.batch_size=50", "inference.tile_rows=7"]
+    memory = predict(compose_config("predict", [*common, "inference.stream=false"], tmp_path / "memory"))
+    streamed = predict(compose_config("predict", [*common, "inference.stream=true",
+                                      "inference.block_rows=10"],
                                       tmp_path / "stream"))
     assert memory["streamed"] is False and streamed["streamed"] is True
     assert streamed["eval_path"].startswith("onnx-window") and streamed["block_rows"] == 25
@@ -72,8 +73,9 @@ def test_an_exported_graph_reports_the_accuracy_on_given_labels(window_export: d
 
     summary = predict(compose_config("predict", [
         f"model_path={window_export['model']}", "data=custom", f"data.cube_path={window_export['tif']}",
-        f"data.gt_path={window_export['gpkg']}", "data.gt_field=crop", "progress=false", "stream=true",
-        "batch_size=50"], tmp_path))
+        f"data.gt_path={window_export['gpkg']}", "data.gt_field=crop", "inference.progress=false",
+        "inference.stream=true",
+        "inference.batch_size=50"], tmp_path))
     assert json.loads((tmp_path / "prediction.json").read_text()) == summary
     truth = load_custom_scene(window_export["tif"], window_export["gpkg"], gt_field="crop").labels
     labels, _ = _maps(tmp_path)

@@ -302,7 +302,7 @@ def test_a_trained_transformer_exports_through_hsi_export(tmp_path) -> None:
     overrides = [*FAST_SYNTHETIC, "model=gaht", "model.net.groups=[2,2,2]", "trainer.max_epochs=1",
                  "logger=none", "map=false", "data.pca.cache=false"]
     metrics = train(compose_train(overrides, tmp_path / "run"))
-    meta = export(compose_config("export", [f"ckpt_path={metrics['checkpoint']}", "batch_size=100"],
+    meta = export(compose_config("export", [f"ckpt_path={metrics['checkpoint']}", "inference.batch_size=100"],
                                  tmp_path / "export"))
     assert meta["network"] == "GAHT" and meta["eval_path"] == "window"
     assert meta["verification"]["fp32"]["max_abs_logit_diff"] < 1e-3

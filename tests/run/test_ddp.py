@@ -16,7 +16,7 @@ from tests.conftest import FAST_SYNTHETIC, PROJECT_ROOT, compose_config
 # dense: validation and test on row tiles (5 rows each: 5 tiles for 24 rows, so the sampler
 # repeats one on the second process)
 EVAL_PATHS = {"window": ["data.eval_path=window"],
-              "dense": ["data.eval_path=dense", "+data.eval_tile_rows=5"]}
+              "dense": ["data.eval_path=dense", "data.eval_tile_rows=5"]}
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def dense_capable_models() -> list[str]:
 DENSE_MODELS = dense_capable_models()
 # every pixel within patch_size // 2 of a border on one side or the other; several tiles
 SMALL = ["data.height=21", "data.width=17", "data.split.test_ratio=0.6", "data.split.val_ratio=0.2",
-         "+data.eval_tile_rows=5", "trainer.max_epochs=1", "logger=none", "map=false"]
+         "data.eval_tile_rows=5", "trainer.max_epochs=1", "logger=none", "map=false"]
 REPORT_KEYS = ("oa", "aa", "kappa", "per_class_accuracy", "untested", "confusion_matrix")
 
 

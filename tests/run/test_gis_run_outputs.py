@@ -1,7 +1,7 @@
 """A training run's maps on real Salinas-A as a GeoTIFF with polygons (issue 29, item 10):
 `test=false` with `map=true` still draws the map (from the weights a test would use), the log names
 prediction.tif / confidence.tif, their QGIS styles lie beside them; `hsi.evaluate` names its own
-`gt_path=` key; and the README's first command ends on a convincing OA (slow)."""
+`moved.gt_path=` key; and the README's first command ends on a convincing OA (slow)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,10 @@ def test_evaluate_names_its_own_gt_path_key(untested_run: dict, tmp_path: Path) 
 
     checkpoint = next((untested_run["run"] / "checkpoints").glob("*.ckpt"))
     with pytest.raises(MissingFileError) as raised:
-        evaluate(compose_config("evaluate", [f"ckpt_path={checkpoint}", f"gt_path={tmp_path / 'moved.gpkg'}",
+        evaluate(compose_config("evaluate", [f"ckpt_path={checkpoint}", f"moved.gt_path={tmp_path / 'moved.gpkg'}",
                                              "logger=none", "map=false"], tmp_path / "evaluated"))
     message = str(raised.value)
-    assert "gt_path" in message and "data.gt_path" not in message, message
+    assert "moved.gt_path" in message and "data.gt_path" not in message, message
 
 
 @pytest.mark.slow

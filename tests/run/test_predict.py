@@ -112,7 +112,7 @@ def test_predict_from_a_moved_checkpoint_writes_every_file(trained_checkpoint: P
     run.rename(hidden)  # the training run's folder is gone while predicting
     try:
         out = tmp_path / "pred"
-        summary = predict(_compose("predict", [f"ckpt_path={moved}", "progress=false"], out))
+        summary = predict(_compose("predict", [f"ckpt_path={moved}", "inference.progress=false"], out))
     finally:
         hidden.rename(run)
     for name in ("prediction.npy", "prediction.png", "map.png", "prediction.json"):
@@ -136,7 +136,7 @@ def test_predict_on_a_custom_cube_and_refuse_other_band_counts(trained_checkpoin
     out = tmp_path / "pred"
     summary = predict(_compose("predict", [f"ckpt_path={trained_checkpoint}", "data=custom",
                                            f"data.cube_path={tmp_path / 'cube.npy'}",
-                                           "eval_path=window", "progress=false"], out))
+                                           "inference.eval_path=window", "inference.progress=false"], out))
     assert summary["eval_path"] == "window" and "oa" not in summary  # no ground truth given
     assert np.load(out / "prediction.npy").shape == (10, 12)
     np.save(tmp_path / "cube.npy", scene.cube[:10, :12, :20])

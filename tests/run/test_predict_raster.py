@@ -38,8 +38,9 @@ def test_predict_on_a_raster_with_labels_reports_the_accuracy(trained: dict[str,
 
     summary = predict(compose_config("predict", [
         f"ckpt_path={trained['ckpt']}", "data=custom", f"data.cube_path={trained['tif']}",
-        f"data.gt_path={trained['gpkg']}", "data.gt_field=crop", "progress=false", f"stream={stream}",
-        "block_rows=10", "tile_rows=5"], tmp_path))
+        f"data.gt_path={trained['gpkg']}", "data.gt_field=crop", "inference.progress=false",
+        f"inference.stream={stream}",
+        "inference.block_rows=10", "inference.tile_rows=5"], tmp_path))
     assert summary["streamed"] is (stream == "true")
     assert json.loads((tmp_path / "prediction.json").read_text()) == summary
     truth = load_custom_scene(trained["tif"], trained["gpkg"], gt_field="crop").labels
@@ -55,7 +56,8 @@ def test_predict_on_a_raster_without_labels_reports_none(trained: dict[str, Path
     from hsi.predict import predict
 
     summary = predict(compose_config("predict", [
-        f"ckpt_path={trained['ckpt']}", "data=custom", f"data.cube_path={trained['tif']}", "progress=false"],
+        f"ckpt_path={trained['ckpt']}", "data=custom", f"data.cube_path={trained['tif']}",
+        "inference.progress=false"],
         tmp_path))
     assert "oa" not in summary and summary["streamed"] is False
 
@@ -65,8 +67,8 @@ def test_predict_on_its_own_raster_reports_the_accuracy_on_its_labels(trained: d
     """Without data=, the raster and the polygons the model was trained on, as for an in-memory scene."""
     from hsi.predict import predict
 
-    summary = predict(compose_config("predict", [f"ckpt_path={trained['ckpt']}", "progress=false",
-                                                 "stream=true"], tmp_path))
+    summary = predict(compose_config("predict", [f"ckpt_path={trained['ckpt']}", "inference.progress=false",
+                                                 "inference.stream=true"], tmp_path))
     assert summary["streamed"] and summary["labelled_pixels"] > 5000 and 0 < summary["oa"] <= 1
 
 
@@ -76,7 +78,8 @@ def test_moved_training_labels_only_cost_the_accuracy(trained: dict[str, Path], 
 
     moved = trained["gpkg"].rename(trained["gpkg"].with_suffix(".moved"))
     try:
-        summary = predict(compose_config("predict", [f"ckpt_path={trained['ckpt']}", "progress=false"],
+        summary = predict(compose_config("predict", [f"ckpt_path={trained['ckpt']}",
+                                         "inference.progress=false"],
                                          tmp_path))
     finally:
         moved.rename(trained["gpkg"])
