@@ -2,12 +2,13 @@
 (onnxruntime, no torch) classifies a raster read through GDAL; `prediction.tif` and
 `confidence.tif` carry the raster's CRS and transform, as with a checkpoint.
 
-Invalid pixels (nodata, NaN / inf) are filled with the band means of the valid pixels, summed
-block by block in a fixed order (`band_means`), and are 0 in the maps. Both kinds of graph stream
-(`stream=true`, or `auto` above `stream_above_mb`): row blocks with their halo; a dense graph's
-blocks are whole `tile_rows` tiles, each the same array the in-memory path gives the graph; a
-window graph's blocks start on a whole batch of pixels, the PCA graph runs on the block's rows
-and each window is cut from the block padded as the whole scene is, so the labels are identical.
+Invalid pixels (nodata, NaN / inf) are filled by the rule training and the checkpoint path use
+(`hsi.data.invalid_pixels`: this raster's band means, summed in a fixed order), and are 0 in
+the maps. Both kinds of graph stream (`stream=true`, or `auto` above `stream_above_mb`): row
+blocks with their halo; a dense graph's blocks are whole `tile_rows` tiles, each the same array
+the in-memory path gives the graph; a window graph's blocks start on a whole batch of pixels, the
+PCA graph runs on the block's rows and each window is cut from the block padded as the whole
+scene is, so the labels are identical.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.invalid_pixels import raster_fill_values
 from hsi.data.raster import (
     RasterInfo,
     check_wavelengths,
@@ -27,7 +29,7 @@ from hsi.data.raster import (
     open_raster,
     raster_info,
     rasterio,
-    read_block,
+    read_block_masks,
 )
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
@@ -40,7 +42,6 @@ from hsi.utils.tiles import default_block_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
-MEAN_ROWS = 256  # rows per block when summing band means (fixed: both paths sum in the same order)
 GDAL_CACHE_MB = 64
 
 
@@ -50,24 +51,6 @@ def softmax_top(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     weights = np.exp(shifted, dtype=np.float32)
     probabilities = weights / weights.sum(axis=0, keepdims=True)
     return probabilities.argmax(axis=0) + 1, probabilities.max(axis=0).astype(np.float32)
-
-
-def band_means(ds) -> tuple[np.ndarray, int]:
-    """(bands,) float32 means of the valid pixels of an open raster, and the invalid pixel count."""
-    sums = np.zeros(ds.count, dtype=np.float64)
-    valid = invalid_pixels = 0
-    for start in range(0, ds.height, MEAN_ROWS):
-        data, invalid = read_block(ds, start, min(start + MEAN_ROWS, ds.height), band_first=True)
-        sums += data.sum(axis=(1, 2), where=~invalid[None], dtype=np.float64)
-        valid += int((~invalid).sum())
-        invalid_pixels += int(invalid.sum())
-    return (sums / max(valid, 1)).astype(np.float32), invalid_pixels
-
-
-def _filled(data: np.ndarray, invalid: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """(rows, W, bands) with invalid pixels set to `means`."""
-    data[invalid] = means
-    return data
 
 
 def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: int, stop: int,
@@ -93,10 +76,11 @@ def onnx_raster_in_memory(model: OnnxClassifier, raster: str | Path, tile_rows: 
         warnings.simplefilter("ignore")
         with open_raster(raster) as ds:
             info = info_of(ds)
-            means, _ = band_means(ds)
-            cube, invalid = read_block(ds, 0, ds.height)
+            fill, _ = raster_fill_values(ds)
+            cube, nodata, nonfinite = read_block_masks(ds, 0, ds.height)
+    invalid = nodata | nonfinite
     start = time.perf_counter()
-    logits = model.logits(_filled(cube, invalid, means), tile_rows, batch_size)
+    logits = model.logits(fill.fill(cube, nodata), tile_rows, batch_size)
     seconds = time.perf_counter() - start
     labels, confidence = softmax_top(logits)
     labels[invalid], confidence[invalid] = 0, 0
@@ -132,14 +116,15 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
             rows = aligned_block_rows(block_rows or default_block_rows(width, info.bands),
                                       model.kind == "dense", tile_rows, width, batch_size)
             started = time.perf_counter()
-            means, invalid_pixels = band_means(ds)
+            fill, invalid_pixels = raster_fill_values(ds)
             geo = info.geo()
             with MapWriters(output_dir, height, width, geo, names, class_colours(len(names)),
                             progress, map_values(model.meta.get("label_values"), len(names))) as maps:
                 for start, stop in row_tiles(height, rows):
                     low, high = max(0, start - margin), min(height, stop + margin)
-                    cube, invalid = read_block(ds, low, high)
-                    cube = _filled(cube, invalid, means)
+                    cube, nodata, nonfinite = read_block_masks(ds, low, high)
+                    invalid = nodata | nonfinite
+                    cube = fill.fill(cube, nodata)
                     if model.kind == "dense":
                         logits = _dense_tiles(model, cube, low, start, stop, height, tile_rows)
                     else:

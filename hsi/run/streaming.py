@@ -4,9 +4,9 @@ Both paths compute every pixel the same way, so their labels are identical on ev
 
 - the checkpoint's PCA is applied one image row at a time (the same matrix product for a row
   whichever block it comes in);
-- invalid pixels (nodata, NaN / inf) become zero after reduction, which is what the window
-  padding outside the scene holds (zero in the reduced space is the training scene's mean
-  spectrum), and are 0 (no class) in the map;
+- invalid pixels (nodata, NaN / inf) are filled before PCA by the rule training uses, with this
+  raster's band means (`hsi.data.invalid_pixels`, as the ONNX path fills them), and are 0
+  (no class) in the map;
 - the dense path runs row tiles of `tile_rows` output rows (fewer on a raster wider than
   `tile_pixels` / `tile_rows`: `capped_tile_rows`, alike in both paths) with their halo; a streamed block
   is a whole number of tiles, so each tile the network sees is the same array as in memory (the
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hsi.data.invalid_pixels import raster_fill_values
 from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import (
     RasterInfo,
@@ -39,7 +40,7 @@ from hsi.data.raster import (
     open_raster,
     raster_info,
     rasterio,
-    read_block,
+    read_block_masks,
 )
 from hsi.maps import class_colours
 from hsi.models.dense import check_eval_path, supports_dense
@@ -72,22 +73,18 @@ class RasterPrediction:
         return self.info.height * self.info.width / max(self.seconds, 1e-9)
 
 
-def reduce_rows(state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
-                band_first: bool = False) -> np.ndarray:
+def reduce_rows(state: dict[str, Any], cube: np.ndarray, band_first: bool = False) -> np.ndarray:
     """(rows, W, bands) raw spectra, or (bands, rows, W) with `band_first`, -> (rows, W, components)
     float32 as the network expects: the checkpoint's PCA one image row at a time (the same
-    arithmetic for a row whatever block or layout it comes in), invalid pixels set to 0."""
+    arithmetic for a row whatever block or layout it comes in); invalid pixels already filled."""
     bands = cube.shape[0] if band_first else cube.shape[2]
     check_bands(state, bands, "raster")
     pca = PCATransform.from_tensors(state["pca"])
-    rows, width = invalid.shape
+    rows, width = cube.shape[1:] if band_first else cube.shape[:2]
     out = np.empty((rows, width, bands if pca is None else pca.num_components), dtype=np.float32)
     for r in range(rows):
         row = cube[:, r, :].T if band_first else cube[r]  # (W, bands)
-        if invalid[r].any():
-            row = np.where(invalid[r][:, None], 0, row)
         out[r] = row if pca is None else pca(np.ascontiguousarray(row, dtype=np.float32), chunk=width)
-    out[invalid] = 0
     return out
 
 
@@ -123,7 +120,10 @@ def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str 
         warnings.simplefilter("ignore")
         with open_raster(raster) as ds:
             info = info_of(ds)
-            cube, invalid = read_block(ds, 0, ds.height, band_first=True)
+            fill, _ = raster_fill_values(ds)
+            cube, nodata, nonfinite = read_block_masks(ds, 0, ds.height, band_first=True)
+    invalid = nodata | nonfinite
+    fill.fill(cube, nodata, band_first=True)
     tile_rows = capped_tile_rows(tile_rows, info.width, tile_pixels)
     start = time.perf_counter()
     labels, confidence, path = classify_reduced(net, state, cube, invalid, eval_path, batch_size, tile_rows,
@@ -135,11 +135,11 @@ def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str 
 def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
                      eval_path: str, batch_size: int, tile_rows: int,
                      progress: bool = False, band_first: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
-    """(labels with 0 at invalid pixels, confidence with 0 there, path) of an in-memory raw cube
-    ((H, W, bands), or (bands, H, W) with `band_first`)."""
+    """(labels with 0 at `invalid` pixels, confidence with 0 there, path) of an in-memory raw cube
+    ((H, W, bands), or (bands, H, W) with `band_first`) whose invalid pixels are filled."""
     patch = int(state["patch_size"])
     margin = patch // 2
-    padded = padded_tensor(reduce_rows(state, cube, invalid, band_first), margin, margin, margin)
+    padded = padded_tensor(reduce_rows(state, cube, band_first), margin, margin, margin)
     logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, progress)
     labels, confidence = labels_and_confidence(logits)
     labels[invalid], confidence[invalid] = 0, 0
@@ -180,13 +180,15 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
         geo = info.geo()
         invalid_pixels, path = 0, "dense"
         start_time = time.perf_counter()
+        fill, _ = raster_fill_values(ds)
         with MapWriters(output_dir, height, width, geo, class_names, class_colours(len(class_names)),
                         progress, map_values(state.get("label_values"), len(class_names))) as maps:
             for start in range(0, height, block_rows):
                 stop = min(start + block_rows, height)
                 low, high = max(0, start - margin), min(height, stop + margin)
-                cube, invalid = read_block(ds, low, high, band_first=True)
-                reduced = reduce_rows(state, cube, invalid, band_first=True)
+                cube, nodata, nonfinite = read_block_masks(ds, low, high, band_first=True)
+                invalid = nodata | nonfinite
+                reduced = reduce_rows(state, fill.fill(cube, nodata, band_first=True), band_first=True)
                 del cube
                 padded = padded_tensor(reduced, margin - (start - low), margin - (high - stop), margin)
                 logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, False)
