@@ -32,7 +32,7 @@ import torch
 from hsi.data.geo_scene import classes_left, raster_geo, raster_labels, uses_gdal
 from hsi.data.invalid_pixels import FillSums, FillValues
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import info_of, open_raster, rasterio, read_block_masks
+from hsi.data.raster import info_of, open_raster, raster_streams, rasterio, read_block_masks
 from hsi.data.scene import Scene, build_scene
 from hsi.errors import ConfigError, DataError
 from hsi.utils.tiles import default_block_rows, row_tiles
@@ -76,12 +76,9 @@ class StreamSettings:
             raise ConfigError("data.stream=true builds a raster scene (data=custom data.cube_path=<GeoTIFF, "
                               "ENVI, ...>) block by block; this scene is read in memory: set "
                               "data.stream=auto or false.")
-        if self.stream is True or self.stream is False or not raster:
-            return self.stream is True
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_raster(options["cube_path"]) as ds:
-                return info_of(ds).nbytes_float32 > float(self.above_mb) * 1e6
+        if not raster:
+            return False
+        return raster_streams(options["cube_path"], self.stream, self.above_mb)
 
 
 def check_memmap_dir(memmap_dir: str | Path) -> Path:

@@ -28,6 +28,7 @@ from hsi.data.raster import (
     info_of,
     open_raster,
     raster_info,
+    raster_streams,
     rasterio,
     read_block_masks,
 )
@@ -35,22 +36,13 @@ from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
 from hsi.run.outputs import add_raster_accuracy, truth_for_model
 from hsi.run.prediction import RecordedData, moved_files, raster_truth
-from hsi.run.streaming import aligned_block_rows
-from hsi.utils.files import atomic_write_json
-from hsi.utils.geotiff import MapWriters, map_values, write_class_map, write_confidence
+from hsi.run.streaming import RasterPrediction, aligned_block_rows, write_prediction_json
+from hsi.utils.geotiff import MapWriters, class_and_confidence, map_values, write_class_map, write_confidence
 from hsi.utils.tiles import default_block_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
 GDAL_CACHE_MB = 64
-
-
-def softmax_top(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability)."""
-    shifted = logits - logits.max(axis=0, keepdims=True)
-    weights = np.exp(shifted, dtype=np.float32)
-    probabilities = weights / weights.sum(axis=0, keepdims=True)
-    return probabilities.argmax(axis=0) + 1, probabilities.max(axis=0).astype(np.float32)
 
 
 def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: int, stop: int,
@@ -82,7 +74,7 @@ def onnx_raster_in_memory(model: OnnxClassifier, raster: str | Path, tile_rows: 
     start = time.perf_counter()
     logits = model.logits(fill.fill(cube, nodata), tile_rows, batch_size)
     seconds = time.perf_counter() - start
-    labels, confidence = softmax_top(logits)
+    labels, confidence = class_and_confidence(logits)
     labels[invalid], confidence[invalid] = 0, 0
     return labels, confidence, info, seconds
 
@@ -129,7 +121,7 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
                         logits = _dense_tiles(model, cube, low, start, stop, height, tile_rows)
                     else:
                         logits = _window_block(model, cube, low, start, stop, tile_rows, batch_size)
-                    labels, confidence = softmax_top(logits)
+                    labels, confidence = class_and_confidence(logits)
                     own = invalid[start - low:stop - low]
                     labels[own], confidence[own] = 0, 0
                     maps.write(start, labels, confidence)
@@ -147,12 +139,7 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tile_rows, batch_size = int(settings.tile_rows), int(settings.batch_size)
-    stream = settings.stream
-    if stream == "auto":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_raster(raster) as ds:
-                stream = info_of(ds).nbytes_float32 > float(settings.stream_above_mb) * 1e6
+    stream = raster_streams(raster, settings.stream, settings.stream_above_mb)
     names = list(model.class_names)
     block_rows = None
     if stream:
@@ -166,12 +153,9 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
                         map_values(model.meta.get("label_values"), len(names)))
         write_confidence(output_dir / "confidence.tif", confidence, info.geo())
     path = f"onnx-{model.kind}-{model.precision}"
-    summary = {"model": str(Path(cfg.model_path).resolve()), "raster": info.path, "eval_path": path,
-               "streamed": bool(stream), "block_rows": block_rows, "seconds": round(seconds, 2),
-               "shape": [info.height, info.width], "bands": info.bands, "nodata_pixels": invalid_pixels,
-               "class_names": names, "crs": info.crs, "transform": info.transform,
-               "files": ["prediction.tif", "confidence.tif"]}
-    atomic_write_json(output_dir / "prediction.json", summary)
+    result = RasterPrediction(info, path, seconds, invalid_pixels, bool(stream), block_rows)
+    summary = write_prediction_json(output_dir, {"model": str(Path(cfg.model_path).resolve())}, result, names,
+                                    ["prediction.tif", "confidence.tif"])
     log.info("%s inference over %dx%d pixels in %.1f s (%s); prediction.tif, confidence.tif in %s", path,
              info.height, info.width, seconds, "streamed" if stream else "in memory", output_dir)
     return add_raster_accuracy(output_dir, summary, truth)

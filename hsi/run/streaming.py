@@ -39,6 +39,7 @@ from hsi.data.raster import (
     info_of,
     open_raster,
     raster_info,
+    raster_streams,
     rasterio,
     read_block_masks,
 )
@@ -47,7 +48,7 @@ from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 from hsi.utils.files import atomic_write, atomic_write_json
-from hsi.utils.geotiff import MapWriters, map_values, write_class_map, write_confidence
+from hsi.utils.geotiff import MapWriters, class_and_confidence, map_values, write_class_map, write_confidence
 from hsi.utils.tiles import TILE_PIXELS, capped_tile_rows, default_block_rows
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,6 @@ def padded_tensor(reduced: np.ndarray, top: int, bottom: int, margin: int) -> to
     return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))
 
 
-def labels_and_confidence(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability)."""
-    probabilities = torch.softmax(logits.float(), dim=0)
-    confidence, index = probabilities.max(dim=0)
-    return (index + 1).numpy(), confidence.numpy().astype(np.float32)
-
-
 def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int,
                        down: bool = False) -> int:
     """`block_rows` rounded up (`down`: down, to at least one) to a whole number of dense tiles
@@ -141,7 +135,7 @@ def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, in
     margin = patch // 2
     padded = padded_tensor(reduce_rows(state, cube, band_first), margin, margin, margin)
     logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, progress)
-    labels, confidence = labels_and_confidence(logits)
+    labels, confidence = class_and_confidence(logits.detach().float().cpu().numpy())
     labels[invalid], confidence[invalid] = 0, 0
     return labels, confidence, path
 
@@ -192,7 +186,7 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
                 del cube
                 padded = padded_tensor(reduced, margin - (start - low), margin - (high - stop), margin)
                 logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, False)
-                labels, confidence = labels_and_confidence(logits)
+                labels, confidence = class_and_confidence(logits.detach().float().cpu().numpy())
                 own = invalid[start - low:stop - low]
                 labels[own], confidence[own] = 0, 0
                 invalid_pixels += int(own.sum())
@@ -222,15 +216,9 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = cfg.inference
-    stream = settings.get("stream", "auto")
     options = {"eval_path": settings.eval_path, "batch_size": int(settings.batch_size),
                "tile_rows": int(settings.tile_rows), "tile_pixels": settings.get("tile_pixels", TILE_PIXELS)}
-    if stream == "auto":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_raster(raster) as ds:
-                size = info_of(ds).nbytes_float32
-        stream = size > float(settings.get("stream_above_mb", 1024)) * 1e6
+    stream = raster_streams(raster, settings.get("stream", "auto"), settings.get("stream_above_mb", 1024))
     class_names = list(state["class_names"])
     files = ["prediction.tif", "confidence.tif"]
     if stream:
@@ -246,15 +234,23 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
             atomic_write(output_dir / "prediction.npy", lambda tmp: _save_npy(tmp, labels))
             files.append("prediction.npy")
     info = result.info
+    summary = write_prediction_json(output_dir, source, result, class_names, files)
+    log.info("%s inference over %dx%d pixels in %.1f s (%s, %.0f pixels/s); %s in %s", result.path,
+             info.height, info.width, result.seconds, "streamed" if result.streamed else "in memory",
+             result.pixels_per_second, ", ".join(files), output_dir)
+    return summary
+
+
+def write_prediction_json(output_dir: Path, source: dict[str, Any], result: RasterPrediction,
+                          class_names: list[str], files: list[str]) -> dict[str, Any]:
+    """`prediction.json` of a raster prediction, checkpoint or ONNX (`source`: what predicted)."""
+    info = result.info
     summary = {**source, "raster": info.path, "eval_path": result.path, "streamed": result.streamed,
                "block_rows": result.block_rows, "seconds": round(result.seconds, 2),
                "pixels_per_second": round(result.pixels_per_second), "shape": [info.height, info.width],
                "bands": info.bands, "nodata_pixels": result.invalid_pixels, "class_names": class_names,
                "crs": info.crs, "transform": info.transform, "files": files}
     atomic_write_json(output_dir / "prediction.json", summary)
-    log.info("%s inference over %dx%d pixels in %.1f s (%s, %.0f pixels/s); %s in %s", result.path,
-             info.height, info.width, result.seconds, "streamed" if result.streamed else "in memory",
-             result.pixels_per_second, ", ".join(files), output_dir)
     return summary
 
 
