@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.invalid_pixels import FillSums
 from hsi.data.io import read_array
 from hsi.data.scene import NAN_POLICIES
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
@@ -325,10 +326,10 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                         f"nan_policy=exclude (label 0 there, values filled with band means).")
     if n_bad == bad.size:
         raise DataError("every pixel of the cube holds NaN or inf values; there is nothing to classify.")
-    counts = finite.sum(axis=(0, 1))
-    sums = np.where(finite, cube, 0).sum(axis=(0, 1), dtype=np.float64)
-    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
-    cube = np.where(finite, cube, means)
+    sums = FillSums(bands)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
+    no_nodata = np.zeros_like(bad)
+    sums.add(cube.transpose(2, 0, 1), no_nodata, bad)
+    cube = sums.values().fill(cube.copy(), no_nodata)
     if nan_policy == "fill":
         log.warning("%d pixels hold NaN or inf values: filled with band means and classified.", n_bad)
         return cube, np.zeros_like(bad)
