@@ -38,7 +38,7 @@ from hsi.run.outputs import add_raster_accuracy, truth_for_model
 from hsi.run.prediction import RecordedData, moved_files, raster_truth
 from hsi.run.streaming import RasterPrediction, aligned_block_rows, write_prediction_json
 from hsi.utils.geotiff import MapWriters, class_and_confidence, map_values, write_class_map, write_confidence
-from hsi.utils.tiles import default_block_rows, row_tiles
+from hsi.utils.tiles import default_block_rows, halo_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: in
     out = []
     for tile_start in range(start, stop, tile_rows):
         tile_stop = min(tile_start + tile_rows, height)
-        low, high = max(0, tile_start - margin), min(height, tile_stop + margin)
+        low, high = halo_rows(tile_start, tile_stop, margin, height)
         tile = np.ascontiguousarray(cube[low - offset:high - offset].transpose(2, 0, 1))[None]
         logits = model.session.run(None, {name: tile})[0][0]
         out.append(logits[:, tile_start - low:tile_stop - low])
@@ -62,7 +62,7 @@ def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: in
 
 
 def onnx_raster_in_memory(model: OnnxClassifier, raster: str | Path, tile_rows: int = 128,
-                          batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, RasterInfo, float]:
+                          batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, RasterInfo, float]:
     """(labels, confidence, info, seconds) of the whole raster read at once."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -93,7 +93,7 @@ def _window_block(model: OnnxClassifier, cube: np.ndarray, offset: int, start: i
 
 def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir: str | Path,
                           tile_rows: int = 128, block_rows: int | None = None, progress: bool = True,
-                          batch_size: int = 256) -> tuple[RasterInfo, float, int, int]:
+                          batch_size: int = 64) -> tuple[RasterInfo, float, int, int]:
     """Stream a raster through the graph, writing prediction.tif and confidence.tif block by block;
     returns (info, seconds, invalid pixels, block rows). A dense graph's blocks are whole `tile_rows`
     tiles; a window graph's blocks start on a whole `batch_size` batch of pixels, so both see the
@@ -113,7 +113,7 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
             with MapWriters(output_dir, height, width, geo, names, class_colours(len(names)),
                             progress, map_values(model.meta.get("label_values"), len(names))) as maps:
                 for start, stop in row_tiles(height, rows):
-                    low, high = max(0, start - margin), min(height, stop + margin)
+                    low, high = halo_rows(start, stop, margin, height)
                     cube, nodata, nonfinite = read_block_masks(ds, low, high)
                     invalid = nodata | nonfinite
                     cube = fill.fill(cube, nodata)

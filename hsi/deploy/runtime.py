@@ -41,7 +41,7 @@ from hsi.data.io import read_array
 from hsi.data.scene import NAN_POLICIES
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 from hsi.utils.run_files import MODEL_METADATA
-from hsi.utils.tiles import row_tiles
+from hsi.utils.tiles import halo_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class OnnxClassifier:
         name = self.session.get_inputs()[0].name
         out = np.empty((self.num_classes, height, width), dtype=np.float32)
         for start, stop in row_tiles(height, tile_rows):
-            low, high = max(0, start - margin), min(height, stop + margin)
+            low, high = halo_rows(start, stop, margin, height)
             tile = np.ascontiguousarray(cube[low:high].transpose(2, 0, 1))[None]
             logits = self.session.run(None, {name: tile})[0][0]
             out[:, start:stop] = logits[:, start - low:stop - low]

@@ -49,7 +49,7 @@ from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 from hsi.utils.files import atomic_write, atomic_write_json
 from hsi.utils.geotiff import MapWriters, class_and_confidence, map_values, write_class_map, write_confidence
-from hsi.utils.tiles import TILE_PIXELS, capped_tile_rows, default_block_rows
+from hsi.utils.tiles import TILE_PIXELS, capped_tile_rows, default_block_rows, halo_rows
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
                         progress, map_values(state.get("label_values"), len(class_names))) as maps:
             for start in range(0, height, block_rows):
                 stop = min(start + block_rows, height)
-                low, high = max(0, start - margin), min(height, stop + margin)
+                low, high = halo_rows(start, stop, margin, height)
                 cube, nodata, nonfinite = read_block_masks(ds, low, high, band_first=True)
                 invalid = nodata | nonfinite
                 reduced = reduce_rows(state, fill.fill(cube, nodata, band_first=True), band_first=True)
