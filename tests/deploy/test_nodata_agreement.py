@@ -52,7 +52,6 @@ def _maps(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         return a.read(1), b.read(1)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stream", ["false", "true"])
 def test_checkpoint_and_export_agree_beside_nodata(model_pair: dict[str, Path], tmp_path: Path,
                                                    stream: str) -> None:
