@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from hsi.data.geo_scene import classes_left, raster_geo, raster_labels, uses_gdal
+from hsi.data.invalid_pixels import FillSums, FillValues
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import info_of, open_raster, rasterio, read_block_masks
+from hsi.data.raster import info_of, open_raster, raster_streams, rasterio, read_block_masks
 from hsi.data.scene import Scene, build_scene
 from hsi.errors import ConfigError, DataError
 from hsi.utils.tiles import default_block_rows, row_tiles
@@ -75,12 +76,9 @@ class StreamSettings:
             raise ConfigError("data.stream=true builds a raster scene (data=custom data.cube_path=<GeoTIFF, "
                               "ENVI, ...>) block by block; this scene is read in memory: set "
                               "data.stream=auto or false.")
-        if self.stream is True or self.stream is False or not raster:
-            return self.stream is True
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_raster(options["cube_path"]) as ds:
-                return info_of(ds).nbytes_float32 > float(self.above_mb) * 1e6
+        if not raster:
+            return False
+        return raster_streams(options["cube_path"], self.stream, self.above_mb)
 
 
 def check_memmap_dir(memmap_dir: str | Path) -> Path:
@@ -130,22 +128,13 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
             rows = block_rows or default_block_rows(info.width, info.bands)
             nodata_mask = np.zeros((info.height, info.width), dtype=bool)
             nonfinite = np.zeros_like(nodata_mask)
-            sums = np.zeros(info.bands, dtype=np.float64)
-            partial_sums, partial_counts = np.zeros_like(sums), np.zeros(info.bands, dtype=np.int64)
+            sums = FillSums(info.bands)
             for start, stop in row_tiles(info.height, rows):
                 data, nodata_mask[start:stop], nonfinite[start:stop] = read_block_masks(
                     ds, start, stop, band_first=True)
-                bad = nodata_mask[start:stop] | nonfinite[start:stop]
-                sums += data.sum(axis=(1, 2), where=~bad[None], dtype=np.float64)
-                kept = np.isfinite(data) & nonfinite[None, start:stop]  # finite values of NaN / inf pixels
-                partial_sums += data.sum(axis=(1, 2), where=kept, dtype=np.float64)
-                partial_counts += kept.sum(axis=(1, 2))
+                sums.add(data, nodata_mask[start:stop], nonfinite[start:stop])
     invalid = nodata_mask | nonfinite
-    good, nodata = int((~invalid).sum()), int(nodata_mask.sum())
-    means = (sums / max(good, 1)).astype(np.float32)
-    counts = good + nodata + partial_counts
-    nan_means = np.divide(sums + nodata * means.astype(np.float64) + partial_sums, counts,
-                          out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
+    fill = sums.values()
     gt, class_names, label_report, values = raster_labels(info, cube_path, gt_path, gt_field, class_names,
                                                           name)
     if nonfinite.any() and nan_policy == "error":
@@ -168,7 +157,7 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
     return StreamedScene(name=name, cube=None, labels=made.labels, class_names=made.class_names,
                          label_values=made.label_values, ignored_labels=made.ignored_labels,
                          excluded_pixels=excluded, geo=geo,
-                         invalid=invalid, bands=info.bands, means=means, nan_means=nan_means)
+                         invalid=invalid, bands=info.bands, means=fill.means, nan_means=fill.nan_means)
 
 
 def sample_coords(height: int, width: int, coords: np.ndarray | None, sample: int | None,
@@ -186,11 +175,9 @@ def sample_coords(height: int, width: int, coords: np.ndarray | None, sample: in
 
 
 def _filled(values: np.ndarray, nodata: np.ndarray, scene: StreamedScene) -> np.ndarray:
-    """(..., bands) spectra with their pixels' `nodata` flags, filled as the in-memory path fills
-    them: nodata pixels with `scene.means`, NaN / inf values of the others with `scene.nan_means`."""
-    values[nodata] = scene.means
-    holes = ~np.isfinite(values)
-    return np.where(holes, scene.nan_means, values) if holes.any() else values
+    """(..., bands) spectra with their pixels' `nodata` flags, filled by the one rule
+    (`hsi.data.invalid_pixels`) with the scene's means."""
+    return FillValues(scene.means, scene.nan_means).fill(values, nodata)
 
 
 def _filled_rows(ds, start: int, stop: int, scene: StreamedScene) -> np.ndarray:

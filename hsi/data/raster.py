@@ -331,3 +331,14 @@ def _onto_grid(labels: np.ndarray, info: RasterInfo, grid: RasterInfo) -> np.nda
                 "does the same).", info.path, crs_name(info.crs), info.height, info.width,
                 crs_name(grid.crs), grid.height, grid.width, crs_name(grid.crs))
     return out
+
+
+def raster_streams(raster: str | Path, stream: str | bool, above_mb: float) -> bool:
+    """The one "stream?" decision for a raster (training scene, checkpoint or ONNX prediction):
+    `stream` true / false as given, auto when the raster as float32 is larger than `above_mb` MB."""
+    if stream != "auto":
+        return bool(stream)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_raster(raster) as ds:
+            return info_of(ds).nbytes_float32 > float(above_mb) * 1e6

@@ -2,12 +2,13 @@
 (onnxruntime, no torch) classifies a raster read through GDAL; `prediction.tif` and
 `confidence.tif` carry the raster's CRS and transform, as with a checkpoint.
 
-Invalid pixels (nodata, NaN / inf) are filled with the band means of the valid pixels, summed
-block by block in a fixed order (`band_means`), and are 0 in the maps. Both kinds of graph stream
-(`stream=true`, or `auto` above `stream_above_mb`): row blocks with their halo; a dense graph's
-blocks are whole `tile_rows` tiles, each the same array the in-memory path gives the graph; a
-window graph's blocks start on a whole batch of pixels, the PCA graph runs on the block's rows
-and each window is cut from the block padded as the whole scene is, so the labels are identical.
+Invalid pixels (nodata, NaN / inf) are filled by the rule training and the checkpoint path use
+(`hsi.data.invalid_pixels`: this raster's band means, summed in a fixed order), and are 0 in
+the maps. Both kinds of graph stream (`stream=true`, or `auto` above `stream_above_mb`): row
+blocks with their halo; a dense graph's blocks are whole `tile_rows` tiles, each the same array
+the in-memory path gives the graph; a window graph's blocks start on a whole batch of pixels, the
+PCA graph runs on the block's rows and each window is cut from the block padded as the whole
+scene is, so the labels are identical.
 """
 
 from __future__ import annotations
@@ -20,54 +21,28 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.invalid_pixels import raster_fill_values
 from hsi.data.raster import (
     RasterInfo,
     check_wavelengths,
     info_of,
     open_raster,
     raster_info,
+    raster_streams,
     rasterio,
-    read_block,
+    read_block_masks,
 )
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
 from hsi.run.outputs import add_raster_accuracy, truth_for_model
 from hsi.run.prediction import RecordedData, moved_files, raster_truth
-from hsi.run.streaming import aligned_block_rows
-from hsi.utils.files import atomic_write_json
-from hsi.utils.geotiff import MapWriters, map_values, write_class_map, write_confidence
-from hsi.utils.tiles import default_block_rows, row_tiles
+from hsi.run.streaming import RasterPrediction, aligned_block_rows, write_prediction_json
+from hsi.utils.geotiff import MapWriters, class_and_confidence, map_values, write_class_map, write_confidence
+from hsi.utils.tiles import default_block_rows, halo_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
-MEAN_ROWS = 256  # rows per block when summing band means (fixed: both paths sum in the same order)
 GDAL_CACHE_MB = 64
-
-
-def softmax_top(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability)."""
-    shifted = logits - logits.max(axis=0, keepdims=True)
-    weights = np.exp(shifted, dtype=np.float32)
-    probabilities = weights / weights.sum(axis=0, keepdims=True)
-    return probabilities.argmax(axis=0) + 1, probabilities.max(axis=0).astype(np.float32)
-
-
-def band_means(ds) -> tuple[np.ndarray, int]:
-    """(bands,) float32 means of the valid pixels of an open raster, and the invalid pixel count."""
-    sums = np.zeros(ds.count, dtype=np.float64)
-    valid = invalid_pixels = 0
-    for start in range(0, ds.height, MEAN_ROWS):
-        data, invalid = read_block(ds, start, min(start + MEAN_ROWS, ds.height), band_first=True)
-        sums += data.sum(axis=(1, 2), where=~invalid[None], dtype=np.float64)
-        valid += int((~invalid).sum())
-        invalid_pixels += int(invalid.sum())
-    return (sums / max(valid, 1)).astype(np.float32), invalid_pixels
-
-
-def _filled(data: np.ndarray, invalid: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """(rows, W, bands) with invalid pixels set to `means`."""
-    data[invalid] = means
-    return data
 
 
 def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: int, stop: int,
@@ -79,7 +54,7 @@ def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: in
     out = []
     for tile_start in range(start, stop, tile_rows):
         tile_stop = min(tile_start + tile_rows, height)
-        low, high = max(0, tile_start - margin), min(height, tile_stop + margin)
+        low, high = halo_rows(tile_start, tile_stop, margin, height)
         tile = np.ascontiguousarray(cube[low - offset:high - offset].transpose(2, 0, 1))[None]
         logits = model.session.run(None, {name: tile})[0][0]
         out.append(logits[:, tile_start - low:tile_stop - low])
@@ -87,18 +62,19 @@ def _dense_tiles(model: OnnxClassifier, cube: np.ndarray, offset: int, start: in
 
 
 def onnx_raster_in_memory(model: OnnxClassifier, raster: str | Path, tile_rows: int = 128,
-                          batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, RasterInfo, float]:
+                          batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, RasterInfo, float]:
     """(labels, confidence, info, seconds) of the whole raster read at once."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_raster(raster) as ds:
             info = info_of(ds)
-            means, _ = band_means(ds)
-            cube, invalid = read_block(ds, 0, ds.height)
+            fill, _ = raster_fill_values(ds)
+            cube, nodata, nonfinite = read_block_masks(ds, 0, ds.height)
+    invalid = nodata | nonfinite
     start = time.perf_counter()
-    logits = model.logits(_filled(cube, invalid, means), tile_rows, batch_size)
+    logits = model.logits(fill.fill(cube, nodata), tile_rows, batch_size)
     seconds = time.perf_counter() - start
-    labels, confidence = softmax_top(logits)
+    labels, confidence = class_and_confidence(logits)
     labels[invalid], confidence[invalid] = 0, 0
     return labels, confidence, info, seconds
 
@@ -117,7 +93,7 @@ def _window_block(model: OnnxClassifier, cube: np.ndarray, offset: int, start: i
 
 def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir: str | Path,
                           tile_rows: int = 128, block_rows: int | None = None, progress: bool = True,
-                          batch_size: int = 256) -> tuple[RasterInfo, float, int, int]:
+                          batch_size: int = 64) -> tuple[RasterInfo, float, int, int]:
     """Stream a raster through the graph, writing prediction.tif and confidence.tif block by block;
     returns (info, seconds, invalid pixels, block rows). A dense graph's blocks are whole `tile_rows`
     tiles; a window graph's blocks start on a whole `batch_size` batch of pixels, so both see the
@@ -132,19 +108,20 @@ def onnx_raster_streaming(model: OnnxClassifier, raster: str | Path, output_dir:
             rows = aligned_block_rows(block_rows or default_block_rows(width, info.bands),
                                       model.kind == "dense", tile_rows, width, batch_size)
             started = time.perf_counter()
-            means, invalid_pixels = band_means(ds)
+            fill, invalid_pixels = raster_fill_values(ds)
             geo = info.geo()
             with MapWriters(output_dir, height, width, geo, names, class_colours(len(names)),
                             progress, map_values(model.meta.get("label_values"), len(names))) as maps:
                 for start, stop in row_tiles(height, rows):
-                    low, high = max(0, start - margin), min(height, stop + margin)
-                    cube, invalid = read_block(ds, low, high)
-                    cube = _filled(cube, invalid, means)
+                    low, high = halo_rows(start, stop, margin, height)
+                    cube, nodata, nonfinite = read_block_masks(ds, low, high)
+                    invalid = nodata | nonfinite
+                    cube = fill.fill(cube, nodata)
                     if model.kind == "dense":
                         logits = _dense_tiles(model, cube, low, start, stop, height, tile_rows)
                     else:
                         logits = _window_block(model, cube, low, start, stop, tile_rows, batch_size)
-                    labels, confidence = softmax_top(logits)
+                    labels, confidence = class_and_confidence(logits)
                     own = invalid[start - low:stop - low]
                     labels[own], confidence[own] = 0, 0
                     maps.write(start, labels, confidence)
@@ -162,12 +139,7 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tile_rows, batch_size = int(settings.tile_rows), int(settings.batch_size)
-    stream = settings.stream
-    if stream == "auto":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_raster(raster) as ds:
-                stream = info_of(ds).nbytes_float32 > float(settings.stream_above_mb) * 1e6
+    stream = raster_streams(raster, settings.stream, settings.stream_above_mb)
     names = list(model.class_names)
     block_rows = None
     if stream:
@@ -181,12 +153,9 @@ def predict_onnx_raster(cfg: Any, raster: str | Path) -> dict[str, Any]:
                         map_values(model.meta.get("label_values"), len(names)))
         write_confidence(output_dir / "confidence.tif", confidence, info.geo())
     path = f"onnx-{model.kind}-{model.precision}"
-    summary = {"model": str(Path(cfg.model_path).resolve()), "raster": info.path, "eval_path": path,
-               "streamed": bool(stream), "block_rows": block_rows, "seconds": round(seconds, 2),
-               "shape": [info.height, info.width], "bands": info.bands, "nodata_pixels": invalid_pixels,
-               "class_names": names, "crs": info.crs, "transform": info.transform,
-               "files": ["prediction.tif", "confidence.tif"]}
-    atomic_write_json(output_dir / "prediction.json", summary)
+    result = RasterPrediction(info, path, seconds, invalid_pixels, bool(stream), block_rows)
+    summary = write_prediction_json(output_dir, {"model": str(Path(cfg.model_path).resolve())}, result, names,
+                                    ["prediction.tif", "confidence.tif"])
     log.info("%s inference over %dx%d pixels in %.1f s (%s); prediction.tif, confidence.tif in %s", path,
              info.height, info.width, seconds, "streamed" if stream else "in memory", output_dir)
     return add_raster_accuracy(output_dir, summary, truth)

@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.invalid_pixels import FillSums
 from hsi.data.io import read_array
 from hsi.data.scene import NAN_POLICIES
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 from hsi.utils.run_files import MODEL_METADATA
-from hsi.utils.tiles import row_tiles
+from hsi.utils.tiles import halo_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class OnnxClassifier:
         name = self.session.get_inputs()[0].name
         out = np.empty((self.num_classes, height, width), dtype=np.float32)
         for start, stop in row_tiles(height, tile_rows):
-            low, high = max(0, start - margin), min(height, stop + margin)
+            low, high = halo_rows(start, stop, margin, height)
             tile = np.ascontiguousarray(cube[low:high].transpose(2, 0, 1))[None]
             logits = self.session.run(None, {name: tile})[0][0]
             out[:, start:stop] = logits[:, start - low:stop - low]
@@ -325,10 +326,10 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                         f"nan_policy=exclude (label 0 there, values filled with band means).")
     if n_bad == bad.size:
         raise DataError("every pixel of the cube holds NaN or inf values; there is nothing to classify.")
-    counts = finite.sum(axis=(0, 1))
-    sums = np.where(finite, cube, 0).sum(axis=(0, 1), dtype=np.float64)
-    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
-    cube = np.where(finite, cube, means)
+    sums = FillSums(bands)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
+    no_nodata = np.zeros_like(bad)
+    sums.add(cube.transpose(2, 0, 1), no_nodata, bad)
+    cube = sums.values().fill(cube.copy(), no_nodata)
     if nan_policy == "fill":
         log.warning("%d pixels hold NaN or inf values: filled with band means and classified.", n_bad)
         return cube, np.zeros_like(bad)

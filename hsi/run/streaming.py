@@ -4,9 +4,9 @@ Both paths compute every pixel the same way, so their labels are identical on ev
 
 - the checkpoint's PCA is applied one image row at a time (the same matrix product for a row
   whichever block it comes in);
-- invalid pixels (nodata, NaN / inf) become zero after reduction, which is what the window
-  padding outside the scene holds (zero in the reduced space is the training scene's mean
-  spectrum), and are 0 (no class) in the map;
+- invalid pixels (nodata, NaN / inf) are filled before PCA by the rule training uses, with this
+  raster's band means (`hsi.data.invalid_pixels`, as the ONNX path fills them), and are 0
+  (no class) in the map;
 - the dense path runs row tiles of `tile_rows` output rows (fewer on a raster wider than
   `tile_pixels` / `tile_rows`: `capped_tile_rows`, alike in both paths) with their halo; a streamed block
   is a whole number of tiles, so each tile the network sees is the same array as in memory (the
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hsi.data.invalid_pixels import raster_fill_values
 from hsi.data.preprocessing import PCATransform
 from hsi.data.raster import (
     RasterInfo,
@@ -38,16 +39,17 @@ from hsi.data.raster import (
     info_of,
     open_raster,
     raster_info,
+    raster_streams,
     rasterio,
-    read_block,
+    read_block_masks,
 )
 from hsi.maps import class_colours
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 from hsi.utils.files import atomic_write, atomic_write_json
-from hsi.utils.geotiff import MapWriters, map_values, write_class_map, write_confidence
-from hsi.utils.tiles import TILE_PIXELS, capped_tile_rows, default_block_rows
+from hsi.utils.geotiff import MapWriters, class_and_confidence, map_values, write_class_map, write_confidence
+from hsi.utils.tiles import TILE_PIXELS, capped_tile_rows, default_block_rows, halo_rows
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +74,18 @@ class RasterPrediction:
         return self.info.height * self.info.width / max(self.seconds, 1e-9)
 
 
-def reduce_rows(state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
-                band_first: bool = False) -> np.ndarray:
+def reduce_rows(state: dict[str, Any], cube: np.ndarray, band_first: bool = False) -> np.ndarray:
     """(rows, W, bands) raw spectra, or (bands, rows, W) with `band_first`, -> (rows, W, components)
     float32 as the network expects: the checkpoint's PCA one image row at a time (the same
-    arithmetic for a row whatever block or layout it comes in), invalid pixels set to 0."""
+    arithmetic for a row whatever block or layout it comes in); invalid pixels already filled."""
     bands = cube.shape[0] if band_first else cube.shape[2]
     check_bands(state, bands, "raster")
     pca = PCATransform.from_tensors(state["pca"])
-    rows, width = invalid.shape
+    rows, width = cube.shape[1:] if band_first else cube.shape[:2]
     out = np.empty((rows, width, bands if pca is None else pca.num_components), dtype=np.float32)
     for r in range(rows):
         row = cube[:, r, :].T if band_first else cube[r]  # (W, bands)
-        if invalid[r].any():
-            row = np.where(invalid[r][:, None], 0, row)
         out[r] = row if pca is None else pca(np.ascontiguousarray(row, dtype=np.float32), chunk=width)
-    out[invalid] = 0
     return out
 
 
@@ -96,13 +94,6 @@ def padded_tensor(reduced: np.ndarray, top: int, bottom: int, margin: int) -> to
     band-first, as `hsi.data.patches.pad_cube` lays out a whole scene."""
     padded = np.pad(reduced, ((top, bottom), (margin, margin), (0, 0)))
     return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))
-
-
-def labels_and_confidence(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability)."""
-    probabilities = torch.softmax(logits.float(), dim=0)
-    confidence, index = probabilities.max(dim=0)
-    return (index + 1).numpy(), confidence.numpy().astype(np.float32)
 
 
 def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int,
@@ -123,7 +114,10 @@ def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str 
         warnings.simplefilter("ignore")
         with open_raster(raster) as ds:
             info = info_of(ds)
-            cube, invalid = read_block(ds, 0, ds.height, band_first=True)
+            fill, _ = raster_fill_values(ds)
+            cube, nodata, nonfinite = read_block_masks(ds, 0, ds.height, band_first=True)
+    invalid = nodata | nonfinite
+    fill.fill(cube, nodata, band_first=True)
     tile_rows = capped_tile_rows(tile_rows, info.width, tile_pixels)
     start = time.perf_counter()
     labels, confidence, path = classify_reduced(net, state, cube, invalid, eval_path, batch_size, tile_rows,
@@ -135,13 +129,13 @@ def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str 
 def classify_reduced(net: nn.Module, state: dict[str, Any], cube: np.ndarray, invalid: np.ndarray,
                      eval_path: str, batch_size: int, tile_rows: int,
                      progress: bool = False, band_first: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
-    """(labels with 0 at invalid pixels, confidence with 0 there, path) of an in-memory raw cube
-    ((H, W, bands), or (bands, H, W) with `band_first`)."""
+    """(labels with 0 at `invalid` pixels, confidence with 0 there, path) of an in-memory raw cube
+    ((H, W, bands), or (bands, H, W) with `band_first`) whose invalid pixels are filled."""
     patch = int(state["patch_size"])
     margin = patch // 2
-    padded = padded_tensor(reduce_rows(state, cube, invalid, band_first), margin, margin, margin)
+    padded = padded_tensor(reduce_rows(state, cube, band_first), margin, margin, margin)
     logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, progress)
-    labels, confidence = labels_and_confidence(logits)
+    labels, confidence = class_and_confidence(logits.detach().float().cpu().numpy())
     labels[invalid], confidence[invalid] = 0, 0
     return labels, confidence, path
 
@@ -180,17 +174,19 @@ def _stream(net: nn.Module, state: dict[str, Any], raster: str | Path, output_di
         geo = info.geo()
         invalid_pixels, path = 0, "dense"
         start_time = time.perf_counter()
+        fill, _ = raster_fill_values(ds)
         with MapWriters(output_dir, height, width, geo, class_names, class_colours(len(class_names)),
                         progress, map_values(state.get("label_values"), len(class_names))) as maps:
             for start in range(0, height, block_rows):
                 stop = min(start + block_rows, height)
-                low, high = max(0, start - margin), min(height, stop + margin)
-                cube, invalid = read_block(ds, low, high, band_first=True)
-                reduced = reduce_rows(state, cube, invalid, band_first=True)
+                low, high = halo_rows(start, stop, margin, height)
+                cube, nodata, nonfinite = read_block_masks(ds, low, high, band_first=True)
+                invalid = nodata | nonfinite
+                reduced = reduce_rows(state, fill.fill(cube, nodata, band_first=True), band_first=True)
                 del cube
                 padded = padded_tensor(reduced, margin - (start - low), margin - (high - stop), margin)
                 logits, path = scene_logits(net, padded, patch, eval_path, batch_size, tile_rows, False)
-                labels, confidence = labels_and_confidence(logits)
+                labels, confidence = class_and_confidence(logits.detach().float().cpu().numpy())
                 own = invalid[start - low:stop - low]
                 labels[own], confidence[own] = 0, 0
                 invalid_pixels += int(own.sum())
@@ -220,15 +216,9 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = cfg.inference
-    stream = settings.get("stream", "auto")
     options = {"eval_path": settings.eval_path, "batch_size": int(settings.batch_size),
                "tile_rows": int(settings.tile_rows), "tile_pixels": settings.get("tile_pixels", TILE_PIXELS)}
-    if stream == "auto":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_raster(raster) as ds:
-                size = info_of(ds).nbytes_float32
-        stream = size > float(settings.get("stream_above_mb", 1024)) * 1e6
+    stream = raster_streams(raster, settings.get("stream", "auto"), settings.get("stream_above_mb", 1024))
     class_names = list(state["class_names"])
     files = ["prediction.tif", "confidence.tif"]
     if stream:
@@ -244,15 +234,23 @@ def predict_raster_run(cfg: Any, net: nn.Module, state: dict[str, Any], raster: 
             atomic_write(output_dir / "prediction.npy", lambda tmp: _save_npy(tmp, labels))
             files.append("prediction.npy")
     info = result.info
+    summary = write_prediction_json(output_dir, source, result, class_names, files)
+    log.info("%s inference over %dx%d pixels in %.1f s (%s, %.0f pixels/s); %s in %s", result.path,
+             info.height, info.width, result.seconds, "streamed" if result.streamed else "in memory",
+             result.pixels_per_second, ", ".join(files), output_dir)
+    return summary
+
+
+def write_prediction_json(output_dir: Path, source: dict[str, Any], result: RasterPrediction,
+                          class_names: list[str], files: list[str]) -> dict[str, Any]:
+    """`prediction.json` of a raster prediction, checkpoint or ONNX (`source`: what predicted)."""
+    info = result.info
     summary = {**source, "raster": info.path, "eval_path": result.path, "streamed": result.streamed,
                "block_rows": result.block_rows, "seconds": round(result.seconds, 2),
                "pixels_per_second": round(result.pixels_per_second), "shape": [info.height, info.width],
                "bands": info.bands, "nodata_pixels": result.invalid_pixels, "class_names": class_names,
                "crs": info.crs, "transform": info.transform, "files": files}
     atomic_write_json(output_dir / "prediction.json", summary)
-    log.info("%s inference over %dx%d pixels in %.1f s (%s, %.0f pixels/s); %s in %s", result.path,
-             info.height, info.width, result.seconds, "streamed" if result.streamed else "in memory",
-             result.pixels_per_second, ", ".join(files), output_dir)
     return summary
 
 

@@ -219,6 +219,15 @@ def write_class_map(path: str | Path, labels: np.ndarray, geo: dict[str, Any] | 
     return Path(path)
 
 
+def class_and_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, H, W) logits -> ((H, W) classes 1..K, (H, W) float32 top class probability): the one
+    softmax of every map (checkpoint and ONNX, `prediction.tif` and `confidence.tif`)."""
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    weights = np.exp(shifted, dtype=np.float32)
+    probabilities = weights / weights.sum(axis=0, keepdims=True)
+    return probabilities.argmax(axis=0) + 1, probabilities.max(axis=0).astype(np.float32)
+
+
 def write_confidence(path: str | Path, confidence: np.ndarray, geo: dict[str, Any] | None) -> Path:
     """A whole (H, W) top-class probability map (0 = no data) as confidence.tif."""
     with GeoTiffWriter(path, *confidence.shape, geo, "float32", "continuous") as writer:

@@ -23,3 +23,9 @@ def capped_tile_rows(tile_rows: int, width: int, tile_pixels: int | None = TILE_
 def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
     """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
     return max(1, int(block_mb * 1e6 // (width * bands * 4)))
+
+
+def halo_rows(start: int, stop: int, margin: int, height: int) -> tuple[int, int]:
+    """The rows [low, high) to read for output rows [start, stop) of a `height`-row scene: `margin`
+    rows of halo each side, clipped to the scene (the rest of the halo is the padding's zeros)."""
+    return max(0, start - margin), min(height, stop + margin)
