@@ -67,7 +67,8 @@ def test_evaluate_names_its_own_gt_path_key(untested_run: dict, tmp_path: Path) 
 
     checkpoint = next((untested_run["run"] / "checkpoints").glob("*.ckpt"))
     with pytest.raises(MissingFileError) as raised:
-        evaluate(compose_config("evaluate", [f"ckpt_path={checkpoint}", f"moved.gt_path={tmp_path / 'moved.gpkg'}",
+        evaluate(compose_config("evaluate", [f"ckpt_path={checkpoint}",
+                                             f"moved.gt_path={tmp_path / 'moved.gpkg'}",
                                              "logger=none", "map=false"], tmp_path / "evaluated"))
     message = str(raised.value)
     assert "moved.gt_path" in message and "data.gt_path" not in message, message
