@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsi.run.config import CONFIG_DIR, PROJECT_ROOT
 
@@ -70,3 +70,15 @@ def swept_rows(value: str) -> list[str]:
     if isinstance(override.value(), Glob):
         return override.value().filter(rows)
     return list(override.sweep_string_iterator())
+
+
+def sized_for(model: str, bands: int = 15, patch: int = 9) -> list[str]:
+    """Overrides giving conf/model/<model>.yaml's network at least the input it needs (its
+    `input_limits`): more PCA components (and scene bands) or a larger window than the test's own
+    `bands` / `patch` where it needs them."""
+    from hsi.models.zoo import smallest_input
+    from hsi.run.config import CONFIG_DIR
+
+    need_bands, need_side = smallest_input(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml").net)
+    bands, patch = max(bands, need_bands), max(patch, need_side | 1)
+    return [f"data.bands={max(30, bands)}", f"data.pca.components={bands}", f"data.patch_size={patch}"]

@@ -158,8 +158,11 @@ class OnnxClassifier:
         margin = self.patch_size // 2
         # a network that takes the spectrum reads the centre pixel alone, whatever the window
         reach = 0 if self.meta.get("takes") == "spectrum" else margin
-        if self._reads_ring(self.session, reach + 1) or (
-                reach > 0 and not self._reads_ring(self._unquantized_session(), reach)):
+        # beyond the window: probed on this graph and on the fp32 graph an int8 one came from (its
+        # uint8 activations may round a far ring's share of a logit to nothing)
+        source = self._unquantized_session()
+        if self._reads_ring(self.session, reach + 1) or self._reads_ring(source, reach + 1) or (
+                reach > 0 and not self._reads_ring(source, reach)):
             raise ModelFileError(f"{where} says patch_size={self.patch_size} (margin {margin}) but the "
                                  f"graph reads another window: the file was edited or the graph "
                                  f"swapped; export again.")

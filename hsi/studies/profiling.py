@@ -21,7 +21,7 @@ from torch import nn
 
 from hsi.errors import ConfigError
 from hsi.models.cost import count_macs, count_parameters, measure_latency, weights_mb, window_shape
-from hsi.models.zoo import network_configs
+from hsi.models.zoo import network_configs, smallest_input
 from hsi.run.config import CONFIG_DIR
 from hsi.utils.files import atomic_write_text
 
@@ -132,6 +132,11 @@ def profile(cfg: DictConfig) -> list[dict[str, Any]]:
     window = window_of(cfg)
     rows = []
     for name, net_cfg in model_configs(cfg).items():
+        bands, side = smallest_input(net_cfg) if cfg.get("all") else (1, 1)
+        if window.bands < bands or window.patch_size < side:  # all=true: the rest of the zoo still runs
+            log.warning("%s skipped: it needs at least %d bands and %dx%d windows (bands= / patch_size=).",
+                        name, bands, side, side)
+            continue
         net = build_net(net_cfg, window.bands, window.patch_size, window.num_classes)
         row = profile_net(net, window.bands, window.patch_size, list(cfg.batch_sizes), cfg.repeats,
                           cfg.batch_repeats, cfg.warmup)

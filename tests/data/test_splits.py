@@ -304,7 +304,7 @@ def test_saved_hyperparameters_rebuild_the_same_split(split) -> None:
     dm = _dm(split=split, split_seed=5)
     assert dm.hparams["split"] == split.config()
     assert dm.hparams["pca"] == {"components": 8, "whiten": True, "fit": "scene", "cache": False,
-                                 "cache_dir": None, "sample": "auto"}
+                                 "cache_dir": None, "sample": "auto", "rescale": None}
     again = HSIDataModule(**dm.hparams)
     again.setup()
     assert again.split_strategy == split and again.split_report == dm.split_report

@@ -18,7 +18,7 @@ from hsi.data.patches import PatchDataset, TileDataset, pad_cube, plan_tiles
 from hsi.errors import ConfigError
 from hsi.run.config import CONFIG_DIR
 from hsi.run.training import build_datamodule, build_model
-from tests.conftest import FAST_SYNTHETIC, compose_train
+from tests.conftest import FAST_SYNTHETIC, compose_train, sized_for
 
 
 def dense_capable_models() -> list[str]:
@@ -146,7 +146,8 @@ def test_training_run_dense_equals_window(model: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     reports = {}
     for path in ("window", "dense"):
-        cfg = compose_train([*FAST_SYNTHETIC, *SMALL, f"model={model}", f"data.eval_path={path}"],
+        cfg = compose_train([*FAST_SYNTHETIC, *SMALL, *sized_for(model), f"model={model}",
+                             f"data.eval_path={path}"],
                             tmp_path / path)
         reports[path] = trained_report(cfg, monkeypatch)
     assert len(reports["dense"]["preds"]) > 0
@@ -154,7 +155,7 @@ def test_training_run_dense_equals_window(model: str, tmp_path: Path,
 
 
 def fixed_model(synthetic_cfg, model: str, *extra: str):
-    cfg = synthetic_cfg(*SMALL, f"model={model}", *extra)
+    cfg = synthetic_cfg(*SMALL, *sized_for(model), f"model={model}", *extra)
     datamodule = build_datamodule(cfg)
     L.seed_everything(0)
     classifier = build_model(cfg, datamodule)

@@ -133,9 +133,11 @@ def test_explicit_precision_recorded(synthetic_cfg, tmp_path: Path, monkeypatch:
 def test_an_estimator_records_no_precision(synthetic_cfg, tmp_path: Path) -> None:
     from hsi.run.training import train
 
-    train(synthetic_cfg("model=svm", "logger=none", "trainer.precision=bf16-mixed"))
+    # auto (the default) is a network's choice; an explicit precision is refused for an estimator
+    # (tests/test_contract_bad_inputs.py)
+    train(synthetic_cfg("model=svm", "logger=none"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["precision_asked"] == "bf16-mixed" and saved["precision"] is None
+    assert saved["precision_asked"] == "auto" and saved["precision"] is None
 
 
 def test_inference_precision_autocasts_bf16_only() -> None:
