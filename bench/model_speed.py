@@ -43,10 +43,13 @@ def net_config(spec: str):
 
 
 class Trainer:
-    """One network, its Adam optimizer and a fixed random batch; `step()` times one training step."""
+    """One network, its Adam optimizer and a fixed random batch; `step()` times one training step
+    (fp32, or bf16-mixed as Lightning runs it: autocast around the forward pass and the loss)."""
 
-    def __init__(self, net: torch.nn.Module, bands: int, patch: int, classes: int, batch: int) -> None:
+    def __init__(self, net: torch.nn.Module, bands: int, patch: int, classes: int, batch: int,
+                 bf16: bool = False) -> None:
         self.net = net.train()
+        self.bf16 = bf16  # the forward pass and the loss under bf16 autocast (trainer.precision=bf16-mixed)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         self.x = torch.randn(batch, *window_shape(bands, patch))
         self.y = torch.randint(0, classes, (batch,))
@@ -54,7 +57,9 @@ class Trainer:
     def step(self) -> float:
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(self.net(self.x), self.y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = F.cross_entropy(self.net(self.x), self.y)
+        loss.backward()
         self.optimizer.step()
         return time.perf_counter() - start
 

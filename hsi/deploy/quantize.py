@@ -165,8 +165,21 @@ def quantize_int8(fp32: Path, int8: Path, batches: Iterator[np.ndarray], setting
         raise ExportError(f"int8 quantization failed ({type(error).__name__}: {cause}).") from error
     finally:
         prepared.unlink(missing_ok=True)
+    check_loads(int8)
     return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor",
             "calibration": settings.calibration, "calibration_inputs": count,
             "float_nodes": excluded, "float_prefix_nodes": len(prefix)}
 
+
+def check_loads(int8: Path) -> None:
+    """Refuse, in one line, an int8 graph onnxruntime cannot load (its quantizer can write one:
+    MambaHSI's scan gets duplicate names), before anything is checked or moved."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types for invalid graphs
+        int8.unlink(missing_ok=True)
+        raise ExportError(f"onnxruntime's int8 quantizer wrote a graph it cannot load ({first_line(error)}); "
+                          f"export this network without quantize=int8 (fp32 ONNX).") from error
 

@@ -26,11 +26,9 @@ from hsi.models.contract import TAKES, Network
 from hsi.models.dense import build_dense_head, tile_logits
 from hsi.models.zoo import build_network, estimator_configs, network_class, network_configs, smallest_input
 from hsi.run.config import CONFIG_DIR, PROJECT_ROOT
+from tests.models.zoo_walk import CLASSES, MODEL_DIR, NETWORKS, randomise_batchnorm, window_for
 
-MODEL_DIR = CONFIG_DIR / "model"
-NETWORKS = network_configs(MODEL_DIR)
 DOCS = PROJECT_ROOT / "docs" / "models.md"
-CLASSES = 3
 
 
 # -- the checks, each usable on any model folder ---------------------------------------------
@@ -61,19 +59,12 @@ def check_smallest_input_trains(net_cfg: DictConfig) -> None:
             build_network(net_cfg, bands - 1, patch, CLASSES)
 
 
-def _window_for(net_cfg: DictConfig) -> tuple[int, int]:
-    """The smallest input, with a window of at least 5x5 pixels (so a spectrum network has
-    neighbours to ignore)."""
-    bands, patch = smallest_input(net_cfg)
-    return bands, max(patch, 5) | 1
-
-
 def check_trunk_and_head(net_cfg: DictConfig) -> None:
     """forward(x) == head(trunk(x)), the head is `classifier`, and a network that takes the
     spectrum reads nothing of the window but its centre pixel."""
     cls = network_class(net_cfg)
     assert cls.takes in TAKES
-    bands, patch = _window_for(net_cfg)
+    bands, patch = window_for(net_cfg)
     torch.manual_seed(0)
     net = build_network(net_cfg, bands, patch, CLASSES).eval()
     assert net.head is net.classifier
@@ -87,23 +78,15 @@ def check_trunk_and_head(net_cfg: DictConfig) -> None:
             torch.testing.assert_close(net(other), net(x))
 
 
-def _randomise_batchnorm(net: nn.Module) -> None:
-    gen = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-
-
 def check_dense_equals_window(net_cfg: DictConfig) -> None:
     """Where the network declares a dense form, its trunk over a tile and the head as
     convolutions give every window's logits."""
     if not network_class(net_cfg).dense:
         return
-    bands, patch = _window_for(net_cfg)
+    bands, patch = window_for(net_cfg)
     torch.manual_seed(0)
     net = build_network(net_cfg, bands, patch, CLASSES).eval()
-    _randomise_batchnorm(net)
+    randomise_batchnorm(net)
     tile = torch.randn(1, bands, patch + 4, patch + 3)
     with torch.no_grad():
         dense = tile_logits(net, build_dense_head(net, bands, patch), tile)
@@ -241,7 +224,7 @@ def check_onnx(net_cfg: DictConfig, folder: Path) -> None:
     bands, patch = smallest_input(net_cfg)
     torch.manual_seed(0)
     net = build_network(net_cfg, bands, patch, CLASSES).eval()
-    _randomise_batchnorm(net)
+    randomise_batchnorm(net)
     cls = network_class(net_cfg)
     if cls.cannot_export:
         with pytest.raises(ExportError, match="cannot be exported to ONNX") as error:

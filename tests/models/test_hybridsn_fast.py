@@ -18,6 +18,7 @@ from hsi.models.cost import model_cost
 from hsi.models.dense import DenseHead, supports_dense
 from hsi.run.config import CONFIG_DIR
 from hsi.run.inference import scene_logits
+from tests.models.zoo_walk import randomise_batchnorm
 
 RECIPE = (30, 25, 16)  # bands, patch, classes
 
@@ -30,15 +31,6 @@ def build(bands: int, patch: int, classes: int, **overrides: object) -> nn.Modul
 
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def _randomise_batchnorm(net: nn.Module) -> None:
-    """Non-trivial running statistics, so eval-mode batch norm is really exercised."""
-    gen = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 @pytest.mark.parametrize(("bands", "patch", "classes"), [(30, 25, 16), (15, 5, 4), (20, 13, 7), (40, 11, 2)])
@@ -68,7 +60,7 @@ def test_dense_equals_window_on_synthetic(patch: int, overrides: dict) -> None:
     torch.manual_seed(0)
     net = build(16, patch, 6, **overrides)
     assert net.dense and supports_dense(net)
-    _randomise_batchnorm(net)
+    randomise_batchnorm(net)
     net.eval()
     padded = pad_cube(scene.cube, patch)
     dense, used = scene_logits(net, padded, patch, "dense", tile_rows=7)

@@ -20,6 +20,7 @@ from hsi.models.cost import count_macs, count_parameters, window_shape
 from hsi.models.dense import supports_dense
 from hsi.run.config import CONFIG_DIR
 from hsi.run.inference import scene_logits
+from tests.models.zoo_walk import randomise_batchnorm
 
 PAPER = (30, 13, 16)  # SSFTT's setting: 30 PCA bands, 13x13 windows, Indian Pines' 16 classes
 
@@ -30,15 +31,6 @@ def build(name: str, bands: int, patch: int, classes: int, **overrides: object) 
     net_cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml").net)
     cls = get_class(net_cfg.pop("_target_"))
     return cls(bands, patch, classes, **{**net_cfg, **overrides})
-
-
-def _randomise_batchnorm(net: nn.Module) -> None:
-    """Non-trivial running statistics, so eval-mode batch norm is really exercised."""
-    gen = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 def _backward_and_check(net: nn.Module, bands: int, patch: int, classes: int) -> None:
@@ -108,7 +100,7 @@ def test_cnn1d_dense_equals_window_on_synthetic(patch: int, overrides: dict) -> 
     torch.manual_seed(0)
     net = build("hu", 16, patch, 6, **overrides)
     assert net.dense and supports_dense(net)
-    _randomise_batchnorm(net)
+    randomise_batchnorm(net)
     net.eval()
     padded = pad_cube(scene.cube, patch)
     dense, used = scene_logits(net, padded, patch, "dense", tile_rows=7)
