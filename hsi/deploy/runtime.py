@@ -36,9 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.invalid_pixels import FillSums
 from hsi.data.io import read_array
-from hsi.data.scene import NAN_POLICIES
+from hsi.data.scene import NAN_POLICIES, fill_nonfinite
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 from hsi.utils.run_files import MODEL_METADATA
 from hsi.utils.tiles import BATCH_SIZE, TILE_ROWS, halo_rows, row_tiles
@@ -330,10 +329,7 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                         f"nan_policy=exclude (label 0 there, values filled with band means).")
     if n_bad == bad.size:
         raise DataError("every pixel of the cube holds NaN or inf values; there is nothing to classify.")
-    sums = FillSums(bands)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
-    no_nodata = np.zeros_like(bad)
-    sums.add(cube.transpose(2, 0, 1), no_nodata, bad)
-    cube = sums.values().fill(cube.copy(), no_nodata)
+    cube, _ = fill_nonfinite(cube)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
     if nan_policy == "fill":
         log.warning("%d pixels hold NaN or inf values: filled with band means and classified.", n_bad)
         return cube, np.zeros_like(bad)

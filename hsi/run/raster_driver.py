@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hsi.data.invalid_pixels import FillValues, raster_fill_values
+from hsi.data.invalid_pixels import FillSums, FillValues
 from hsi.data.raster import (
     RasterInfo,
     check_wavelengths,
@@ -61,6 +61,7 @@ from hsi.utils.tiles import (
 
 log = logging.getLogger(__name__)
 
+MEAN_ROWS = 256  # rows per block when summing a raster's band means (fixed: one order for all paths)
 GDAL_CACHE_MB = 64  # GDAL's raster block cache while predicting (its default is 5% of the RAM)
 MODEL_WORDS = {"checkpoint": "the checkpoint", "onnx": "the exported model"}  # by `RasterBackend.kind`
 
@@ -152,6 +153,15 @@ class ArrayRows:
         return self.planes[:, low:high], self.invalid[low:high]
 
 
+def raster_fill_values(ds: Any) -> FillValues:
+    """What the invalid pixels of an open raster are filled with (`hsi.data.invalid_pixels`), its
+    band sums read in blocks of `MEAN_ROWS` rows."""
+    sums = FillSums(ds.count)
+    for start, stop in row_tiles(ds.height, MEAN_ROWS):
+        sums.add(*read_block_masks(ds, start, stop, band_first=True))
+    return sums.values()
+
+
 def aligned_block_rows(block_rows: int, dense: bool, tile_rows: int, width: int, batch_size: int,
                        down: bool = False) -> int:
     """`block_rows` rounded up (`down`: down, to at least one step) to a whole number of dense tiles
@@ -209,7 +219,7 @@ def predict_raster(backend: RasterBackend, raster: str | Path, output_dir: str |
         with ds:
             info = info_of(ds)
             started = time.perf_counter()
-            fill, _ = raster_fill_values(ds)
+            fill = raster_fill_values(ds)
             if stream:
                 rows: RasterRows | ArrayRows = RasterRows(ds, fill)
             else:
