@@ -3,7 +3,7 @@
 Tiled copies (n x n) of the real 8-bit Indian Pines cube (145 x 145 x 200) are written as float32
 GeoTIFFs (UTM, in strips) and classified by the same network and PCA (cnn2d, 9-pixel windows, 30
 components, fitted on the cube; random weights: the cost does not depend on training) through
-`hsi.run.streaming`: the whole raster in memory, then streamed block by block. Each run is its own
+`hsi.run.raster_driver`: the whole raster in memory, then streamed block by block. Each run is its own
 process, which reports its peak resident memory (ru_maxrss); the two maps are compared pixel by
 pixel. Prints a markdown table.
 
@@ -168,7 +168,8 @@ def worker(raster: Path, mode: str, out: Path, work: Path) -> dict:
     import torch
 
     from hsi.models import CNN2D
-    from hsi.run.streaming import predict_raster_in_memory, predict_raster_streaming, write_raster_maps
+    from hsi.run.checkpoint_raster import NetworkBackend
+    from hsi.run.raster_driver import RasterSettings, predict_raster
 
     pca = dict(np.load(work / "pca.npz"))
     state = {"raw_bands": 200, "scene": "indian_pines_8bit", "patch_size": PATCH,
@@ -179,11 +180,8 @@ def worker(raster: Path, mode: str, out: Path, work: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    if mode == "memory":
-        result = predict_raster_in_memory(net, state, raster)
-        write_raster_maps(out, result.labels, result.confidence, result.info.geo(), state["class_names"])
-    else:
-        result = predict_raster_streaming(net, state, raster, out, progress=False)
+    result = predict_raster(NetworkBackend(net, state), raster, out, mode != "memory",
+                            RasterSettings(progress=False))
     seconds = time.perf_counter() - start
     done = resource.getrusage(resource.RUSAGE_SELF)
     cpu = done.ru_utime + done.ru_stime - usage.ru_utime - usage.ru_stime  # the machine is shared

@@ -20,7 +20,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("hsi.models",)),
     ("data", ("hsi.data",)),                            # the datamodule, PCA, windows, compat, ...
     ("splits", ("hsi.data.splits",)),                    # never the datamodule (nor Lightning)
-    ("readers", ("hsi.data.io", "hsi.data.scene", "hsi.data.catalogue", "hsi.data.download")),
+    ("readers", ("hsi.data.io", "hsi.data.scene", "hsi.data.catalogue", "hsi.data.download",
+                 "hsi.data.invalid_pixels")),                # the invalid-pixel rule: numpy only
     ("shared", ("hsi.maps", "hsi.utils", "hsi.errors", "hsi")),
 ]
 FORBIDDEN = {("hsi.deploy", "hsi.studies"), ("hsi.studies", "hsi.deploy")}

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.invalid_pixels import FillSums
 from hsi.data.io import envi_header, read_array
 from hsi.data.raster import (
     ARRAY_SUFFIXES,
@@ -71,10 +72,10 @@ def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
     invalid = nodata | nonfinite  # nodata: unlabelled; other NaN / inf pixels: data.nan_policy
     gt, class_names, label_report, values = raster_labels(info, cube_path, gt_path, gt_field, class_names,
                                                           name)
-    if nodata.any():
-        good = ~invalid
-        sums = cube.sum(axis=(0, 1), where=good[..., None], dtype=np.float64)
-        cube[nodata] = (sums / max(int(good.sum()), 1)).astype(np.float32)
+    if nodata.any():  # the valid pixels' band means (the one rule: hsi.data.invalid_pixels)
+        sums = FillSums(cube.shape[2])
+        sums.add(cube.transpose(2, 0, 1), nodata, nonfinite)
+        cube[nodata] = sums.values().means
         gt = np.where(nodata, 0, gt)
         log.info("Scene %r: %d nodata pixels left out (unlabelled) and filled with band means.",
                  name, int(nodata.sum()))

@@ -1,12 +1,13 @@
 """The one rule for invalid pixels (nodata, NaN / inf), in training and in prediction.
 
-Training fills them before PCA (`hsi.data.geo_scene`, `hsi.data.large_scene`): nodata pixels take
-the band means of the valid pixels, NaN / inf values of other pixels each band's mean over its
-finite values once nodata is filled (what `hsi.data.scene.fill_nonfinite` computes); a pixel
-keeps its finite values. Prediction (checkpoint or ONNX, in memory or streamed) fills a raster
-the same way with that raster's means (`raster_fill_values`, summed in blocks of `MEAN_ROWS` rows
-in a fixed order, so every path fills with the same float32 values), and leaves those pixels 0
-(no class) in the maps. Torch-free: the ONNX runtime uses it.
+Nodata pixels take the band means of the valid pixels, NaN / inf values of other pixels each
+band's mean over its finite values once nodata is filled; a pixel keeps its finite values.
+Training fills them before PCA so (in memory: `hsi.data.geo_scene` for nodata,
+`hsi.data.scene.fill_nonfinite` for NaN / inf; streamed: `hsi.data.large_scene`), and so does
+prediction, checkpoint or ONNX, in memory or streamed, with the predicted raster's means
+(`hsi.run.raster_driver.raster_fill_values`, summed in fixed row blocks so that every path fills
+with the same float32 values), leaving those pixels 0 (no class) in the maps. Only numpy: the
+readers and the torch-free ONNX runtime use it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from hsi.data.raster import read_block_masks
-
-MEAN_ROWS = 256  # rows per block when summing a raster's band means (fixed: one order for all paths)
 
 
 @dataclass(frozen=True)
@@ -76,12 +73,3 @@ class FillSums:
         nan_means = np.divide(self.sums + self.nodata * means.astype(np.float64) + self.partial_sums, counts,
                               out=np.zeros_like(self.sums), where=counts > 0).astype(np.float32)
         return FillValues(means, nan_means)
-
-
-def raster_fill_values(ds) -> tuple[FillValues, int]:
-    """(what the invalid pixels of an open raster are filled with, their count), read in blocks of
-    `MEAN_ROWS` rows."""
-    sums = FillSums(ds.count)
-    for start in range(0, ds.height, MEAN_ROWS):
-        sums.add(*read_block_masks(ds, start, min(start + MEAN_ROWS, ds.height), band_first=True))
-    return sums.values(), sums.invalid

@@ -48,8 +48,8 @@ AUTO_SAMPLE = 100_000  # pixels PCA is fitted on for a streamed scene with data.
 class StreamSettings:
     """When and how a raster scene is built block by block (`data.stream*`, `data.memmap*`)."""
 
-    stream: str | bool = "auto"  # auto: rasters above `above_mb` as float32 | true | false
-    above_mb: float = 1024
+    stream: str | bool = "auto"  # auto: rasters above `stream_above_mb` as float32 | true | false
+    stream_above_mb: float = 1024
     memmap_above_mb: float = 1024  # a larger reduced cube goes to a memory-mapped .npy
     memmap_dir: str | None = None  # None: a temporary folder (the file is deleted once mapped)
     block_rows: int | None = None  # None: about 64 MB of raw float32 spectra per block
@@ -59,7 +59,7 @@ class StreamSettings:
             self.stream = self.stream.lower() == "true"
         if not any(self.stream is c or self.stream == c == "auto" for c in STREAM_CHOICES):
             raise ConfigError(f"data.stream={self.stream!r}: choose auto, true or false.")
-        for key, value in (("data.stream_above_mb", self.above_mb),
+        for key, value in (("data.stream_above_mb", self.stream_above_mb),
                            ("data.memmap_above_mb", self.memmap_above_mb)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{key}={value!r} must be a number of megabytes >= 0.")
@@ -78,7 +78,7 @@ class StreamSettings:
                               "data.stream=auto or false.")
         if not raster:
             return False
-        return raster_streams(options["cube_path"], self.stream, self.above_mb)
+        return raster_streams(options["cube_path"], self.stream, self.stream_above_mb)
 
 
 def check_memmap_dir(memmap_dir: str | Path) -> Path:

@@ -333,12 +333,13 @@ def _onto_grid(labels: np.ndarray, info: RasterInfo, grid: RasterInfo) -> np.nda
     return out
 
 
-def raster_streams(raster: str | Path, stream: str | bool, above_mb: float) -> bool:
+def raster_streams(raster: str | Path, stream: str | bool, stream_above_mb: float) -> bool:
     """The one "stream?" decision for a raster (training scene, checkpoint or ONNX prediction):
-    `stream` true / false as given, auto when the raster as float32 is larger than `above_mb` MB."""
+    `stream` true / false as given, auto when the raster as float32 is larger than `stream_above_mb`
+    MB (`data.stream_above_mb`, `inference.stream_above_mb`)."""
     if stream != "auto":
         return bool(stream)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_raster(raster) as ds:
-            return info_of(ds).nbytes_float32 > float(above_mb) * 1e6
+            return info_of(ds).nbytes_float32 > float(stream_above_mb) * 1e6

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from hsi.data.invalid_pixels import FillSums
 from hsi.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -188,17 +189,10 @@ def fill_nonfinite(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     bad_pixel = ~np.isfinite(cube).all(axis=2)
     if not bad_pixel.any():
         return cube, bad_pixel
-    cube = cube.astype(np.float32, copy=True)
-    finite = np.isfinite(cube)
-    counts = finite.sum(axis=(0, 1))
-    sums = np.where(finite, cube, 0).sum(axis=(0, 1), dtype=np.float64)
-    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
-    rows, cols = np.nonzero(bad_pixel)
-    block = cube[rows, cols]
-    holes = ~np.isfinite(block)
-    block[holes] = means[np.nonzero(holes)[1]]
-    cube[rows, cols] = block
-    return cube, bad_pixel
+    sums = FillSums(cube.shape[2])  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
+    no_nodata = np.zeros_like(bad_pixel)
+    sums.add(cube.transpose(2, 0, 1), no_nodata, bad_pixel)
+    return sums.values().fill(cube.astype(np.float32, copy=True), no_nodata), bad_pixel
 
 
 def validate_pair(cube: np.ndarray, labels: np.ndarray, name: str) -> None:

@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hsi.deploy.raster import predict_onnx_raster
+from hsi.deploy.raster import check_graph_eval_path, predict_onnx_raster
 from hsi.deploy.runtime import OnnxClassifier
-from hsi.errors import ConfigError
 from hsi.run.outputs import PredictionResult, truth_for_model, write_prediction_run
 from hsi.run.prediction import RecordedData, moved_files, raster_input, scene_from_config
 
@@ -22,10 +21,7 @@ def predict_onnx(cfg: Any) -> dict[str, Any]:
         return predict_onnx_raster(cfg, raster)
     settings = cfg.inference
     model = OnnxClassifier.load(cfg.model_path, threads=settings.threads)
-    eval_path = settings.eval_path
-    if eval_path != "auto" and eval_path != model.kind:
-        raise ConfigError(f"inference.eval_path={eval_path}: {cfg.model_path} is a {model.kind} graph; use "
-                          f"inference.eval_path=auto.")
+    check_graph_eval_path(model, settings.eval_path, cfg.model_path)
     cube, scene = scene_from_config(cfg.get("data"), RecordedData(model.meta["data"]), moved_files(cfg))
     scene = truth_for_model(scene, model.class_names, model.meta.get("label_values"), model.meta.get("scene"))
     filled, bad = model.check_cube(cube)  # band count, shape; NaN / inf filled with band means

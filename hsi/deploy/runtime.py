@@ -36,12 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.invalid_pixels import FillSums
 from hsi.data.io import read_array
-from hsi.data.scene import NAN_POLICIES
+from hsi.data.scene import NAN_POLICIES, fill_nonfinite
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 from hsi.utils.run_files import MODEL_METADATA
-from hsi.utils.tiles import halo_rows, row_tiles
+from hsi.utils.tiles import BATCH_SIZE, TILE_ROWS, halo_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
@@ -224,13 +223,13 @@ class OnnxClassifier:
         checking its shape and band count."""
         return prepare_cube(cube, self.bands, self.meta.get("scene"), nan_policy)
 
-    def logits(self, cube: np.ndarray, tile_rows: int = 128, batch_size: int = 256,
+    def logits(self, cube: np.ndarray, tile_rows: int = TILE_ROWS, batch_size: int = BATCH_SIZE,
                nan_policy: str = "exclude") -> np.ndarray:
         """(classes, H, W) float32 logits for every pixel of a (H, W, bands) cube."""
         filled, _ = self.check_cube(cube, nan_policy)
         return self._logits(filled, tile_rows, batch_size)
 
-    def predict(self, cube: np.ndarray, tile_rows: int = 128, batch_size: int = 256,
+    def predict(self, cube: np.ndarray, tile_rows: int = TILE_ROWS, batch_size: int = BATCH_SIZE,
                 nan_policy: str = "exclude") -> np.ndarray:
         """(H, W) int16 labels 1..K for every pixel of a (H, W, bands) cube; 0 where the
         spectrum holds NaN or inf (`nan_policy=error` stops instead)."""
@@ -242,39 +241,44 @@ class OnnxClassifier:
     def _logits(self, cube: np.ndarray, tile_rows: int, batch_size: int) -> np.ndarray:
         if tile_rows < 1 or batch_size < 1:
             raise DataError(f"tile_rows={tile_rows} and batch_size={batch_size} must be >= 1.")
+        return self.block_logits(cube.transpose(2, 0, 1), 0, 0, tile_rows, batch_size)
+
+    def block_logits(self, planes: np.ndarray, top: int, bottom: int, tile_rows: int,
+                     batch_size: int) -> np.ndarray:
+        """(classes, rows, W) logits of the output rows of band-first raw spectra `planes` ((bands,
+        top + rows + bottom, W), NaN / inf filled) with `top` / `bottom` rows of halo above / below
+        them (a whole cube: none; the zero padding stands in for the rest of the margin)."""
         if self.kind == "dense":
-            return self._dense(cube, tile_rows)
+            return self._dense(planes, top, bottom, tile_rows)
         if self.kind == "window":
-            return self._windows(self.reduce(cube, tile_rows), batch_size)
+            m = self.patch_size // 2
+            padded = np.pad(self.reduce(planes, tile_rows), ((0, 0), (m - top, m - bottom), (m, m)))
+            return self.window_logits(padded, batch_size)
         raise ModelFileError(f"{self.folder / METADATA}: unknown eval_path {self.kind!r}.")
 
-    def _dense(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
-        """The dense graph over row tiles with `margin` rows of halo; the graph pads by itself."""
-        height, width = cube.shape[:2]
+    def _dense(self, planes: np.ndarray, top: int, bottom: int, tile_rows: int) -> np.ndarray:
+        """The dense graph over row tiles of the output rows, each with `margin` rows of halo (as
+        far as `planes` holds them); the graph pads by itself."""
+        rows = planes.shape[1]
         margin = self.patch_size // 2
         name = self.session.get_inputs()[0].name
-        out = np.empty((self.num_classes, height, width), dtype=np.float32)
-        for start, stop in row_tiles(height, tile_rows):
-            low, high = halo_rows(start, stop, margin, height)
-            tile = np.ascontiguousarray(cube[low:high].transpose(2, 0, 1))[None]
+        out = np.empty((self.num_classes, rows - top - bottom, planes.shape[2]), dtype=np.float32)
+        for start, stop in row_tiles(rows - top - bottom, tile_rows):
+            low, high = halo_rows(start + top, stop + top, margin, rows)
+            tile = np.ascontiguousarray(planes[:, low:high])[None]
             logits = self.session.run(None, {name: tile})[0][0]
-            out[:, start:stop] = logits[:, start - low:stop - low]
+            out[:, start:stop] = logits[:, start + top - low:stop + top - low]
         return out
 
-    def reduce(self, cube: np.ndarray, tile_rows: int) -> np.ndarray:
-        """(components, H, W) float32: the PCA graph row tile by row tile (no PCA: the bands)."""
-        planes = np.ascontiguousarray(cube.transpose(2, 0, 1))
+    def reduce(self, planes: np.ndarray, tile_rows: int) -> np.ndarray:
+        """(components, rows, W) float32 of band-first spectra (bands, rows, W): the PCA graph row
+        tile by row tile (no PCA: the bands)."""
         if self.pca_session is None:
-            return planes
+            return np.ascontiguousarray(planes)
         name = self.pca_session.get_inputs()[0].name
-        tiles = [self.pca_session.run(None, {name: planes[None, :, start:stop]})[0][0]
-                 for start, stop in row_tiles(cube.shape[0], tile_rows)]
+        tiles = [self.pca_session.run(None, {name: np.ascontiguousarray(planes[None, :, start:stop])})[0][0]
+                 for start, stop in row_tiles(planes.shape[1], tile_rows)]
         return np.concatenate(tiles, axis=1)
-
-    def _windows(self, reduced: np.ndarray, batch_size: int) -> np.ndarray:
-        """Every pixel's window (1, components, p, p) cut from the zero-padded reduced cube."""
-        m = self.patch_size // 2
-        return self.window_logits(np.pad(reduced, ((0, 0), (m, m), (m, m))), batch_size)
 
     def window_logits(self, padded: np.ndarray, batch_size: int) -> np.ndarray:
         """(classes, H, W) logits of the window graph for the H x W pixels whose windows lie in
@@ -309,13 +313,9 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                         f"give the 3-D cube the model was trained on.")
     if cube.dtype.kind not in "biuf":
         raise DataError(f"the cube has dtype {cube.dtype}; it must hold numbers (integer or float).")
-    if cube.shape[2] != bands:
-        hint = (f" It looks band-first {cube.shape}: transpose it to (height, width, bands)."
-                if cube.shape[0] == bands else "")
-        where = f" (scene {scene!r})" if scene else ""
-        raise DataError(f"The checkpoint was trained on cubes with {bands} bands{where} but this "
-                        f"cube has {cube.shape[2]}; predict on a cube from the same sensor and band "
-                        f"set.{hint}")
+    check_band_count(bands, cube.shape[2], scene, "cube",
+                     f" It looks band-first {cube.shape}: transpose it to (height, width, bands)."
+                     if cube.shape[0] == bands else "")
     if 0 in cube.shape:
         raise DataError(f"the cube {cube.shape} holds no pixel.")
     cube = cube.astype(np.float32, copy=False)
@@ -329,16 +329,22 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                         f"nan_policy=exclude (label 0 there, values filled with band means).")
     if n_bad == bad.size:
         raise DataError("every pixel of the cube holds NaN or inf values; there is nothing to classify.")
-    sums = FillSums(bands)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
-    no_nodata = np.zeros_like(bad)
-    sums.add(cube.transpose(2, 0, 1), no_nodata, bad)
-    cube = sums.values().fill(cube.copy(), no_nodata)
+    cube, _ = fill_nonfinite(cube)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
     if nan_policy == "fill":
         log.warning("%d pixels hold NaN or inf values: filled with band means and classified.", n_bad)
         return cube, np.zeros_like(bad)
     log.warning("%d pixels hold NaN or inf values: filled with band means for the network and left "
                 "unclassified (0).", n_bad)
     return cube, bad
+
+
+def check_band_count(bands: int, found: int, scene: str | None = None, what: str = "cube",
+                     hint: str = "") -> None:
+    """Refuse a `what` (cube, raster) of `found` bands for a model of `bands` bands."""
+    if found != bands:
+        where = f" (scene {scene!r})" if scene else ""
+        raise DataError(f"The model was trained on cubes with {bands} bands{where} but this {what} has "
+                        f"{found}; predict on a {what} from the same sensor and band set.{hint}")
 
 
 # keys of model.json the runtime reads

@@ -29,9 +29,10 @@ from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_fi
 from hsi.models.metrics import accuracy_report
 from hsi.run import dashboard
 from hsi.run.checkpoint import reduce_cube
+from hsi.run.checkpoint_raster import NetworkBackend
 from hsi.run.inference import predict_labels
 from hsi.run.precision import inference_precision
-from hsi.run.streaming import classify_reduced, predict_raster_streaming, write_raster_maps
+from hsi.run.raster_driver import RasterSettings, predict_cube, predict_raster
 from hsi.utils.files import atomic_save_npz, atomic_write, atomic_write_json, atomic_write_text
 from hsi.utils.geotiff import map_values
 from hsi.utils.run_files import (
@@ -49,7 +50,6 @@ from hsi.utils.run_files import (
     SPLIT_FIGURE,
     SPLIT_FILE,
 )
-from hsi.utils.tiles import capped_tile_rows
 
 log = logging.getLogger("hsi")
 
@@ -326,10 +326,13 @@ def _scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], sc
         return _streamed_scene_map(output_dir, net, state, scene, eval_path)
     start = time.perf_counter()
     confidence = None
-    if scene.geo is not None:  # a raster: computed as hsi.predict computes it (nodata -> 0)
+    if scene.geo is not None:  # a raster: classified as hsi.predict classifies it (nodata -> 0), with
+        # prediction.tif / confidence.tif with the raster's CRS and transform
         invalid = scene.invalid if scene.invalid is not None else np.zeros(scene.shape, dtype=bool)
-        prediction, confidence, path = classify_reduced(net, state, scene.cube, invalid, eval_path, 64,
-                                                        capped_tile_rows(128, scene.shape[1]))
+        backend = NetworkBackend(net, state, eval_path)
+        done = predict_cube(backend, scene.cube, invalid, scene.geo, output_dir,
+                            RasterSettings(progress=False))
+        prediction, confidence, path = done.labels, done.confidence, backend.eval_path
     else:
         prediction, path = predict_labels(net, reduce_cube(state, scene.cube), state["patch_size"], eval_path)
     seconds = time.perf_counter() - start
@@ -340,10 +343,7 @@ def _scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str, Any], sc
         evaluated[coords[:, 0], coords[:, 1]] = True
     metrics = write_prediction(output_dir, scene.cube, scene, prediction, list(scene.class_names), title,
                                loggers, step, state.get("rgb_bands"), evaluated)
-    files = ["map.png"]
-    if confidence is not None:  # prediction.tif / confidence.tif with the raster's CRS and transform
-        files += write_raster_maps(output_dir, prediction, confidence, scene.geo, list(scene.class_names),
-                                   list(scene.label_values))
+    files = [MAP_FIGURE] + ([PREDICTION_RASTER, CONFIDENCE_RASTER] if confidence is not None else [])
     log.info("Map of the whole scene (%s inference, %.1f s): %s", path, seconds,
              ", ".join(str(output_dir / name) for name in files))
     return {"map_eval_path": path, "map_seconds": round(seconds, 2), "map_oa_labelled": metrics.get("oa")}
@@ -354,8 +354,8 @@ def _streamed_scene_map(output_dir: Path, net: torch.nn.Module, state: dict[str,
     """The map of a scene built block by block: prediction.tif / confidence.tif written as
     `hsi.predict` streams them, accuracy on the labelled pixels read back from it (no PNG figures:
     the scene is larger than memory)."""
-    result = predict_raster_streaming(net, state, scene.geo["gdal_path"], output_dir, eval_path,
-                                      progress=False)
+    result = predict_raster(NetworkBackend(net, state, eval_path), scene.geo["gdal_path"], output_dir, True,
+                            RasterSettings(progress=False))
     prediction = read_map_classes(output_dir / PREDICTION_RASTER, scene.label_values)
     oa = labelled_accuracy(prediction, scene.labels, scene.num_classes)["oa"] if (scene.labels > 0).any() \
         else None

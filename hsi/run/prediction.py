@@ -20,10 +20,11 @@ from hsi.data.scene import Scene, fill_nonfinite
 from hsi.errors import HsiError
 from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import command_keys, load_checkpoint
+from hsi.run.checkpoint_raster import NetworkBackend
 from hsi.run.inference import predict_labels
 from hsi.run.outputs import PredictionResult, add_raster_accuracy, truth_for_model, write_prediction_run
 from hsi.run.precision import checkpoint_inference_precision, inference_precision
-from hsi.run.streaming import predict_raster_run
+from hsi.run.raster_driver import predict_raster_run
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ def _predict(cfg: DictConfig, checkpoint: Any, model: Any, source: dict[str, Any
     if raster is not None:  # georeferenced in, prediction.tif / confidence.tif out; streamed if large
         labels = raster_truth(cfg.get("data"), checkpoint, moved_files(cfg), settings.block_rows)
         truth = truth_for_model(labels, state["class_names"], state.get("label_values"), state.get("scene"))
-        summary = predict_raster_run(cfg, model.net, state, raster, source)
+        summary = predict_raster_run(NetworkBackend(model.net, state, settings.eval_path), raster,
+                                     cfg.paths.output_dir, settings, source)
         return add_raster_accuracy(cfg.paths.output_dir, summary, truth)
     cube, scene = scene_from_config(cfg.get("data"), checkpoint, moved_files(cfg))
     scene = truth_for_model(scene, state["class_names"], state.get("label_values"), state.get("scene"))

@@ -43,6 +43,7 @@ from hsi.run.semi_supervised import add_unlabelled_pool, check_semi_config, cons
 from hsi.run.threads import set_threads
 from hsi.run.validation import check_train_config
 from hsi.utils.files import atomic_write
+from hsi.utils.run_files import ESTIMATOR_FILE
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ def train_estimator(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[An
         log.info("model.%s apply to networks only; the estimator ignores them.", ", model.".join(ignored))
     estimator = instantiate({k: v for k, v in cfg.model.items() if k not in NETWORK_ONLY})
     train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
-    checkpoint = output_dir / "model.pkl"
+    checkpoint = output_dir / ESTIMATOR_FILE
     times: dict[str, float] = {}
     with stopwatch(times, "train"):
         if cfg.get("train"):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hsi.errors import HsiError
+from hsi.utils.run_files import PART_MARK
 
 
 @contextmanager
@@ -65,7 +66,7 @@ def part_path(path: str | Path, tag: str = "") -> Path:
     """Where this process writes `path` before renaming it into place, `.<stem>.<pid>[.<tag>].part<suffix>`
     (a killed process leaves it behind: `claim_run_folder` removes a dead run's ones)."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.{os.getpid()}{f'.{tag}' if tag else ''}.part{path.suffix}")
+    return path.with_name(f".{path.stem}.{os.getpid()}{f'.{tag}' if tag else ''}.{PART_MARK}{path.suffix}")
 
 
 def process_alive(host: str, pid: int) -> bool | None:
@@ -124,7 +125,8 @@ def _dead_owner_cleared(folder: Path, lock: Path) -> str | None:
     if owner is None or process_alive(owner[2], int(owner[1])) is not False:
         return None
     pid = owner[1]
-    parts = sorted({p for pattern in (f".*.{pid}.part*", f".*.{pid}.*.part*") for p in folder.glob(pattern)})
+    patterns = (f".*.{pid}.{PART_MARK}*", f".*.{pid}.*.{PART_MARK}*")
+    parts = sorted({p for pattern in patterns for p in folder.glob(pattern)})
     for part in parts:
         part.unlink(missing_ok=True)
     lock.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from hsi.utils.files import atomic_write_text, part_path
 from hsi.utils.map_styles import class_style, confidence_style, style_path
+from hsi.utils.run_files import CONFIDENCE_RASTER, PAM_SIDECAR_SUFFIX, PREDICTION_RASTER
 
 TILE = 256
 
@@ -140,7 +141,7 @@ class GeoTiffWriter:
             with rasterio.open(self.tmp, "r+") as dst:
                 dst.build_overviews(overview_factors(dst.height, dst.width), Resampling[resampling.lower()])
             os.replace(self.tmp, self.path)
-        aux = self.path.with_name(self.path.name + ".aux.xml")
+        aux = self.path.with_name(self.path.name + PAM_SIDECAR_SUFFIX)
         if self.kind == "classes" and self.class_names:
             entries = self._entries()
             atomic_write_text(aux, pam_xml(self.class_names, entries, self.counts))
@@ -256,12 +257,12 @@ class MapWriters:
                  class_names: list[str], colours: Any, progress: bool,
                  values: Sequence[int] | None = None) -> None:
         values = list(values) if values else list(range(1, len(class_names) + 1))
-        self.labels = GeoTiffWriter(output_dir / "prediction.tif", height, width, geo,
+        self.labels = GeoTiffWriter(output_dir / PREDICTION_RASTER, height, width, geo,
                                     class_dtype(max(values, default=1)), "classes", class_names, colours,
                                     class_values=values)
-        self.confidence = GeoTiffWriter(output_dir / "confidence.tif", height, width, geo, "float32",
+        self.confidence = GeoTiffWriter(output_dir / CONFIDENCE_RASTER, height, width, geo, "float32",
                                         "continuous")
-        self.bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict (streamed)",
+        self.bar = tqdm(total=height * width, unit="px", unit_scale=True, desc="predict",
                         disable=not progress)
 
     def write(self, start: int, labels: np.ndarray, confidence: np.ndarray) -> None:

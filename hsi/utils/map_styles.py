@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from hsi.utils.run_files import STYLE_SUFFIX
+
 # viridis at 0, 0.25, 0.5, 0.75 and 1 (matplotlib's values)
 VIRIDIS = ((0.0, "#440154"), (0.25, "#3b528b"), (0.5, "#21918c"), (0.75, "#5ec962"), (1.0, "#fde725"))
 
@@ -33,7 +35,7 @@ _MIN_MAX = ("      <minMaxOrigin><limits>None</limits><extent>WholeRaster</exten
 
 def style_path(tif: str | Path) -> Path:
     """The style QGIS loads with `tif` (prediction.tif -> prediction.qml)."""
-    return Path(tif).with_suffix(".qml")
+    return Path(tif).with_suffix(STYLE_SUFFIX)
 
 
 def hex_colour(rgb: Sequence[int]) -> str:

@@ -21,6 +21,12 @@ PREDICTION_RASTER = "prediction.tif"
 CONFIDENCE_RASTER = "confidence.tif"
 PREDICTION_SUMMARY = "prediction.json"
 
+# beside a map: GDAL's PAM sidecar (prediction.tif.aux.xml), the QGIS style (prediction.qml); and the
+# mark of a file being written (.<stem>.<pid>[.<tag>].part<suffix>, renamed into place when done)
+PAM_SIDECAR_SUFFIX = ".aux.xml"
+STYLE_SUFFIX = ".qml"
+PART_MARK = "part"
+
 # an export folder (hsi.export)
 MODEL_METADATA = "model.json"
 MODEL_GRAPHS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "pca": "pca.onnx"}

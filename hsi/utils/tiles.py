@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+TILE_ROWS = 128  # output rows per dense tile (each with its halo)
 TILE_PIXELS = 65536  # at most this many output pixels per dense tile of a raster (wide ones: fewer rows)
+BATCH_SIZE = 64  # windows per batch on the window path, checkpoint and ONNX alike (on CPU 32-64 beat 256)
 
 
 def row_tiles(height: int, tile_rows: int) -> Iterator[tuple[int, int]]:
@@ -21,7 +23,7 @@ def capped_tile_rows(tile_rows: int, width: int, tile_pixels: int | None = TILE_
 
 
 def default_block_rows(width: int, bands: int, block_mb: float = 64) -> int:
-    """Rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
+    """Row-block rows whose raw float32 spectra take about `block_mb` MB (at least one)."""
     return max(1, int(block_mb * 1e6 // (width * bands * 4)))
 
 

@@ -19,7 +19,8 @@ from hsi.data.scene import reindex_labels
 from hsi.data.vector_labels import rasterize_labels
 from hsi.errors import DataError
 from hsi.maps import class_colours
-from hsi.run.streaming import predict_raster_in_memory, predict_raster_streaming
+from hsi.run.checkpoint_raster import NetworkBackend
+from hsi.run.raster_driver import RasterSettings, predict_raster
 from hsi.utils.geotiff import read_class_names
 from tests.conftest import compose_config, compose_train
 from tests.data.geo_scenes import NAMES, UTM, salinas_a_arrays, write_geotiff, write_polygons
@@ -245,10 +246,11 @@ def test_streamed_labels_equal_in_memory_labels(geo_files: dict[str, Path], tmp_
     state = {"raw_bands": scene.num_bands, "scene": "custom", "pca": pca.to_tensors(), "patch_size": 9,
              "class_names": scene.class_names}
     net = _random_net(12, 9, scene.num_classes)
-    options = {"eval_path": eval_path, "batch_size": batch_size, "tile_rows": tile_rows}
-    memory = predict_raster_in_memory(net, state, geo_files["tif"], **options)
-    streamed = predict_raster_streaming(net, state, geo_files["tif"], tmp_path, block_rows=block_rows,
-                                        progress=False, **options)
+    backend = NetworkBackend(net, state, eval_path)
+    options = {"batch_size": batch_size, "tile_rows": tile_rows, "progress": False}
+    memory = predict_raster(backend, geo_files["tif"], tmp_path / "memory", False, RasterSettings(**options))
+    streamed = predict_raster(backend, geo_files["tif"], tmp_path, True,
+                              RasterSettings(block_rows=block_rows, **options))
     assert streamed.block_rows < 83 and 83 % streamed.block_rows != 0
     assert memory.path == streamed.path == eval_path
     with rasterio.open(tmp_path / "prediction.tif") as ds:

@@ -123,7 +123,7 @@ def test_a_short_training_run_on_the_streamed_path(raster: dict[str, Path], tmp_
 
 @pytest.mark.parametrize(("settings", "words"), [
     ({"stream": "sometimes"}, "data.stream='sometimes'"),
-    ({"above_mb": -1}, "data.stream_above_mb=-1"),
+    ({"stream_above_mb": -1}, "data.stream_above_mb=-1"),
     ({"block_rows": 0}, "data.block_rows=0"),
 ])
 def test_bad_stream_settings_are_one_line(settings: dict, words: str) -> None:

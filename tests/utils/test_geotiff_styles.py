@@ -47,11 +47,11 @@ def salinas_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, n
 
 def _write(folder: Path, labels: np.ndarray, confidence: np.ndarray, geo: dict, streamed: bool) -> Path:
     colours = class_colours(len(CLASS_NAMES))
-    if streamed:  # as run/streaming.py and deploy/raster.py write them: rows of 7
+    if streamed:  # as run/raster_driver.py writes them: row blocks of 7
         with MapWriters(folder, *labels.shape, geo, CLASS_NAMES, colours, progress=False) as maps:
             for start in range(0, labels.shape[0], 7):
                 maps.write(start, labels[start:start + 7], confidence[start:start + 7])
-    else:  # as run/streaming.write_raster_maps writes an in-memory map
+    else:  # a whole map at once
         write_class_map(folder / "prediction.tif", labels, geo, CLASS_NAMES, colours)
         write_confidence(folder / "confidence.tif", confidence, geo)
     return folder
