@@ -157,7 +157,8 @@ def check_streamed_raster(net_cfg: DictConfig, folder: Path) -> None:
     """A GeoTIFF classified block by block (prediction.tif) gives the labels of the in-memory path."""
     import rasterio
 
-    from hsi.run.streaming import predict_raster_in_memory, predict_raster_streaming
+    from hsi.run.checkpoint_raster import NetworkBackend
+    from hsi.run.raster_driver import RasterSettings, predict_raster
 
     net, bands, patch = _network(net_cfg)
     net.eval()
@@ -166,9 +167,10 @@ def check_streamed_raster(net_cfg: DictConfig, folder: Path) -> None:
     _tiny_geotiff(raster, bands)
     state = {"patch_size": patch, "raw_bands": bands, "pca": None, "scene": "tiny",
              "class_names": [f"c{k}" for k in range(CLASSES)], "label_values": None}
-    memory = predict_raster_in_memory(net, state, raster, batch_size=16, tile_rows=3)
-    streamed = predict_raster_streaming(net, state, raster, folder / "out", batch_size=16, tile_rows=3,
-                                        block_rows=3, progress=False)
+    backend = NetworkBackend(net, state)
+    options = {"batch_size": 16, "tile_rows": 3, "progress": False}
+    memory = predict_raster(backend, raster, folder / "memory", False, RasterSettings(**options))
+    streamed = predict_raster(backend, raster, folder / "out", True, RasterSettings(block_rows=3, **options))
     assert streamed.streamed and streamed.path == memory.path
     with rasterio.open(folder / "out" / "prediction.tif") as ds:
         labels = ds.read(1)
