@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("hsi.models",)),
     ("data", ("hsi.data",)),                            # the datamodule, PCA, windows, compat, ...
     ("splits", ("hsi.data.splits",)),                    # never the datamodule (nor Lightning)
-    ("readers", ("hsi.data.io", "hsi.data.scene", "hsi.data.catalogue", "hsi.data.download")),
+    ("readers", ("hsi.data.readers.io", "hsi.data.scenes.scene", "hsi.data.scenes.catalogue", "hsi.data.readers.download")),
     ("shared", ("hsi.maps", "hsi.utils", "hsi.errors", "hsi")),
 ]
 FORBIDDEN = {("hsi.deploy", "hsi.studies"), ("hsi.studies", "hsi.deploy")}
@@ -155,8 +155,8 @@ def test_the_rule_catches_a_cycle(tmp_path: Path) -> None:
 
 def test_the_rule_keeps_the_splits_below_the_datamodule(tmp_path: Path) -> None:
     found = _plant(tmp_path, {"__init__.py": "", "data/__init__.py": "", "data/splits/__init__.py": "",
-                              "data/datamodule.py": "", "data/io.py": "",
-                              "data/splits/mine.py": "from hsi.data import io\nimport hsi.data.datamodule\n"})
+                              "data/datamodule.py": "", "data/readers/io.py": "",
+                              "data/splits/mine.py": "from hsi.data.readers import io\nimport hsi.data.datamodule\n"})
     assert found == ["hsi.data.splits.mine imports hsi.data.datamodule, a layer above it"]
 
 

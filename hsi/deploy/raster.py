@@ -3,7 +3,7 @@
 `confidence.tif` carry the raster's CRS and transform, as with a checkpoint.
 
 Invalid pixels (nodata, NaN / inf) are filled by the rule training and the checkpoint path use
-(`hsi.data.invalid_pixels`: this raster's band means, summed in a fixed order), and are 0 in
+(`hsi.data.scenes.invalid_pixels`: this raster's band means, summed in a fixed order), and are 0 in
 the maps. Both kinds of graph stream (`stream=true`, or `auto` above `stream_above_mb`): row
 blocks with their halo; a dense graph's blocks are whole `tile_rows` tiles, each the same array
 the in-memory path gives the graph; a window graph's blocks start on a whole batch of pixels, the
@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.invalid_pixels import raster_fill_values
-from hsi.data.raster import (
+from hsi.data.readers.raster import (
     RasterInfo,
     check_wavelengths,
     info_of,
@@ -32,6 +31,7 @@ from hsi.data.raster import (
     rasterio,
     read_block_masks,
 )
+from hsi.data.scenes.invalid_pixels import raster_fill_values
 from hsi.deploy.runtime import OnnxClassifier
 from hsi.maps import class_colours
 from hsi.run.outputs import add_raster_accuracy, truth_for_model

@@ -1,7 +1,7 @@
 """Classify a scene with an exported model (`python -m hsi.export`) without PyTorch.
 
 This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`,
-`hsi.utils.tiles`, `hsi.data.io` and `hsi.data.scene`, which import nothing heavy: `hsi.data` is a
+`hsi.utils.tiles`, `hsi.data.readers.io` and `hsi.data.scenes.scene`, which import nothing heavy: `hsi.data` is a
 lazy package; scipy / h5py only to read `.mat` files), so a deployment needs neither torch nor
 Lightning:
 
@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.invalid_pixels import FillSums
-from hsi.data.io import read_array
-from hsi.data.scene import NAN_POLICIES
+from hsi.data.readers.io import read_array
+from hsi.data.scenes.invalid_pixels import FillSums
+from hsi.data.scenes.scene import NAN_POLICIES
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 from hsi.utils.run_files import MODEL_METADATA
 from hsi.utils.tiles import halo_rows, row_tiles
@@ -329,7 +329,7 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                         f"nan_policy=exclude (label 0 there, values filled with band means).")
     if n_bad == bad.size:
         raise DataError("every pixel of the cube holds NaN or inf values; there is nothing to classify.")
-    sums = FillSums(bands)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
+    sums = FillSums(bands)  # the one rule (hsi.data.scenes.invalid_pixels): a pixel keeps its finite values
     no_nodata = np.zeros_like(bad)
     sums.add(cube.transpose(2, 0, 1), no_nodata, bad)
     cube = sums.values().fill(cube.copy(), no_nodata)
@@ -422,7 +422,7 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
 
 # -- reading cubes ---------------------------------------------------------------------------
 def read_cube(path: str | Path, key: str | None = None) -> np.ndarray:
-    """A (H, W, bands) cube from a file `hsi.data.io` reads (`.npy`, `.npz`, `.mat` v5 / v7.3;
+    """A (H, W, bands) cube from a file `hsi.data.readers.io` reads (`.npy`, `.npz`, `.mat` v5 / v7.3;
     ENVI and GeoTIFF with the io extra): the variable `key`, or the only 3-D array in the file."""
     return read_array(Path(path).expanduser(), key, 3, "cube")
 

@@ -1,7 +1,7 @@
 """HSIClassifier: the LightningModule that trains and evaluates any window classifier.
 
 Validation and test take either batches of windows `(x, y)` or, for dense-capable networks,
-tiles of the padded scene (`hsi.data.patches.TileDataset`: a dict with `tile`, `pos`, `target`,
+tiles of the padded scene (`hsi.data.sampling.patches.TileDataset`: a dict with `tile`, `pos`, `target`,
 `index`): the trunk runs once over the tile, the head as convolutions (`hsi.models.dense`), and
 the logits at the tile's pixels go through the same loss, metrics and predictions as windows.
 """

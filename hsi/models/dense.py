@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hsi.data.patches import EVAL_PATHS
+from hsi.data.sampling.patches import EVAL_PATHS
 from hsi.errors import ConfigError
 from hsi.models.contract import Network
 from hsi.models.cost import evaluating

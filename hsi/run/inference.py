@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hsi.data.patches import pad_cube
+from hsi.data.sampling.patches import pad_cube
 from hsi.models.cost import evaluating
 from hsi.models.dense import build_dense_head, check_eval_path, supports_dense, tile_logits
 from hsi.utils.tiles import row_tiles

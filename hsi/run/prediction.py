@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.data.geo_scene import uses_gdal
-from hsi.data.io import read_array
-from hsi.data.large_scene import load_streamed_scene
-from hsi.data.scene import Scene, fill_nonfinite
+from hsi.data.readers.io import read_array
+from hsi.data.scenes.geo_scene import uses_gdal
+from hsi.data.scenes.large_scene import load_streamed_scene
+from hsi.data.scenes.scene import Scene, fill_nonfinite
 from hsi.errors import HsiError
 from hsi.models.dense import check_eval_path
 from hsi.run.checkpoint import command_keys, load_checkpoint

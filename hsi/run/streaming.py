@@ -5,7 +5,7 @@ Both paths compute every pixel the same way, so their labels are identical on ev
 - the checkpoint's PCA is applied one image row at a time (the same matrix product for a row
   whichever block it comes in);
 - invalid pixels (nodata, NaN / inf) are filled before PCA by the rule training uses, with this
-  raster's band means (`hsi.data.invalid_pixels`, as the ONNX path fills them), and are 0
+  raster's band means (`hsi.data.scenes.invalid_pixels`, as the ONNX path fills them), and are 0
   (no class) in the map;
 - the dense path runs row tiles of `tile_rows` output rows (fewer on a raster wider than
   `tile_pixels` / `tile_rows`: `capped_tile_rows`, alike in both paths) with their halo; a streamed block
@@ -31,9 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hsi.data.invalid_pixels import raster_fill_values
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import (
+from hsi.data.readers.raster import (
     RasterInfo,
     check_wavelengths,
     info_of,
@@ -43,6 +42,7 @@ from hsi.data.raster import (
     rasterio,
     read_block_masks,
 )
+from hsi.data.scenes.invalid_pixels import raster_fill_values
 from hsi.maps import class_colours
 from hsi.models.dense import check_eval_path, supports_dense
 from hsi.run.checkpoint import check_bands
@@ -91,7 +91,7 @@ def reduce_rows(state: dict[str, Any], cube: np.ndarray, band_first: bool = Fals
 
 def padded_tensor(reduced: np.ndarray, top: int, bottom: int, margin: int) -> torch.Tensor:
     """(rows, W, C) reduced rows with `top` / `bottom` zero rows and `margin` zero columns each side,
-    band-first, as `hsi.data.patches.pad_cube` lays out a whole scene."""
+    band-first, as `hsi.data.sampling.patches.pad_cube` lays out a whole scene."""
     padded = np.pad(reduced, ((top, bottom), (margin, margin), (0, 0)))
     return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))
 

@@ -15,8 +15,8 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.data.patches import pad_cube
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.sampling.patches import pad_cube
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError, DataError
 from hsi.models.cost import count_parameters
 from hsi.models.deephyperx import LeeEtAl, MouEtAl, fewest_bands, spectral_length

@@ -24,7 +24,7 @@ class Scene:
     the source file (the two differ when labels were re-indexed, as for Salinas-A).
     `ignored_labels` are source values left out (`data.ignore_labels`); `excluded_pixels`
     counts pixels left out because their spectra held NaN or inf. A scene read from a raster
-    carries its georeference in `geo` (`hsi.data.raster.RasterInfo.geo()`: CRS, transform,
+    carries its georeference in `geo` (`hsi.data.readers.raster.RasterInfo.geo()`: CRS, transform,
     nodata, wavelengths, band names) and its nodata pixels in `invalid` (H, W).
     """
 

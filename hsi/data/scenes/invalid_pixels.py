@@ -1,8 +1,8 @@
 """The one rule for invalid pixels (nodata, NaN / inf), in training and in prediction.
 
-Training fills them before PCA (`hsi.data.geo_scene`, `hsi.data.large_scene`): nodata pixels take
+Training fills them before PCA (`hsi.data.scenes.geo_scene`, `hsi.data.scenes.large_scene`): nodata pixels take
 the band means of the valid pixels, NaN / inf values of other pixels each band's mean over its
-finite values once nodata is filled (what `hsi.data.scene.fill_nonfinite` computes); a pixel
+finite values once nodata is filled (what `hsi.data.scenes.scene.fill_nonfinite` computes); a pixel
 keeps its finite values. Prediction (checkpoint or ONNX, in memory or streamed) fills a raster
 the same way with that raster's means (`raster_fill_values`, summed in blocks of `MEAN_ROWS` rows
 in a fixed order, so every path fills with the same float32 values), and leaves those pixels 0
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hsi.data.raster import read_block_masks
+from hsi.data.readers.raster import read_block_masks
 
 MEAN_ROWS = 256  # rows per block when summing a raster's band means (fixed: one order for all paths)
 
