@@ -1,9 +1,9 @@
 """Classify a scene with an exported model (`python -m hsi.export`) without PyTorch.
 
 This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`,
-`hsi.utils.tiles`, `hsi.data.readers.io` and `hsi.data.scenes.scene`, which import nothing heavy: `hsi.data` is a
-lazy package; scipy / h5py only to read `.mat` files), so a deployment needs neither torch nor
-Lightning:
+`hsi.utils`, the readers `hsi.data.readers` and two torch-free modules of `hsi.data.scenes`;
+`hsi.data` and its rooms are lazy packages; scipy / h5py only to read `.mat` files), so a
+deployment needs neither torch nor Lightning:
 
     from hsi.deploy.runtime import OnnxClassifier, read_cube
     model = OnnxClassifier.load("outputs/export/runs/<timestamp>")     # or .../model.int8.onnx

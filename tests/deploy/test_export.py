@@ -332,17 +332,22 @@ def test_export_command_end_to_end(trained, tmp_path: Path) -> None:
 
 
 def test_the_runtime_reads_cubes_without_torch_or_lightning(tmp_path: Path) -> None:
-    """hsi.deploy.runtime reads a .mat cube through hsi.data.readers.io (the lazy hsi.data package) and
-    loads neither torch nor Lightning doing it."""
+    """hsi.deploy.runtime imports without torch or Lightning, reads a .mat cube through the readers
+    (`hsi.data.readers.io`, below the lazy hsi.data package) and loads neither doing it; so does
+    importing every reader."""
     import scipy.io
 
     scipy.io.savemat(tmp_path / "c.mat", {"cube": synthetic_cube()[:4, :5], "gt": np.ones((4, 5))})
     script = textwrap.dedent(f"""
-        import sys
-        import hsi.data.readers.io
+        import importlib, pkgutil, sys
         import hsi.deploy.runtime as runtime
+        assert "torch" not in sys.modules and "lightning" not in sys.modules, "import hsi.deploy.runtime"
+        import hsi.data.readers as readers
+        assert runtime.read_array is importlib.import_module("hsi.data.readers.io").read_array
         cube = runtime.read_cube({str(tmp_path / 'c.mat')!r})
         assert cube.shape == (4, 5, 30), cube.shape
+        for info in pkgutil.iter_modules(readers.__path__, "hsi.data.readers."):
+            importlib.import_module(info.name)
         print(sorted(m for m in ("torch", "lightning", "hydra", "sklearn") if m in sys.modules))
         """)
     done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,

@@ -1,12 +1,13 @@
 """The one rule for invalid pixels (nodata, NaN / inf), in training and in prediction.
 
-Training fills them before PCA (`hsi.data.scenes.geo_scene`, `hsi.data.scenes.large_scene`): nodata pixels take
-the band means of the valid pixels, NaN / inf values of other pixels each band's mean over its
-finite values once nodata is filled (what `hsi.data.scenes.scene.fill_nonfinite` computes); a pixel
-keeps its finite values. Prediction (checkpoint or ONNX, in memory or streamed) fills a raster
-the same way with that raster's means (`raster_fill_values`, summed in blocks of `MEAN_ROWS` rows
-in a fixed order, so every path fills with the same float32 values), and leaves those pixels 0
-(no class) in the maps. Torch-free: the ONNX runtime uses it.
+Training fills them before PCA (`hsi.data.scenes.geo_scene`, `hsi.data.scenes.large_scene`):
+nodata pixels take the band means of the valid pixels, NaN / inf values of other pixels each
+band's mean over its finite values once nodata is filled (what
+`hsi.data.scenes.scene.fill_nonfinite` computes); a pixel keeps its finite values. Prediction
+(checkpoint or ONNX, in memory or streamed) fills a raster the same way with that raster's means
+(`raster_fill_values`, summed in blocks of `MEAN_ROWS` rows in a fixed order, so every path fills
+with the same float32 values), and leaves those pixels 0 (no class) in the maps. Torch-free: the
+ONNX runtime uses it.
 """
 
 from __future__ import annotations
