@@ -44,7 +44,7 @@ from hsi.data.readers.raster import (
 )
 from hsi.data.scenes.invalid_pixels import raster_fill_values
 from hsi.maps import class_colours
-from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.dense import check_network_eval_path, supports_dense
 from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 from hsi.utils.files import atomic_write, atomic_write_json
@@ -109,7 +109,7 @@ def predict_raster_in_memory(net: nn.Module, state: dict[str, Any], raster: str 
                              progress: bool = False,
                              tile_pixels: int | None = TILE_PIXELS) -> RasterPrediction:
     """The whole raster read, reduced and classified at once."""
-    check_eval_path(net, eval_path)
+    check_network_eval_path(net, eval_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_raster(raster) as ds:
@@ -147,7 +147,7 @@ def predict_raster_streaming(net: nn.Module, state: dict[str, Any], raster: str 
                              tile_pixels: int | None = TILE_PIXELS) -> RasterPrediction:
     """Classify a raster block by block, writing prediction.tif and confidence.tif as it goes.
     `block_rows` None: about 64 MB of raw float32 spectra per block."""
-    check_eval_path(net, eval_path)
+    check_network_eval_path(net, eval_path)
     with rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # GDAL's block cache would grow with the scene
         return _stream(net, state, raster, Path(output_dir), eval_path, batch_size, tile_rows, block_rows,
                        progress, tile_pixels)
