@@ -240,7 +240,8 @@ class HSIDataModule(L.LightningDataModule):
     # -- what the model needs to know -------------------------------------------------------
     @property
     def num_bands(self) -> int:
-        """Bands per window after PCA."""
+        """Bands per window after PCA: what a network takes as `in_bands` (`hsi.models.contract`).
+        In hsi.data a band count is always `num_bands` (a scene's raw bands: `scene.num_bands`)."""
         self._require_setup()
         return self.pca.num_components if self.pca is not None else self.scene.num_bands
 
