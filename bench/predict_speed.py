@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hsi.data.patches import pad_cube
 from hsi.data.preprocessing import fit_pca
+from hsi.data.sampling.patches import pad_cube
 from hsi.run.config import CONFIG_DIR
 from hsi.run.inference import dense_logits, window_logits
 
@@ -33,7 +33,7 @@ PATCH, COMPONENTS, CLASSES = 25, 30, 16
 
 def load_cube(size: int, bands: int) -> tuple[np.ndarray, str]:
     if SHARED_CUBE.is_file() and (size, bands) == (145, 200):
-        from hsi.data.io import read_array
+        from hsi.data.readers.io import read_array
 
         return read_array(SHARED_CUBE, None, 3, "cube").astype(np.float32), "8-bit Indian Pines"
     rng = np.random.default_rng(0)

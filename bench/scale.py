@@ -75,7 +75,7 @@ def write_tiled_labels(path: Path, grid: tuple[int, int]) -> Path:
     import rasterio
     from rasterio.transform import from_origin
 
-    from hsi.data.io import read_array
+    from hsi.data.readers.io import read_array
 
     gt = np.tile(read_array(GT, None, 2, "ground truth").astype(np.uint8), grid)
     with rasterio.open(path, "w", driver="GTiff", height=gt.shape[0], width=gt.shape[1], count=1,
@@ -152,8 +152,8 @@ def train_table(args: argparse.Namespace, cube: np.ndarray) -> None:
 
 def setup(work: Path) -> Path:
     """The cube as float32 and its fitted PCA, saved for the workers."""
-    from hsi.data.io import read_array
     from hsi.data.preprocessing import fit_pca
+    from hsi.data.readers.io import read_array
 
     work.mkdir(parents=True, exist_ok=True)
     cube = read_array(CUBE, None, 3, "cube").astype(np.float32)

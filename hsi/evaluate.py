@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 import hsi.run.config  # noqa: F401  (registers the ${hsi_root:} resolver)
 from hsi.errors import ConfigError
 from hsi.models.cost import model_cost
-from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.dense import check_network_eval_path, supports_dense
 from hsi.run.checkpoint import command_keys, load_checkpoint
 from hsi.run.compat_keys import refuse_old_keys_in_argv
 from hsi.run.config import instantiate_group
@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = checkpoint.classifier()
     if cfg.get("map", True):
-        check_eval_path(model.net, cfg.inference.eval_path, "inference.eval_path")
+        check_network_eval_path(model.net, cfg.inference.eval_path, "inference.eval_path")
     with command_keys():  # a moved file's message names moved.gt_path=, not data.gt_path
         datamodule = checkpoint.datamodule(**moved_files(cfg))
         datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)

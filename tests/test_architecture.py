@@ -18,13 +18,21 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("deploy, studies", ("hsi.deploy", "hsi.studies", "hsi.search")),
     ("run", ("hsi.run",)),
     ("models", ("hsi.models",)),
-    ("data", ("hsi.data",)),                            # the datamodule, PCA, windows, compat, ...
-    ("splits", ("hsi.data.splits",)),                    # never the datamodule (nor Lightning)
-    ("readers", ("hsi.data.io", "hsi.data.scene", "hsi.data.catalogue", "hsi.data.download",
-                 "hsi.data.invalid_pixels")),                # the invalid-pixel rule: numpy only
+    ("data", ("hsi.data",)),                            # the lazy face, the datamodule, compat
+    ("sampling, splits", ("hsi.data.sampling", "hsi.data.splits")),  # never the datamodule (nor Lightning)
+    ("scenes", ("hsi.data.scenes",)),                    # scenes, streamed scenes, catalogue, invalid pixels
+    ("pca", ("hsi.data.preprocessing",)),
+    ("readers", ("hsi.data.readers",)),                  # nothing above them in data/; torch-free
     ("shared", ("hsi.maps", "hsi.utils", "hsi.errors", "hsi")),
 ]
-FORBIDDEN = {("hsi.deploy", "hsi.studies"), ("hsi.studies", "hsi.deploy")}
+FORBIDDEN = {("hsi.deploy", "hsi.studies"), ("hsi.studies", "hsi.deploy"),
+             ("hsi.data.sampling", "hsi.data.splits"), ("hsi.data.splits", "hsi.data.sampling")}
+# hsi/data/ holds its rooms (sub-packages) and, directly, only these: the lazy face, the datamodule
+# that assembles the rooms, the one place for old spellings, and PCA (a room of one module)
+DATA_ROOT = {"__init__.py", "datamodule.py", "compat.py", "preprocessing.py"}
+# rooms whose every module the torch-free runtime (`hsi.deploy.runtime`) may import
+TORCH_FREE = ("hsi.data.readers",)
+HEAVY = ("torch", "lightning", "hydra", "sklearn")
 
 
 def module_name(path: Path, root: Path = PROJECT_ROOT) -> str:
@@ -66,7 +74,9 @@ def layer_of(module: str, commands: set[str]) -> int:
 
 
 def room_of(module: str) -> str:
-    return ".".join(module.split(".")[:2])
+    """`hsi.<package>`, or `hsi.data.<room>` for a module of a room of hsi/data/."""
+    parts = module.split(".")
+    return ".".join(parts[:3] if parts[:2] == ["hsi", "data"] and len(parts) > 3 else parts[:2])
 
 
 def violations(package: Path, root: Path) -> list[str]:
@@ -129,6 +139,30 @@ def test_few_library_modules_directly_under_hsi() -> None:
     assert len(library) <= 4, library
 
 
+def test_data_holds_rooms_and_few_modules_of_its_own() -> None:
+    loose = sorted(p.name for p in (PACKAGE / "data").glob("*.py"))
+    assert set(loose) <= DATA_ROOT, f"{sorted(set(loose) - DATA_ROOT)}: put it in a room of hsi/data/"
+    rooms = sorted(p.parent.name for p in (PACKAGE / "data").glob("*/__init__.py"))
+    assert rooms == ["readers", "sampling", "scenes", "splits"], rooms
+
+
+def heavy_imports(path: Path) -> set[str]:
+    """The heavy libraries a file imports at module level (not inside a function)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names & set(HEAVY)
+
+
+def test_the_readers_import_no_heavy_library() -> None:
+    found = {module_name(p): heavy for room in TORCH_FREE
+             for p in (PROJECT_ROOT / room.replace(".", "/")).rglob("*.py") if (heavy := heavy_imports(p))}
+    assert not found, found
+
+
 def test_no_module_over_500_lines() -> None:
     long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
     assert not long, long
@@ -156,9 +190,23 @@ def test_the_rule_catches_a_cycle(tmp_path: Path) -> None:
 
 def test_the_rule_keeps_the_splits_below_the_datamodule(tmp_path: Path) -> None:
     found = _plant(tmp_path, {"__init__.py": "", "data/__init__.py": "", "data/splits/__init__.py": "",
-                              "data/datamodule.py": "", "data/io.py": "",
-                              "data/splits/mine.py": "from hsi.data import io\nimport hsi.data.datamodule\n"})
+                              "data/readers/__init__.py": "", "data/datamodule.py": "",
+                              "data/readers/io.py": "", "data/splits/mine.py":
+                              "from hsi.data.readers import io\nimport hsi.data.datamodule\n"})
     assert found == ["hsi.data.splits.mine imports hsi.data.datamodule, a layer above it"]
+
+
+def test_the_rule_keeps_readers_below_scenes_and_sampling_off_splits(tmp_path: Path) -> None:
+    found = _plant(tmp_path, {"__init__.py": "", "data/__init__.py": "", "data/readers/__init__.py": "",
+                              "data/scenes/__init__.py": "", "data/sampling/__init__.py": "",
+                              "data/splits/__init__.py": "", "data/scenes/scene.py": "",
+                              "data/splits/mine.py": "",
+                              "data/readers/io.py": "import hsi.data.scenes.scene\n",
+                              "data/sampling/windows.py": "from hsi.data.splits import mine\n"})
+    assert sorted(found) == [
+        "hsi.data.readers.io imports hsi.data.scenes.scene, a layer above it",
+        "hsi.data.sampling.windows imports hsi.data.splits.mine "
+        "(hsi.data.sampling never imports hsi.data.splits)"]
 
 
 def test_the_rule_catches_a_command_import_and_run_importing_deploy(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import scipy.io
 import torch
 
 from hsi.data.preprocessing import PCATransform, cached_fit_pca, fit_pca
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError, DataError
 from hsi.run.config import PROJECT_ROOT
 from hsi.utils.files import LOCK_NAME, RunFolderTaken, claim_run_folder
@@ -399,7 +399,7 @@ def test_disjoint_split_names_untested_classes(synthetic_cfg, tmp_path: Path) ->
 
 # -- surprising settings --------------------------------------------------------------------
 def test_a_huge_label_value_is_reindexed_without_a_huge_table(files: dict[str, Path]) -> None:
-    from hsi.data.loading import load_custom_scene
+    from hsi.data.scenes.loading import load_custom_scene
 
     start = time.perf_counter()
     scene = load_custom_scene(files["cube"], files["huge_label"])
@@ -443,7 +443,7 @@ def test_offline_download_gives_one_message_without_suggesting_download(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     import urllib.error
 
-    import hsi.data.download as dl
+    import hsi.data.readers.download as dl
 
     def offline(url: str, dest: Path) -> None:
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -461,7 +461,7 @@ def test_offline_download_gives_one_message_without_suggesting_download(
 
 def test_an_envi_header_claiming_too_much_is_named(tmp_path: Path) -> None:
     pytest.importorskip("spectral")
-    from hsi.data.io import read_arrays
+    from hsi.data.readers.io import read_arrays
 
     header = tmp_path / "cube.hdr"
     header.write_text("ENVI\nsamples = 100000\nlines = 100000\nbands = 200\nheader offset = 0\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hsi.data.loading import load_custom_scene
+from hsi.data.scenes.loading import load_custom_scene
 from hsi.errors import ConfigError, DataError, MissingDependencyError
 from hsi.run.config import PROJECT_ROOT
 from hsi.utils.files import LOCK_NAME, RunFolderTaken, claim_run_folder

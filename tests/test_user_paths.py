@@ -78,7 +78,7 @@ def test_a_disjoint_split_without_test_pixels_is_refused_before_training(synthet
 def test_an_experiment_with_a_mask_split_names_the_keys_and_the_fix(tmp_path: Path) -> None:
     import numpy as np
 
-    from hsi.data.synthetic import make_synthetic_scene
+    from hsi.data.scenes.synthetic import make_synthetic_scene
     from hsi.run.training import train
     from tests.conftest import FAST_SYNTHETIC, compose_train
 
@@ -473,7 +473,7 @@ def test_predict_can_be_pointed_at_a_moved_scene(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from hsi.data.synthetic import make_synthetic_scene
+    from hsi.data.scenes.synthetic import make_synthetic_scene
     from hsi.predict import predict
     from hsi.run.training import train
     from tests.conftest import FAST_SYNTHETIC, compose_config, compose_train

@@ -2,7 +2,7 @@
 
 A lazy face (PEP 562): `from hsi.data import HSIDataModule` imports the datamodule (and with it
 Lightning) only when that name is asked for, so the torch-free runtime (`hsi.deploy.runtime`)
-reads arrays through `hsi.data.io` without loading torch.
+reads arrays through `hsi.data.readers.io` without loading torch.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import importlib
 from typing import Any
 
 # public name -> the module that defines it
-_HOMES = {"CATALOGUE": "hsi.data.catalogue", "DatasetNotFoundError": "hsi.data.catalogue",
-          "HSIDataModule": "hsi.data.datamodule", "load_scene": "hsi.data.loading",
-          "Scene": "hsi.data.scene"}
+_HOMES = {"CATALOGUE": "hsi.data.scenes.catalogue", "DatasetNotFoundError": "hsi.data.scenes.catalogue",
+          "HSIDataModule": "hsi.data.datamodule", "load_scene": "hsi.data.scenes.loading",
+          "Scene": "hsi.data.scenes.scene"}
 
 __all__ = sorted(_HOMES)
 

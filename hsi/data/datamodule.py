@@ -21,11 +21,20 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, RandomSampler
 
-from hsi.data.augment import BatchAugment
-from hsi.data.catalogue import CATALOGUE, prepare_scene
 from hsi.data.compat import STATE_FORMAT, refuse_renamed_keys, upgrade_split_config
-from hsi.data.download import user_cache_dir
-from hsi.data.large_scene import (
+from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca, fit_minmax
+from hsi.data.readers.download import user_cache_dir
+from hsi.data.sampling.augment import BatchAugment
+from hsi.data.sampling.patches import (
+    EVAL_PATHS,
+    PatchDataset,
+    TileDataset,
+    check_patch_size,
+    first_item,
+    pad_cube,
+)
+from hsi.data.scenes.catalogue import CATALOGUE, prepare_scene
+from hsi.data.scenes.large_scene import (
     AUTO_SAMPLE,
     StreamedScene,
     StreamSettings,
@@ -34,10 +43,8 @@ from hsi.data.large_scene import (
     sample_coords,
     sample_pixels,
 )
-from hsi.data.loading import load_scene
-from hsi.data.patches import EVAL_PATHS, PatchDataset, TileDataset, check_patch_size, first_item, pad_cube
-from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca, fit_minmax
-from hsi.data.scene import Scene
+from hsi.data.scenes.loading import load_scene
+from hsi.data.scenes.scene import Scene
 from hsi.data.splits.base import SplitStrategy
 from hsi.data.splits.leakage import leakage, split_audit
 from hsi.data.splits.registry import build_strategy
@@ -205,7 +212,7 @@ class HSIDataModule(L.LightningDataModule):
             "label_values": [int(v) for v in scene.label_values],
             "rgb_bands": [int(b) for b in spec.rgb_bands] if spec is not None else None,
             "colours": class_colours(scene.num_classes)[1:].tolist(),
-            "geo": scene.geo,  # a raster's CRS, transform, nodata, wavelengths (hsi.data.raster)
+            "geo": scene.geo,  # a raster's CRS, transform, nodata, wavelengths (hsi.data.readers.raster)
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -233,7 +240,8 @@ class HSIDataModule(L.LightningDataModule):
     # -- what the model needs to know -------------------------------------------------------
     @property
     def num_bands(self) -> int:
-        """Bands per window after PCA."""
+        """Bands per window after PCA: what a network takes as `in_bands` (`hsi.models.contract`).
+        In hsi.data a band count is always `num_bands` (a scene's raw bands: `scene.num_bands`)."""
         self._require_setup()
         return self.pca.num_components if self.pca is not None else self.scene.num_bands
 

@@ -133,9 +133,9 @@ class PCASettings:
     `components`: principal components kept (None: no PCA, all bands). `whiten`: scale each
     component to unit variance. `fit`: "scene" (all pixels, the recipe) or "train" (training
     pixels only). `cache`: keep fitted PCAs on disk in `cache_dir` (None: the user cache,
-    `hsi.data.download.user_cache_dir() / "pca"`) and reuse them. `sample`: fit on at most this
+    `hsi.data.readers.download.user_cache_dir() / "pca"`) and reuse them. `sample`: fit on at most this
     many pixels of the fit set, drawn with the split seed (None: all of them; "auto": all for a
-    scene in memory, `AUTO_SAMPLE` for one built block by block, `hsi.data.large_scene`).
+    scene in memory, `AUTO_SAMPLE` for one built block by block, `hsi.data.scenes.large_scene`).
     `rescale`: without PCA, "minmax" maps every band to (x - min) / (max - min), min and max over
     all values of the fit pixels (DeepHyperX's scaling of the cube; `fit_minmax`).
     """

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from hsi.data.patches import pad_cube
+from hsi.data.sampling.patches import pad_cube
 from hsi.errors import ExportError
 from hsi.run.checkpoint import Checkpoint
 from hsi.run.inference import scene_logits

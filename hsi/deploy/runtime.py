@@ -1,9 +1,9 @@
 """Classify a scene with an exported model (`python -m hsi.export`) without PyTorch.
 
 This module imports only numpy, onnxruntime and the standard library (and `hsi.errors`,
-`hsi.utils.tiles`, `hsi.data.io` and `hsi.data.scene`, which import nothing heavy: `hsi.data` is a
-lazy package; scipy / h5py only to read `.mat` files), so a deployment needs neither torch nor
-Lightning:
+`hsi.utils`, the readers `hsi.data.readers` and two torch-free modules of `hsi.data.scenes`;
+`hsi.data` and its rooms are lazy packages; scipy / h5py only to read `.mat` files), so a
+deployment needs neither torch nor Lightning:
 
     from hsi.deploy.runtime import OnnxClassifier, read_cube
     model = OnnxClassifier.load("outputs/export/runs/<timestamp>")     # or .../model.int8.onnx
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.io import read_array
-from hsi.data.scene import NAN_POLICIES, fill_nonfinite
+from hsi.data.readers.io import read_array
+from hsi.data.scenes.scene import NAN_POLICIES, fill_nonfinite
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 from hsi.utils.run_files import MODEL_METADATA
 from hsi.utils.tiles import BATCH_SIZE, TILE_ROWS, halo_rows, row_tiles
@@ -329,7 +329,7 @@ def prepare_cube(cube: Any, bands: int, scene: str | None = None,
                         f"nan_policy=exclude (label 0 there, values filled with band means).")
     if n_bad == bad.size:
         raise DataError("every pixel of the cube holds NaN or inf values; there is nothing to classify.")
-    cube, _ = fill_nonfinite(cube)  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
+    cube, _ = fill_nonfinite(cube)  # the one rule (data/scenes/invalid_pixels.py)
     if nan_policy == "fill":
         log.warning("%d pixels hold NaN or inf values: filled with band means and classified.", n_bad)
         return cube, np.zeros_like(bad)
@@ -428,7 +428,7 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
 
 # -- reading cubes ---------------------------------------------------------------------------
 def read_cube(path: str | Path, key: str | None = None) -> np.ndarray:
-    """A (H, W, bands) cube from a file `hsi.data.io` reads (`.npy`, `.npz`, `.mat` v5 / v7.3;
+    """A (H, W, bands) cube from a file `hsi.data.readers.io` reads (`.npy`, `.npz`, `.mat` v5 / v7.3;
     ENVI and GeoTIFF with the io extra): the variable `key`, or the only 3-D array in the file."""
     return read_array(Path(path).expanduser(), key, 3, "cube")
 

@@ -1,7 +1,7 @@
 """HSIClassifier: the LightningModule that trains and evaluates any window classifier.
 
 Validation and test take either batches of windows `(x, y)` or, for dense-capable networks,
-tiles of the padded scene (`hsi.data.patches.TileDataset`: a dict with `tile`, `pos`, `target`,
+tiles of the padded scene (`hsi.data.sampling.patches.TileDataset`: a dict with `tile`, `pos`, `target`,
 `index`): the trunk runs once over the tile, the head as convolutions (`hsi.models.dense`), and
 the logits at the tile's pixels go through the same loss, metrics and predictions as windows.
 """
@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 
 from hsi.errors import ConfigError, DataError
 from hsi.models.consistency import ConsistencyLoss
-from hsi.models.dense import build_dense_head, check_eval_path, tile_logits
+from hsi.models.dense import build_dense_head, check_network_eval_path, tile_logits
 from hsi.models.metrics import accuracy_report, classification_metrics
 
 Batch = tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]
@@ -161,7 +161,7 @@ class HSIClassifier(L.LightningModule):
         convolutions (built once per evaluation epoch from the current weights)."""
         head = self._dense_cache.get("head")
         if head is None:
-            check_eval_path(self.net, "dense", "data.eval_path")
+            check_network_eval_path(self.net, "dense", "data.eval_path")
             head = build_dense_head(self.net, self.hparams.num_bands, self.hparams.patch_size)
             self._dense_cache["head"] = head
         logits = tile_logits(self.net, head, batch["tile"])  # (K, rows, W)

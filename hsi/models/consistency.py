@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hsi.data.augment import BatchAugment
+from hsi.data.sampling.augment import BatchAugment
 from hsi.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hsi.data.patches import EVAL_PATHS
+from hsi.data.sampling.patches import EVAL_PATHS
 from hsi.errors import ConfigError
 from hsi.models.contract import Network
 from hsi.models.cost import evaluating
@@ -28,7 +28,7 @@ def supports_dense(net: nn.Module) -> bool:
     return isinstance(net, Network) and net.dense
 
 
-def check_eval_path(net: nn.Module, eval_path: str, key: str = "eval_path") -> None:
+def check_network_eval_path(net: nn.Module, eval_path: str, key: str = "eval_path") -> None:
     """Refuse an unknown evaluation path, or `dense` for a network that cannot run densely."""
     if eval_path not in EVAL_PATHS:
         raise ConfigError(f"{key}={eval_path!r}: choose one of {', '.join(EVAL_PATHS)}.")

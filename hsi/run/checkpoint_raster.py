@@ -2,7 +2,7 @@
 
 A row block of raw spectra (invalid pixels filled by the driver) is reduced by the checkpoint's
 PCA one image row at a time (the same matrix product for a row whichever row block it comes in),
-zero-padded as `hsi.data.patches.pad_cube` pads a whole scene (its halo rows stand in for the
+zero-padded as `hsi.data.sampling.patches.pad_cube` pads a whole scene (its halo rows stand in for the
 padding inside the raster) and run by the network: dense row tiles of `tile_rows` output rows, or
 window batches (`hsi.run.inference.scene_logits`).
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hsi.data.preprocessing import PCATransform
-from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.dense import check_network_eval_path, supports_dense
 from hsi.run.checkpoint import check_bands
 from hsi.run.inference import scene_logits
 
@@ -37,7 +37,7 @@ def reduce_rows(state: dict[str, Any], block: np.ndarray) -> np.ndarray:
 
 def padded_tensor(reduced: np.ndarray, top: int, bottom: int, margin: int) -> torch.Tensor:
     """(rows, W, C) reduced rows with `top` / `bottom` zero rows and `margin` zero columns each side,
-    band-first, as `hsi.data.patches.pad_cube` lays out a whole scene."""
+    band-first, as `hsi.data.sampling.patches.pad_cube` lays out a whole scene."""
     padded = np.pad(reduced, ((top, bottom), (margin, margin), (0, 0)))
     return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))
 
@@ -48,7 +48,7 @@ class NetworkBackend:
     kind = "checkpoint"
 
     def __init__(self, net: nn.Module, state: dict[str, Any], eval_path: str = "auto") -> None:
-        check_eval_path(net, eval_path)
+        check_network_eval_path(net, eval_path)
         self.net, self.state = net, state
         self.dense = eval_path != "window" and supports_dense(net)
         self.eval_path = "dense" if self.dense else "window"

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hsi.data.patches import pad_cube
+from hsi.data.sampling.patches import pad_cube
 from hsi.models.cost import evaluating
-from hsi.models.dense import build_dense_head, check_eval_path, supports_dense, tile_logits
+from hsi.models.dense import build_dense_head, check_network_eval_path, supports_dense, tile_logits
 from hsi.utils.tiles import row_tiles
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def scene_logits(net: nn.Module, padded: torch.Tensor, patch_size: int, method: 
                  batch_size: int = 64, tile_rows: int = 128,
                  progress: bool = False) -> tuple[torch.Tensor, str]:
     """(K, H, W) logits for every pixel and the path that ran ("dense" or "window")."""
-    check_eval_path(net, method)
+    check_network_eval_path(net, method)
     if method != "window" and supports_dense(net):
         return dense_logits(net, padded, patch_size, tile_rows, progress), "dense"
     height, width = padded.shape[1] - patch_size + 1, padded.shape[2] - patch_size + 1

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.data.large_scene import StreamedScene
-from hsi.data.raster import rasterio
-from hsi.data.scene import Scene, reindex_labels
+from hsi.data.readers.raster import rasterio
+from hsi.data.scenes.large_scene import StreamedScene
+from hsi.data.scenes.scene import Scene, reindex_labels
 from hsi.errors import DataError
 from hsi.maps import confusion_matrix_figure, label_figure, map_figure, split_figure, write_figure
 from hsi.models.metrics import accuracy_report

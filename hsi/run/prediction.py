@@ -13,12 +13,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.data.geo_scene import uses_gdal
-from hsi.data.io import read_array
-from hsi.data.large_scene import load_streamed_scene
-from hsi.data.scene import Scene, fill_nonfinite
+from hsi.data.readers.io import read_array
+from hsi.data.scenes.geo_scene import uses_gdal
+from hsi.data.scenes.large_scene import load_streamed_scene
+from hsi.data.scenes.scene import Scene, fill_nonfinite
 from hsi.errors import HsiError
-from hsi.models.dense import check_eval_path
+from hsi.models.dense import check_network_eval_path
 from hsi.run.checkpoint import command_keys, load_checkpoint
 from hsi.run.checkpoint_raster import NetworkBackend
 from hsi.run.inference import predict_labels
@@ -119,7 +119,7 @@ def predict_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     settings = cfg.inference
     model = checkpoint.classifier(settings.device)
-    check_eval_path(model.net, settings.eval_path, "inference.eval_path")
+    check_network_eval_path(model.net, settings.eval_path, "inference.eval_path")
     device = next(model.parameters()).device
     precision = checkpoint_inference_precision(settings.get("precision"), device.type,
                                                type(model.net).__name__)

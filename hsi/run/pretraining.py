@@ -1,7 +1,7 @@
 """Self-supervised pretraining of a network's trunk on the scene's unlabelled pixels (`pretrain=`).
 
 `pretrain=masked` runs `hsi.models.pretext.MaskedReconstruction` on windows around the pixels of
-`pretrain.pool` (`hsi.data.pools`: `all` or `train_side`) before the network is fine-tuned on the
+`pretrain.pool` (`hsi.data.sampling.pools`: `all` or `train_side`) before the network is fine-tuned on the
 training pixels. The trunk is saved in the run folder (`pretrain/trunk.pt`) and in a cache keyed by
 everything it depends on (network, window, PCA, pool, pretext settings, seed), so a second run with
 the same key (another fine-tuning setting, a rerun) reuses it instead of pretraining again;
@@ -29,9 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.data.download import user_cache_dir
-from hsi.data.patches import PatchDataset
-from hsi.data.pools import check_pool, check_pool_pca, pool_mask, require_pool
+from hsi.data.readers.download import user_cache_dir
+from hsi.data.sampling.patches import PatchDataset
+from hsi.data.sampling.pools import check_pool, check_pool_pca, pool_mask, require_pool
 from hsi.errors import ConfigError
 from hsi.models.pretext import MaskedReconstruction, load_trunk, trunk_state
 from hsi.run.config import settings_from

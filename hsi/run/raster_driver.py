@@ -3,8 +3,8 @@ or an exported graph (`hsi.deploy.raster`), each a small `RasterBackend`.
 
 The driver holds everything else, once:
 
-- the stream decision (`hsi.data.raster.raster_streams`: `inference.stream`, `stream_above_mb`);
-- the invalid-pixel rule (`hsi.data.invalid_pixels`: this raster's band means, filled before the
+- the stream decision (`hsi.data.readers.raster.raster_streams`: `inference.stream`, `stream_above_mb`);
+- the invalid-pixel rule (`hsi.data.scenes.invalid_pixels`: this raster's band means, filled before the
   backend sees the spectra; those pixels are 0, no class, in the maps);
 - the row-block loop: output rows [start, stop) read with `margin` = patch_size // 2 rows of halo
   above and below (`hsi.utils.tiles.halo_rows`); a row block is a whole number of dense tiles
@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hsi.data.invalid_pixels import FillSums, FillValues
-from hsi.data.raster import (
+from hsi.data.readers.raster import (
+    GDAL_CACHE_MB,
     RasterInfo,
     check_wavelengths,
     info_of,
@@ -45,6 +45,7 @@ from hsi.data.raster import (
     rasterio,
     read_block_masks,
 )
+from hsi.data.scenes.invalid_pixels import FillSums, FillValues
 from hsi.maps import class_colours
 from hsi.utils.files import atomic_write, atomic_write_json
 from hsi.utils.geotiff import MapWriters, class_and_confidence, map_values
@@ -62,7 +63,6 @@ from hsi.utils.tiles import (
 log = logging.getLogger(__name__)
 
 MEAN_ROWS = 256  # rows per block when summing a raster's band means (fixed: one order for all paths)
-GDAL_CACHE_MB = 64  # GDAL's raster block cache while predicting (its default is 5% of the RAM)
 MODEL_WORDS = {"checkpoint": "the checkpoint", "onnx": "the exported model"}  # by `RasterBackend.kind`
 
 
@@ -154,7 +154,7 @@ class ArrayRows:
 
 
 def raster_fill_values(ds: Any) -> FillValues:
-    """What the invalid pixels of an open raster are filled with (`hsi.data.invalid_pixels`), its
+    """What the invalid pixels of an open raster are filled with (`hsi.data.scenes.invalid_pixels`), its
     band sums read in blocks of `MEAN_ROWS` rows."""
     sums = FillSums(ds.count)
     for start, stop in row_tiles(ds.height, MEAN_ROWS):

@@ -1,7 +1,7 @@
 """Semi-supervised training on the scene's unlabelled pixels (`semi=fixmatch`).
 
 Beside every batch of training windows the network sees `ratio` times as many windows around
-pixels of `semi.pool` (`hsi.data.pools`: `all` or `train_side`), whose labels are never read, and
+pixels of `semi.pool` (`hsi.data.sampling.pools`: `all` or `train_side`), whose labels are never read, and
 adds the consistency loss of `hsi.models.consistency.ConsistencyLoss` for them. What a run used is
 recorded in metrics.json under `semi`.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.data.pools import check_pool, check_pool_pca, pool_mask, require_pool
+from hsi.data.sampling.pools import check_pool, check_pool_pca, pool_mask, require_pool
 from hsi.errors import ConfigError
 from hsi.models.consistency import ConsistencyLoss
 from hsi.run.config import settings_from

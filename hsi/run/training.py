@@ -23,7 +23,7 @@ from hsi.data.datamodule import HSIDataModule
 from hsi.errors import ConfigError, DataError
 from hsi.models.classifier import HSIClassifier
 from hsi.models.cost import count_parameters, model_cost
-from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.dense import check_network_eval_path, supports_dense
 from hsi.models.metrics import accuracy_report
 from hsi.models.zoo import network_class, own_kwargs
 from hsi.run import dashboard
@@ -172,7 +172,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
     model = build_model(cfg, datamodule)
     datamodule.use_dense_evaluation(supports_dense(model.net), type(model.net).__name__)
     if cfg.get("map", True):  # a bad map option fails now, not after training
-        check_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
+        check_network_eval_path(model.net, cfg.data.get("eval_path", "auto"), "data.eval_path")
     if cfg.get("train") and cfg.get("ckpt_path"):  # before anything is written
         check_resume(cfg.ckpt_path, datamodule, model)
     # a resumed run takes its weights from the checkpoint: no pretraining then

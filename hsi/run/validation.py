@@ -12,8 +12,8 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig
 
-from hsi.data.patches import EVAL_PATHS
 from hsi.data.preprocessing import PCA_FITS
+from hsi.data.sampling.patches import EVAL_PATHS
 from hsi.errors import ConfigError
 from hsi.utils.hardware import cpu_computes_bf16
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hsi.data.io import read_array
+from hsi.data.readers.io import read_array
 
 UTM = "EPSG:32610"  # Salinas Valley, California
 ORIGIN = (620000.0, 4063000.0)  # upper-left corner (m)

@@ -1,4 +1,4 @@
-"""Augmentation of training batches (`augment=none|flips|spectral|all`, hsi/data/augment.py)."""
+"""Augmentation of training batches (`augment=none|flips|spectral|all`, hsi/data/sampling/augment.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hsi.data import HSIDataModule
-from hsi.data.augment import BatchAugment, same_class_partners
+from hsi.data.sampling.augment import BatchAugment, same_class_partners
 from hsi.errors import ConfigError
 from hsi.train import train
 from tests.conftest import compose_train
@@ -139,7 +139,7 @@ def test_only_training_batches_of_windows_are_augmented() -> None:
 
 def test_the_datamodule_keeps_plain_settings_and_drops_an_inactive_augment() -> None:
     dm = _datamodule(flip=True, noise=0.01)
-    assert dm.hparams["augment"] == {"_target_": "hsi.data.augment.BatchAugment", "flip": True,
+    assert dm.hparams["augment"] == {"_target_": "hsi.data.sampling.augment.BatchAugment", "flip": True,
                                      "rotate": False, "scale": 0.0, "noise": 0.01,
                                      "band_dropout": 0.0, "band_shift": 0, "mix": 0.0, "seed": 0}
     again = HSIDataModule(**dm.hparams)

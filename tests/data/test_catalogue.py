@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from hsi.data import CATALOGUE, DatasetNotFoundError, HSIDataModule, load_scene
-from hsi.data import download as dl
-from hsi.data.catalogue import load_ground_truth, prepare_scene
+from hsi.data.readers import download as dl
+from hsi.data.scenes.catalogue import load_ground_truth, prepare_scene
 from hsi.data.splits.random import RandomSplit
 from hsi.run.config import CONFIG_DIR
 from tests.fixtures.make_fake_scenes import fake_spec, serve_from, write_fake_scene

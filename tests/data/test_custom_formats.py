@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from hsi.data import CATALOGUE, HSIDataModule, Scene, load_scene
-from hsi.data.scene import build_scene
+from hsi.data.scenes.scene import build_scene
 from hsi.data.splits.random import RandomSplit
 from tests.conftest import compose_train
 

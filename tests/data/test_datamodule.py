@@ -11,10 +11,10 @@ import scipy.io
 import torch
 
 from hsi.data import CATALOGUE, DatasetNotFoundError, HSIDataModule, load_scene
-from hsi.data.patches import PatchDataset, pad_cube
 from hsi.data.preprocessing import fit_pca
+from hsi.data.sampling.patches import PatchDataset, pad_cube
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.data.splits.random import stratified_split
-from hsi.data.synthetic import make_synthetic_scene
 from tests.fixtures.make_fake_scenes import fake_spec
 
 

@@ -13,10 +13,10 @@ import pytest
 import rasterio
 import torch
 
-from hsi.data.loading import load_custom_scene
-from hsi.data.raster import raster_info
-from hsi.data.scene import reindex_labels
-from hsi.data.vector_labels import rasterize_labels
+from hsi.data.readers.raster import raster_info
+from hsi.data.readers.vector_labels import rasterize_labels
+from hsi.data.scenes.loading import load_custom_scene
+from hsi.data.scenes.scene import reindex_labels
 from hsi.errors import DataError
 from hsi.maps import class_colours
 from hsi.run.checkpoint_raster import NetworkBackend

@@ -13,9 +13,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from hsi.data.large_scene import StreamSettings, load_streamed_scene, sample_pixels
-from hsi.data.loading import load_custom_scene
-from hsi.data.raster import raster_info, read_block
+from hsi.data.readers.raster import raster_info, read_block
+from hsi.data.scenes.large_scene import StreamSettings, load_streamed_scene, sample_pixels
+from hsi.data.scenes.loading import load_custom_scene
 from hsi.errors import ConfigError, DataError
 from tests.conftest import compose_config, compose_train
 from tests.data.geo_scenes import (
@@ -356,7 +356,7 @@ def test_band_centres_that_differ_from_the_models_are_refused(salinas: dict, che
 
 
 def test_wavelength_tolerance_and_units() -> None:
-    from hsi.data.raster import RasterInfo, check_wavelengths
+    from hsi.data.readers.raster import RasterInfo, check_wavelengths
 
     model = {"wavelengths": [0.41, 0.42, 2.44], "wavelength_units": "Micrometers"}
     info = RasterInfo("x.img", 1, 1, 3, "float32", wavelengths=[411.5, 420.0, 2464.0], wavelength_units="nm")

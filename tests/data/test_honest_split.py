@@ -13,7 +13,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from hsi.data import HSIDataModule
-from hsi.data.io import read_array
+from hsi.data.readers.io import read_array
 from hsi.data.splits.disjoint import DisjointSplit, disjoint_split
 from hsi.data.splits.leakage import window_mask
 from hsi.errors import ConfigError

@@ -1,4 +1,4 @@
-"""Training on a raster larger than memory (`hsi.data.large_scene`): on real Salinas-A made into a
+"""Training on a raster larger than memory (`hsi.data.scenes.large_scene`): on real Salinas-A made into a
 GeoTIFF here, the block-built (memory-mapped) reduced cube equals the in-memory one, PCA on a pixel
 sample finds the same components, and a short training run on the streamed path records its sample."""
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from hsi.data.datamodule import HSIDataModule
-from hsi.data.large_scene import StreamSettings, build_reduced_cube, load_streamed_scene, sample_pixels
-from hsi.data.loading import load_custom_scene
-from hsi.data.patches import pad_cube
 from hsi.data.preprocessing import fit_pca
+from hsi.data.sampling.patches import pad_cube
+from hsi.data.scenes.large_scene import StreamSettings, build_reduced_cube, load_streamed_scene, sample_pixels
+from hsi.data.scenes.loading import load_custom_scene
 from hsi.errors import ConfigError
 from tests.conftest import compose_config, compose_train
 from tests.data.geo_scenes import salinas_a_files
@@ -53,7 +53,7 @@ def test_the_block_built_reduced_cube_equals_the_in_memory_one(raster: dict[str,
 
 
 def test_pca_on_a_pixel_sample_finds_the_same_components(raster: dict[str, Path]) -> None:
-    from hsi.data.large_scene import sample_coords
+    from hsi.data.scenes.large_scene import sample_coords
 
     scene = load_streamed_scene(raster["tif"], raster["gpkg"], gt_field="crop")
     every = fit_pca(sample_pixels(scene, None), 5)

@@ -13,7 +13,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from hsi.data.io import read_array
+from hsi.data.readers.io import read_array
 from hsi.data.splits.block_assignment import field_labels, pool_small_fields
 from hsi.data.splits.disjoint import DisjointSplit
 from hsi.data.splits.leakage import window_mask

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from hsi.data.catalogue import SPLIT_CATALOGUE
-from hsi.data.download import FingerprintMismatchError
-from hsi.data.io import read_array
+from hsi.data.readers.download import FingerprintMismatchError
+from hsi.data.readers.io import read_array
+from hsi.data.scenes.catalogue import SPLIT_CATALOGUE
 from hsi.data.splits.fixed import (
     FixedSplit,
     SplitFilesNotFoundError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hsi.data.pools import pool_coords, pool_mask
+from hsi.data.sampling.pools import pool_coords, pool_mask
 from hsi.errors import ConfigError
 
 

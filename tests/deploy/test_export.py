@@ -22,7 +22,7 @@ pytest.importorskip("onnxscript")
 
 import torch  # noqa: E402
 
-from hsi.data.synthetic import make_synthetic_scene  # noqa: E402
+from hsi.data.scenes.synthetic import make_synthetic_scene  # noqa: E402
 from hsi.deploy.export import export  # noqa: E402
 from hsi.deploy.runtime import OnnxClassifier, read_cube  # noqa: E402
 from hsi.errors import (  # noqa: E402
@@ -86,7 +86,7 @@ def torch_reference(ckpt: Path, cube: np.ndarray) -> tuple[np.ndarray, np.ndarra
     checkpoint = load_checkpoint(ckpt)
     net = checkpoint.classifier("cpu").net
     patch = checkpoint.data_state["patch_size"]
-    from hsi.data.patches import pad_cube
+    from hsi.data.sampling.patches import pad_cube
 
     logits, _ = scene_logits(net, pad_cube(checkpoint.reduce(cube), patch), patch)
     labels, _ = predict_labels(net, checkpoint.reduce(cube), patch)
@@ -332,17 +332,22 @@ def test_export_command_end_to_end(trained, tmp_path: Path) -> None:
 
 
 def test_the_runtime_reads_cubes_without_torch_or_lightning(tmp_path: Path) -> None:
-    """hsi.deploy.runtime reads a .mat cube through hsi.data.io (the lazy hsi.data package) and
-    loads neither torch nor Lightning doing it."""
+    """hsi.deploy.runtime imports without torch or Lightning, reads a .mat cube through the readers
+    (`hsi.data.readers.io`, below the lazy hsi.data package) and loads neither doing it; so does
+    importing every reader."""
     import scipy.io
 
     scipy.io.savemat(tmp_path / "c.mat", {"cube": synthetic_cube()[:4, :5], "gt": np.ones((4, 5))})
     script = textwrap.dedent(f"""
-        import sys
-        import hsi.data.io
+        import importlib, pkgutil, sys
         import hsi.deploy.runtime as runtime
+        assert "torch" not in sys.modules and "lightning" not in sys.modules, "import hsi.deploy.runtime"
+        import hsi.data.readers as readers
+        assert runtime.read_array is importlib.import_module("hsi.data.readers.io").read_array
         cube = runtime.read_cube({str(tmp_path / 'c.mat')!r})
         assert cube.shape == (4, 5, 30), cube.shape
+        for info in pkgutil.iter_modules(readers.__path__, "hsi.data.readers."):
+            importlib.import_module(info.name)
         print(sorted(m for m in ("torch", "lightning", "hydra", "sklearn") if m in sys.modules))
         """)
     done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,

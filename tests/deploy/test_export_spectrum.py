@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from hsi.data.synthetic import make_synthetic_scene  # noqa: E402
+from hsi.data.scenes.synthetic import make_synthetic_scene  # noqa: E402
 from hsi.deploy.export import export_checkpoint  # noqa: E402
 from hsi.deploy.runtime import OnnxClassifier  # noqa: E402
 from tests.conftest import FAST_SYNTHETIC, compose_train  # noqa: E402

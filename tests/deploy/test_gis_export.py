@@ -25,7 +25,7 @@ CODES = [1, 10, 11, 12, 13, 14]  # Salinas-A's source values
 @pytest.fixture(scope="module")
 def coded_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """cnn2d (a dense graph) trained a few batches on the GeoTIFF from polygons coded 1, 10..14."""
-    from hsi.data.io import read_array
+    from hsi.data.readers.io import read_array
     from hsi.deploy.export import export
     from hsi.train import train
     from tests.conftest import SHARED_DATA

@@ -1,4 +1,4 @@
-"""One invalid-pixel rule (`hsi.data.invalid_pixels`): a checkpoint and its ONNX export give the
+"""One invalid-pixel rule (`hsi.data.scenes.invalid_pixels`): a checkpoint and its ONNX export give the
 same labels on every pixel of real Salinas-A with a nodata block, nodata neighbours included,
 streamed and in memory (the checkpoint path once zeroed invalid pixels after PCA while the ONNX
 path filled band means before it, so the maps differed beside nodata)."""

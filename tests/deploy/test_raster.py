@@ -68,7 +68,7 @@ def test_a_window_graph_streams_with_the_in_memory_labels(window_export: dict[st
 
 def test_an_exported_graph_reports_the_accuracy_on_given_labels(window_export: dict[str, Path],
                                                                 tmp_path: Path) -> None:
-    from hsi.data.loading import load_custom_scene
+    from hsi.data.scenes.loading import load_custom_scene
     from hsi.predict import predict
 
     summary = predict(compose_config("predict", [

@@ -15,12 +15,12 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.data.patches import pad_cube
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.sampling.patches import pad_cube
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError, DataError
 from hsi.models.cost import count_parameters
 from hsi.models.deephyperx import LeeEtAl, MouEtAl, fewest_bands, spectral_length
-from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.dense import check_network_eval_path, supports_dense
 from hsi.run.config import CONFIG_DIR
 from hsi.run.inference import scene_logits
 from tests.conftest import compose_train
@@ -142,7 +142,7 @@ def test_no_dense_form_is_refused_in_one_line(name: str) -> None:
     net = build(name, bands, window, 3)
     assert not supports_dense(net)
     with pytest.raises(ConfigError, match="eval_path=window"):
-        check_eval_path(net, "dense", "data.eval_path")
+        check_network_eval_path(net, "dense", "data.eval_path")
 
 
 def test_lee_reads_the_centre_3x3_and_mou_the_centre_pixel() -> None:

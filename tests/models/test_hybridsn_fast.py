@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.data.patches import pad_cube
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.sampling.patches import pad_cube
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.models import HybridSN, HybridSNFast
 from hsi.models.blocks import FusedBlock, GridLinear, PixelGate, crop_to
 from hsi.models.cost import model_cost

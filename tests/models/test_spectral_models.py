@@ -12,8 +12,8 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
 
-from hsi.data.patches import pad_cube
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.sampling.patches import pad_cube
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError
 from hsi.models import CNN1D, SSFTT
 from hsi.models.cost import count_macs, count_parameters, window_shape

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from hsi.errors import ConfigError
-from hsi.models.dense import check_eval_path, supports_dense
+from hsi.models.dense import check_network_eval_path, supports_dense
 from hsi.models.gaht import GAHT
 from hsi.models.hit import DynamicConv3d, HiT
 from hsi.models.mambahsi import CentreLogits, MambaHSI
@@ -100,7 +100,7 @@ def test_declared_not_dense_and_dense_evaluation_is_refused(name: str) -> None:
     net = build(name, bands, patch, 3)
     assert network_class(name).dense is False and not supports_dense(net)
     with pytest.raises(ConfigError, match="eval_path=window"):
-        check_eval_path(net, "dense")
+        check_network_eval_path(net, "dense")
 
 
 @pytest.mark.parametrize("name", NETWORKS)

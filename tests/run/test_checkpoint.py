@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.run.checkpoint import CheckpointError, load_checkpoint
 from hsi.run.inference import predict_labels
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 import hsi.run.training
 from hsi.data.datamodule import HSIDataModule
-from hsi.data.patches import PatchDataset, TileDataset, pad_cube, plan_tiles
+from hsi.data.sampling.patches import PatchDataset, TileDataset, pad_cube, plan_tiles
 from hsi.errors import ConfigError
 from hsi.run.config import CONFIG_DIR
 from hsi.run.training import build_datamodule, build_model

@@ -1,4 +1,4 @@
-"""One invalid-pixel rule (`hsi.data.invalid_pixels`) for every path that reads a raster: training
+"""One invalid-pixel rule (`hsi.data.scenes.invalid_pixels`) for every path that reads a raster: training
 in memory (`load_custom_scene`), training streamed (`load_streamed_scene` + `sample_pixels`) and
 prediction (`hsi.run.raster_driver`, in memory or streamed, checkpoint or ONNX) fill the same
 pixels with the same values, on real Salinas-A with a nodata block and partly NaN pixels."""
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hsi.data.large_scene import load_streamed_scene, sample_pixels
-from hsi.data.loading import load_custom_scene
-from hsi.data.raster import open_raster, read_block_masks
+from hsi.data.readers.raster import open_raster, read_block_masks
+from hsi.data.scenes.large_scene import load_streamed_scene, sample_pixels
+from hsi.data.scenes.loading import load_custom_scene
 from hsi.run.raster_driver import RasterRows, raster_fill_values
 from tests.conftest import SHARED_DATA
 from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons

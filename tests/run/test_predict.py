@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hsi.data.patches import pad_cube
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.sampling.patches import pad_cube
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.models.dense import supports_dense
 from hsi.run.inference import scene_logits
 from hsi.train import train

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from hsi.data.loading import load_custom_scene
+from hsi.data.scenes.loading import load_custom_scene
 from tests.conftest import compose_config, compose_train
 from tests.data.geo_scenes import salinas_a_files
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hsi.data.patches import PatchDataset
-from hsi.data.pools import pool_coords
+from hsi.data.sampling.patches import PatchDataset
+from hsi.data.sampling.pools import pool_coords
 from hsi.errors import ConfigError, DataError
 from hsi.models.pretext import trunk_state
 from hsi.run.dashboard import run_hparams

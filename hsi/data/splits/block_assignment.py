@@ -1,6 +1,8 @@
-"""Block assignment for spatially disjoint splits: the scene cut into square blocks, whole blocks
-given to train / validation / test per class (or per field), blocks halved where a class needs
-it, and the margin that keeps validation and test pixels out of every training window.
+"""Spatial blocks for spatially disjoint splits: the scene cut into square spatial blocks (squares
+of pixels; not the network blocks of `hsi.models.blocks`, nor a raster's row blocks), whole
+spatial blocks given to train / validation / test per class (or per field), halved where a class
+needs it, and the margin that keeps validation and test pixels out of every training window.
+Below, "block" always means such a spatial block.
 
 `hsi.data.splits.disjoint.DisjointSplit` (`data/split=disjoint`) calls it; nothing here reads a config.
 """
@@ -44,7 +46,7 @@ def pool_small_fields(fields: np.ndarray, targets: np.ndarray, min_pixels: int) 
 def assign_blocks(shape: tuple[int, int], coords: np.ndarray, targets: np.ndarray, n_classes: int,
                   test_ratio: float, val_ratio: float, block_size: int,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which subset (0 train, 1 val, 2 test) each block goes to, and each pixel's block.
+    """Which subset (0 train, 1 val, 2 test) each spatial block goes to, and each pixel's block.
 
     Blocks are the non-empty `block_size` squares of a (H, W) scene holding labelled pixels
     `coords` (classes `targets`). First every class gets one training block (rarest class
@@ -118,7 +120,8 @@ def _block_members(block_of: np.ndarray) -> list[np.ndarray]:
 def refine_blocks(index: np.ndarray, coords: np.ndarray, targets: np.ndarray, n_classes: int,
                   block_size: int, margin: int, wanted: int, min_train: np.ndarray | None = None,
                   extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Blocks of `block_size`, halved where a class needs it: (block of each pixel, side of each block).
+    """Spatial blocks of `block_size` pixels, halved where a class needs it: (block of each pixel,
+    side of each block).
 
     A block *serves* a class when, given to training, it leaves the class's pixels outside its
     `margin` in `wanted` other blocks (2: one for validation, one for test). Rarest class first:
@@ -243,7 +246,8 @@ class _Assignment:
 def assign_blocks_every_class(shape: tuple[int, int], coords: np.ndarray, targets: np.ndarray,
                               n_classes: int, test_ratio: float, val_ratio: float, block_size: int,
                               patch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which subset (0 train, 1 val, 2 test) each block goes to, each pixel's block, each block's side.
+    """Which subset (0 train, 1 val, 2 test) each spatial block goes to, each pixel's block, each
+    block's side.
 
     The margin is `patch_size // 2`. Blocks come from `refine_blocks` (halved where a class
     needs finer ones, and where that puts half its training target in one block). Then, rarest

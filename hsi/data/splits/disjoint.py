@@ -1,6 +1,6 @@
-"""`data/split=disjoint`: spatially disjoint subsets, whole square blocks per subset, validation
-and test pixels within the window's margin of a training pixel dropped. The block assignment
-itself is `hsi.data.splits.block_assignment`."""
+"""`data/split=disjoint`: spatially disjoint subsets, whole square spatial blocks per subset,
+validation and test pixels within the window's margin of a training pixel dropped. The spatial
+block assignment itself is `hsi.data.splits.block_assignment`."""
 
 from __future__ import annotations
 

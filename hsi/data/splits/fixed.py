@@ -2,7 +2,7 @@
 catalogue like the scenes.
 
 `FixedSplit` (`data/split=fixed_indian_pines`, `data/split=fixed_pavia_university`) reads the
-split's two label images from `<split_dir>/<name>/` (`hsi.data.catalogue.SPLIT_CATALOGUE`:
+split's two label images from `<split_dir>/<name>/` (`hsi.data.scenes.catalogue.SPLIT_CATALOGUE`:
 URLs of the public repository, git blob fingerprints), maps the files' class numbers onto the
 scene's (checked pixel by pixel: a pixel the files put in another class than the ground truth
 raises), drops the split's pixels that are unlabelled in the ground truth (counted in the
@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsi.data import download as dl
-from hsi.data.catalogue import SPLIT_CATALOGUE, SplitSpec
-from hsi.data.io import read_array
+from hsi.data.readers import download as dl
+from hsi.data.readers.io import read_array
+from hsi.data.scenes.catalogue import SPLIT_CATALOGUE, SplitSpec
 from hsi.data.splits.base import (
     SplitResult,
     SplitStrategy,
@@ -163,7 +163,7 @@ def published_audit(images: dict[str, np.ndarray], patch_size: int) -> dict[str,
 
 @dataclass
 class FixedSplit(SplitStrategy):
-    """A fixed split from the literature (`hsi.data.catalogue.SPLIT_CATALOGUE`): its train and test
+    """A fixed split from the literature (`hsi.data.scenes.catalogue.SPLIT_CATALOGUE`): its train and test
     label images from `<split_dir>/<name>/`, validation carved from its training pixels.
 
     `split_dir`: the folder holding `<name>/` (None: `<data_dir>/splits`, where the configs put it).

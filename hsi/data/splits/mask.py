@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hsi.data.io import read_array
+from hsi.data.readers.io import read_array
 from hsi.data.splits.base import (
     SplitResult,
     SplitStrategy,

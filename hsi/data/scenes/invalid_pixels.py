@@ -2,8 +2,8 @@
 
 Nodata pixels take the band means of the valid pixels, NaN / inf values of other pixels each
 band's mean over its finite values once nodata is filled; a pixel keeps its finite values.
-Training fills them before PCA so (in memory: `hsi.data.geo_scene` for nodata,
-`hsi.data.scene.fill_nonfinite` for NaN / inf; streamed: `hsi.data.large_scene`), and so does
+Training fills them before PCA so (in memory: `hsi.data.scenes.geo_scene` for nodata,
+`hsi.data.scenes.scene.fill_nonfinite` for NaN / inf; streamed: `hsi.data.scenes.large_scene`), and so does
 prediction, checkpoint or ONNX, in memory or streamed, with the predicted raster's means
 (`hsi.run.raster_driver.raster_fill_values`, summed in fixed row blocks so that every path fills
 with the same float32 values), leaving those pixels 0 (no class) in the maps. Only numpy: the

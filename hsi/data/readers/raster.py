@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.io import require_file
+from hsi.data.readers.io import require_file
 from hsi.errors import DataError, MissingFileError, first_line
 
 log = logging.getLogger(__name__)
 
-# Files the other readers own (hsi.data.io): never handed to GDAL
+# Files the other readers own (hsi.data.readers.io): never handed to GDAL
 ARRAY_SUFFIXES = (".mat", ".npy", ".npz")
+GDAL_CACHE_MB = 64  # GDAL's block cache while a raster is read in blocks (its default is 5% of the RAM)
 _WAVELENGTH_KEYS = ("wavelength", "WAVELENGTH", "CENTRAL_WAVELENGTH_UM", "central_wavelength")
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hsi.data import download as dl
-from hsi.data.io import read_array
-from hsi.data.scene import Scene, build_scene, reindex_labels, validate_labels
+from hsi.data.readers import download as dl
+from hsi.data.readers.io import read_array
+from hsi.data.scenes.scene import Scene, build_scene, reindex_labels, validate_labels
 from hsi.errors import DataError, HsiError, first_line
 
 log = logging.getLogger(__name__)

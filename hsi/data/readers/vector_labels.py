@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.raster import RasterInfo, open_raster
+from hsi.data.readers.raster import RasterInfo, open_raster
 from hsi.errors import DataError, HsiError, MissingFileError, first_line
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Which files take this path (`uses_gdal`): every raster with a CRS, a geotransform (a transform
 without a CRS is kept, and the maps carry it) or a nodata value,
 any format only GDAL reads, and any cube whose labels are polygons. Files without georeference
-that `hsi.data.io` reads (.mat, .npy, .npz, plain TIFF and ENVI) keep that path unchanged.
+that `hsi.data.readers.io` reads (.mat, .npy, .npz, plain TIFF and ENVI) keep that path unchanged.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.invalid_pixels import FillSums
-from hsi.data.io import envi_header, read_array
-from hsi.data.raster import (
+from hsi.data.readers.io import envi_header, read_array
+from hsi.data.readers.raster import (
     ARRAY_SUFFIXES,
     RasterInfo,
     gdal_path,
@@ -27,8 +26,9 @@ from hsi.data.raster import (
     read_block_masks,
     read_label_raster,
 )
-from hsi.data.scene import Scene, build_scene
-from hsi.data.vector_labels import is_vector_path, rasterize_labels
+from hsi.data.readers.vector_labels import is_vector_path, rasterize_labels
+from hsi.data.scenes.invalid_pixels import FillSums
+from hsi.data.scenes.scene import Scene, build_scene
 from hsi.errors import DataError, HsiError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def uses_gdal(cube_path: str | Path | None, gt_path: str | Path | None = None,
             with open_raster(path) as ds:
                 info = info_of(ds)
     except HsiError:
-        return False  # not a raster GDAL reads: hsi.data.io says which files are supported
+        return False  # not a raster GDAL reads: hsi.data.readers.io says which files are supported
     return info.transform is not None or info.crs is not None or info.nodata is not None or \
         not others_read_it
 
@@ -72,7 +72,7 @@ def load_raster_scene(cube_path: str | Path, gt_path: str | Path | None = None,
     invalid = nodata | nonfinite  # nodata: unlabelled; other NaN / inf pixels: data.nan_policy
     gt, class_names, label_report, values = raster_labels(info, cube_path, gt_path, gt_field, class_names,
                                                           name)
-    if nodata.any():  # the valid pixels' band means (the one rule: hsi.data.invalid_pixels)
+    if nodata.any():  # the valid pixels' band means (the one rule: hsi.data.scenes.invalid_pixels)
         sums = FillSums(cube.shape[2])
         sums.add(cube.transpose(2, 0, 1), nodata, nonfinite)
         cube[nodata] = sums.values().means

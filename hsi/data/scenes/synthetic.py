@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hsi.data.scene import Scene
+from hsi.data.scenes.scene import Scene
 from hsi.errors import DataError
 
 

@@ -20,7 +20,7 @@ from hsi.errors import (
 
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
 SUPPORTED = (".mat (v5 / v7.3), .npy, .npz, ENVI (.hdr + data file), GeoTIFF (.tif / .tiff), or any "
-             "raster GDAL reads (hsi.data.raster)")
+             "raster GDAL reads (hsi.data.readers.raster)")
 
 
 def require_file(path: str | Path, what: str = "data file") -> Path:
@@ -40,7 +40,7 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     MATLAB v7.3 files are HDF5 and store arrays column-major, so they are transposed back
     to the (rows, cols, bands) order that scipy gives for v5 files. ENVI cubes come as
     (rows, cols, bands) whatever their interleave; a GeoTIFF comes as stored (bands may be
-    first; see `hsi.data.scene.orient_cube`). Single-band ENVI / GeoTIFF images are 2-D.
+    first; see `hsi.data.scenes.scene.orient_cube`). Single-band ENVI / GeoTIFF images are 2-D.
     """
     path = require_file(path)
     if path.stat().st_size == 0:

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hsi.data.catalogue import CATALOGUE, load_catalogue_scene
-from hsi.data.geo_scene import load_raster_scene, uses_gdal
-from hsi.data.io import pick_array, read_array, read_arrays
-from hsi.data.scene import Scene, build_scene
-from hsi.data.synthetic import make_synthetic_scene
+from hsi.data.readers.io import pick_array, read_array, read_arrays
+from hsi.data.scenes.catalogue import CATALOGUE, load_catalogue_scene
+from hsi.data.scenes.geo_scene import load_raster_scene, uses_gdal
+from hsi.data.scenes.scene import Scene, build_scene
+from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.errors import ConfigError
 
 
@@ -19,13 +19,13 @@ def load_custom_scene(cube_path: str | Path, gt_path: str | Path | None = None,
                       class_names: Sequence[str] | None = None, name: str = "custom",
                       ignore_labels: Sequence[int] | None = None,
                       nan_policy: str = "exclude", gt_field: str | None = None) -> Scene:
-    """Your own scene: a cube and a ground truth from any file type `hsi.data.io` reads.
+    """Your own scene: a cube and a ground truth from any file type `hsi.data.readers.io` reads.
 
     Without `gt_path` the ground truth is read from the cube's file (`gt_key`, or its only
     2-D array). A band-first cube (bands, H, W) is transposed. Label values are re-indexed
     to consecutive classes 1..K; `ignore_labels` (source values) become unlabelled. A
     georeferenced raster, or labels as polygons (`gt_field` names their class attribute), go
-    through `hsi.data.geo_scene` (rasterio), which keeps the georeference on the scene.
+    through `hsi.data.scenes.geo_scene` (rasterio), which keeps the georeference on the scene.
     """
     if cube_path is None:
         raise ConfigError("data=custom needs data.cube_path=<file with the cube>.")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hsi.data.invalid_pixels import FillSums
+from hsi.data.scenes.invalid_pixels import FillSums
 from hsi.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class Scene:
     the source file (the two differ when labels were re-indexed, as for Salinas-A).
     `ignored_labels` are source values left out (`data.ignore_labels`); `excluded_pixels`
     counts pixels left out because their spectra held NaN or inf. A scene read from a raster
-    carries its georeference in `geo` (`hsi.data.raster.RasterInfo.geo()`: CRS, transform,
+    carries its georeference in `geo` (`hsi.data.readers.raster.RasterInfo.geo()`: CRS, transform,
     nodata, wavelengths, band names) and its nodata pixels in `invalid` (H, W).
     """
 
@@ -189,7 +189,7 @@ def fill_nonfinite(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     bad_pixel = ~np.isfinite(cube).all(axis=2)
     if not bad_pixel.any():
         return cube, bad_pixel
-    sums = FillSums(cube.shape[2])  # the one rule (hsi.data.invalid_pixels): a pixel keeps its finite values
+    sums = FillSums(cube.shape[2])  # the one rule (data/scenes/invalid_pixels.py)
     no_nodata = np.zeros_like(bad_pixel)
     sums.add(cube.transpose(2, 0, 1), no_nodata, bad_pixel)
     return sums.values().fill(cube.astype(np.float32, copy=True), no_nodata), bad_pixel

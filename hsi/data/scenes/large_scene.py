@@ -2,7 +2,7 @@
 
 `load_streamed_scene` reads the raster once, block by block (rasterio windows), for its nodata
 mask and band means; the labels (2-D, small) come from a label raster or polygons as for an
-in-memory raster scene (`hsi.data.geo_scene`). PCA is fitted on a pixel sample read in a second
+in-memory raster scene (`hsi.data.scenes.geo_scene`). PCA is fitted on a pixel sample read in a second
 pass (`sample_pixels`), and `build_reduced_cube` writes the padded reduced cube block by block: in
 memory when it fits `memmap_above_mb`, else into a memory-mapped .npy (pixel-interleaved, (H + 2m,
 W + 2m, components), so a window reads p short runs of the file) seen band-first as a view, whose
@@ -29,18 +29,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.data.geo_scene import classes_left, raster_geo, raster_labels, uses_gdal
-from hsi.data.invalid_pixels import FillSums, FillValues
 from hsi.data.preprocessing import PCATransform
-from hsi.data.raster import info_of, open_raster, raster_streams, rasterio, read_block_masks
-from hsi.data.scene import Scene, build_scene
+from hsi.data.readers.raster import (
+    GDAL_CACHE_MB,
+    info_of,
+    open_raster,
+    raster_streams,
+    rasterio,
+    read_block_masks,
+)
+from hsi.data.scenes.geo_scene import classes_left, raster_geo, raster_labels, uses_gdal
+from hsi.data.scenes.invalid_pixels import FillSums, FillValues
+from hsi.data.scenes.scene import Scene, build_scene
 from hsi.errors import ConfigError, DataError
 from hsi.utils.tiles import default_block_rows, row_tiles
 
 log = logging.getLogger(__name__)
 
 STREAM_CHOICES = ("auto", True, False)
-GDAL_CACHE_MB = 64  # GDAL's block cache while streaming (its default is 5% of the RAM)
 AUTO_SAMPLE = 100_000  # pixels PCA is fitted on for a streamed scene with data.pca.sample=auto
 
 
@@ -100,7 +106,7 @@ class StreamedScene(Scene):
     """A raster scene whose cube stays on disk: `cube` is None, `bands` its band count, `means`
     the valid pixels' band means (what nodata pixels are filled with), `nan_means` what NaN / inf
     values are filled with (each band's mean over its finite values once nodata is filled: what
-    `hsi.data.scene.fill_nonfinite` computes in memory; a pixel keeps its finite values)."""
+    `hsi.data.scenes.scene.fill_nonfinite` computes in memory; a pixel keeps its finite values)."""
 
     bands: int = 0
     means: np.ndarray | None = None
@@ -119,7 +125,7 @@ def load_streamed_scene(cube_path: str | Path, gt_path: str | Path | None = None
                         name: str = "custom", ignore_labels: Sequence[int] | None = None,
                         nan_policy: str = "exclude", block_rows: int | None = None,
                         **ignored: Any) -> StreamedScene:
-    """`hsi.data.geo_scene.load_raster_scene` without the cube in memory: one pass over the raster's
+    """`hsi.data.scenes.geo_scene.load_raster_scene` without the cube in memory: one pass over the raster's
     row blocks for the invalid mask (nodata, NaN / inf) and the band means of the valid pixels."""
     with warnings.catch_warnings(), rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         warnings.simplefilter("ignore")
@@ -176,7 +182,7 @@ def sample_coords(height: int, width: int, coords: np.ndarray | None, sample: in
 
 def _filled(values: np.ndarray, nodata: np.ndarray, scene: StreamedScene) -> np.ndarray:
     """(..., bands) spectra with their pixels' `nodata` flags, filled by the one rule
-    (`hsi.data.invalid_pixels`) with the scene's means."""
+    (`hsi.data.scenes.invalid_pixels`) with the scene's means."""
     return FillValues(scene.means, scene.nan_means).fill(values, nodata)
 
 
@@ -219,7 +225,7 @@ def sample_pixels(scene: StreamedScene, coords: np.ndarray | None,
 def build_reduced_cube(scene: StreamedScene, pca: PCATransform | None, patch_size: int,
                        memmap_above_mb: float = 1024, memmap_dir: str | Path | None = None,
                        block_rows: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The padded reduced cube (C, H + 2m, W + 2m) float32 as `hsi.data.patches.pad_cube` lays it
+    """The padded reduced cube (C, H + 2m, W + 2m) float32 as `hsi.data.sampling.patches.pad_cube` lays it
     out, built block by block; a memory-mapped .npy when larger than `memmap_above_mb`. Returns it
     as a tensor (sharing the memory or the mapping) and a report of how it was built."""
     height, width = scene.shape
