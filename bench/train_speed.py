@@ -104,7 +104,7 @@ def hsi_epochs(model: str, precision: str, epochs: int, output_dir: Path) -> tup
     loggers = instantiate_group(cfg.logger)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, limit_val_batches=0)
     trainer.fit(net_model, datamodule=datamodule)
-    macs = count_macs(net_model.net, window_shape(datamodule.num_bands, datamodule.hparams.patch_size))
+    macs = count_macs(net_model.net, window_shape(datamodule.in_bands, datamodule.hparams.patch_size))
     return timer.seconds, len(datamodule.datasets["train"]), macs
 
 
@@ -120,7 +120,7 @@ def notebook_epochs(precision: str, epochs: int, output_dir: Path) -> tuple[list
     windows = torch.stack([train_set[i][0] for i in range(len(train_set))])  # materialised
     dataset = torch.utils.data.TensorDataset(windows, train_set.targets)
     torch.manual_seed(0)
-    net = HybridSN(datamodule.num_bands, datamodule.hparams.patch_size, datamodule.num_classes)
+    net = HybridSN(datamodule.in_bands, datamodule.hparams.patch_size, datamodule.num_classes)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True)
     seconds = []
@@ -135,7 +135,7 @@ def notebook_epochs(precision: str, epochs: int, output_dir: Path) -> tuple[list
             loss.backward()
             optimizer.step()
         seconds.append(time.perf_counter() - start)
-    shape = window_shape(datamodule.num_bands, datamodule.hparams.patch_size)
+    shape = window_shape(datamodule.in_bands, datamodule.hparams.patch_size)
     return seconds, len(dataset), count_macs(net, shape)
 
 

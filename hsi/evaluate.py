@@ -56,7 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     extra = {"test_seconds": round(time.perf_counter() - start, 2),
              "checkpoint": str(checkpoint.path.resolve()), "checkpoint_format": checkpoint.format,
              "precision_asked": asked, "precision": precision,
-             **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size)}
+             **model_cost(model.net, datamodule.in_bands, datamodule.hparams.patch_size)}
     hparams = {"model": type(model.net).__name__, "checkpoint": extra["checkpoint"]}
     metrics = finish_run(output_dir, datamodule, model.test_report, extra, loggers, 0, hparams, cfg.seed)
     if cfg.get("map", True):

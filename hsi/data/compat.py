@@ -6,7 +6,8 @@
   with their new spelling;
 - split `_target_`s of the modules before `hsi.data.splits` (`hsi.data.split.RandomSplit`,
   `hsi.data.literature.FixedSplit`) as checkpoints and run configs hold them;
-- metrics.json keys renamed since (`map_inference` is `map_eval_path`).
+- metrics.json keys renamed since (`map_inference` is `map_eval_path`);
+- the classifier's hyperparameters renamed since (`num_bands` is `in_bands`), as checkpoints hold them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ RENAMED_DATA_KEYS = {"pca_components": "pca.components", "pca_whiten": "pca.whit
                      "val_mask_path": "split.val_mask_path"}
 OLD_SPLIT_MODULES = ("hsi.data.split", "hsi.data.literature")
 RENAMED_METRICS = {"map_inference": "map_eval_path"}
+RENAMED_MODEL_HPARAMS = {"num_bands": "in_bands"}
 
 
 def refuse_renamed_keys(options: Mapping[str, Any]) -> None:
@@ -76,3 +78,12 @@ def upgrade_metrics(metrics: Any) -> Any:
         return metrics
     renamed = {old: new for old, new in RENAMED_METRICS.items() if old in metrics and new not in metrics}
     return {renamed.get(k, k): v for k, v in metrics.items()}
+
+
+def upgrade_model_hparams(contents: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's contents with its classifier's `hyper_parameters` under today's names."""
+    hparams = contents.get("hyper_parameters")
+    if not isinstance(hparams, Mapping) or not set(hparams) & set(RENAMED_MODEL_HPARAMS):
+        return contents
+    upgraded = {RENAMED_MODEL_HPARAMS.get(k, k): v for k, v in hparams.items()}
+    return {**contents, "hyper_parameters": upgraded}

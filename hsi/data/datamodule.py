@@ -202,7 +202,7 @@ class HSIDataModule(L.LightningDataModule):
         return {
             "format_version": STATE_FORMAT,
             "scene": scene.name,
-            "raw_bands": int(scene.num_bands),
+            "raw_bands": int(scene.raw_bands),
             "shape": [int(n) for n in scene.shape],
             "patch_size": int(self.hparams.patch_size),
             "pca": None if pca is None else pca.to_tensors(),
@@ -232,18 +232,18 @@ class HSIDataModule(L.LightningDataModule):
     def _settings(self, scene: Scene) -> dict[str, Any]:
         """What a recorded state must agree on (besides the split), as the state records it."""
         settings = self.pca_settings  # a rescaling is recorded as a transform keeping every band
-        return {"scene": scene.name, "raw_bands": int(scene.num_bands),
+        return {"scene": scene.name, "raw_bands": int(scene.raw_bands),
                 "shape": [int(n) for n in scene.shape], "patch_size": int(self.hparams.patch_size),
-                "pca_components": scene.num_bands if settings.rescale else settings.components,
+                "pca_components": scene.raw_bands if settings.rescale else settings.components,
                 "class_names": list(scene.class_names)}
 
     # -- what the model needs to know -------------------------------------------------------
     @property
-    def num_bands(self) -> int:
-        """Bands per window after PCA: what a network takes as `in_bands` (`hsi.models.contract`).
-        In hsi.data a band count is always `num_bands` (a scene's raw bands: `scene.num_bands`)."""
+    def in_bands(self) -> int:
+        """Bands per window after PCA: what a network takes (`in_bands` everywhere: the network
+        contract, the classifier's hyperparameter); a scene's own band count is `scene.raw_bands`."""
         self._require_setup()
-        return self.pca.num_components if self.pca is not None else self.scene.num_bands
+        return self.pca.num_components if self.pca is not None else self.scene.raw_bands
 
     @property
     def num_classes(self) -> int:

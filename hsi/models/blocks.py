@@ -258,7 +258,7 @@ class GridLinear(nn.Linear):
     subsampled at `stride`, without a strided step in the trunk.
 
     `weight` is the equivalent full (out, channels * size * size) weight, zero off the grid, so
-    dense inference (hsi.run.inference) turns it into a (size x size) convolution like any Linear
+    dense inference (hsi.models.dense) turns it into a (size x size) convolution like any Linear
     after a flatten; training multiplies only the grid's features (`grid_weight`).
     """
 

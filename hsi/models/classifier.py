@@ -43,7 +43,7 @@ class HSIClassifier(L.LightningModule):
     loss; validation and test losses are plain cross-entropy, comparable between runs.
     """
 
-    def __init__(self, net: dict, num_bands: int, patch_size: int, num_classes: int,
+    def __init__(self, net: dict, in_bands: int, patch_size: int, num_classes: int,
                  class_names: list[str] | None = None,
                  optimizer: dict | None = None, scheduler: dict | None = None,
                  scheduler_monitor: str = "train/loss",
@@ -61,7 +61,7 @@ class HSIClassifier(L.LightningModule):
             f"class_{k}" for k in range(1, num_classes + 1)]
         class_weights = list(class_weights) if class_weights is not None else None
         self.save_hyperparameters(logger=False)
-        self.net: nn.Module = instantiate(net, in_bands=num_bands, patch_size=patch_size,
+        self.net: nn.Module = instantiate(net, in_bands=in_bands, patch_size=patch_size,
                                           num_classes=num_classes)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.criterion = nn.CrossEntropyLoss(weight=weight)
@@ -162,7 +162,7 @@ class HSIClassifier(L.LightningModule):
         head = self._dense_cache.get("head")
         if head is None:
             check_network_eval_path(self.net, "dense", "data.eval_path")
-            head = build_dense_head(self.net, self.hparams.num_bands, self.hparams.patch_size)
+            head = build_dense_head(self.net, self.hparams.in_bands, self.hparams.patch_size)
             self._dense_cache["head"] = head
         logits = tile_logits(self.net, head, batch["tile"])  # (K, rows, W)
         pos = batch["pos"]

@@ -1,5 +1,5 @@
 """HybridSNFast: a lite HybridSN that is as cheap in seconds as in multiply-accumulates on a CPU,
-and dense-capable (its trunk slides over a whole scene, see hsi.run.inference)."""
+and dense-capable (its trunk slides over a whole scene, see hsi.models.dense)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ class HybridSN(Network):
     """HybridSN over windows (N, 1, bands, patch, patch), every size derived from the input.
 
     `trunk`: the 3-D convolutions, bands folded into channels, the 2-D convolution (all
-    unpadded, so it slides over a whole scene: see hsi.run.inference); `head` (`classifier`): flatten
+    unpadded, so it slides over a whole scene: see hsi.models.dense); `head` (`classifier`): flatten
     and the dense layers. With 30 bands, 25x25 windows and 16 classes it has 5,122,416
     parameters: the notebook's 5,122,176 and 240 of the batch norms it puts after each convolution
     (the notebook imports BatchNormalization but uses none); `batch_norm=False` is the notebook's

@@ -5,7 +5,7 @@ The network reads nothing of the window but its centre pixel, so it works for an
 then runs the spectral convolutions at every pixel left: on a window that is the centre pixel
 alone; on a padded tile of a scene (rows + p - 1, cols + p - 1) it is every pixel whose window
 lies in the tile, in place, so the trunk slides over a scene like an unpadded convolution and
-dense inference applies (see hsi.run.inference).
+dense inference applies (see hsi.models.dense).
 """
 
 from __future__ import annotations

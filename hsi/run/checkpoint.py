@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.data.compat import STATE_FORMAT, upgrade_format1_data, upgrade_format1_state
+from hsi.data.compat import STATE_FORMAT, upgrade_format1_data, upgrade_format1_state, upgrade_model_hparams
 from hsi.data.datamodule import HSIDataModule
 from hsi.data.preprocessing import PCATransform
 from hsi.errors import ConfigError, DataError, HsiError, first_line
@@ -133,6 +133,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): a bare "
                               f"PyTorch state dict or another file. Give a .ckpt written by "
                               f"hsi.train (<run>/checkpoints/*.ckpt).")
+    contents = upgrade_model_hparams(contents)
     if DATAMODULE_KEY in contents:
         scene = dict(contents[DATAMODULE_KEY])
         version = int(scene.get("format_version", STATE_FORMAT))

@@ -104,7 +104,7 @@ def write_run_start(output_dir: str | Path, datamodule: Any, loggers: Sequence[A
     write_split_figure(output_dir / SPLIT_FIGURE, datamodule, loggers)
     write_label_mapping(output_dir / LABEL_MAPPING_FILE, datamodule)
     log.info("Scene %s: %s, %d bands per window, %d classes; outputs in %s",
-             datamodule.scene.name, datamodule.sizes(), datamodule.num_bands,
+             datamodule.scene.name, datamodule.sizes(), datamodule.in_bands,
              datamodule.num_classes, output_dir)
     return output_dir
 

@@ -189,7 +189,7 @@ def fit_pretext(cfg: DictConfig, datamodule: HSIDataModule, net: nn.Module, coor
     samples = min(settings.samples_per_epoch or len(coords), len(coords))
     loader = DataLoader(dataset, batch_size=settings.batch_size,
                         sampler=RandomSampler(dataset, num_samples=samples, generator=generator))
-    pretext = MaskedReconstruction(net, datamodule.num_bands, hp.patch_size, settings.mask_ratio,
+    pretext = MaskedReconstruction(net, datamodule.in_bands, hp.patch_size, settings.mask_ratio,
                                    settings.band_mask_ratio, settings.lr, settings.weight_decay)
     trainer_cfg = cfg.get("trainer") or {}
     debug = {k: trainer_cfg[k] for k in DEBUG_LIMITS if trainer_cfg.get(k)}
@@ -224,7 +224,7 @@ def trunk_key(cfg: DictConfig, datamodule: HSIDataModule, mask: np.ndarray,
               settings: PretrainSettings) -> str:
     """What the trunk depends on, hashed: network, scene, window, PCA, pool, pretext settings, seed."""
     parts = {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "scene": datamodule.scene.name,
-             "bands": datamodule.num_bands, "patch_size": int(datamodule.hparams.patch_size),
+             "bands": datamodule.in_bands, "patch_size": int(datamodule.hparams.patch_size),
              "pca": pca_fingerprint(datamodule),
              "pool": hashlib.sha256(np.packbits(mask).tobytes()).hexdigest(),
              "settings": settings.keyed(), "seed": int(cfg.seed), "format": TRUNK_FORMAT}

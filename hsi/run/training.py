@@ -74,18 +74,18 @@ def build_model(cfg: DictConfig, datamodule: HSIDataModule) -> HSIClassifier:
                           f"{datamodule.num_classes} classes ({', '.join(datamodule.class_names)}); "
                           f"give one per class, or model.class_weights=balanced.")
     net_cfg = cfg.model.net
-    network_class(net_cfg).check_input(datamodule.num_bands, datamodule.hparams.patch_size,
+    network_class(net_cfg).check_input(datamodule.in_bands, datamodule.hparams.patch_size,
                                        **own_kwargs(net_cfg))
     with torch.device("meta"):  # counted before any memory is taken
-        probe = instantiate(cfg.model.net, in_bands=datamodule.num_bands,
+        probe = instantiate(cfg.model.net, in_bands=datamodule.in_bands,
                             patch_size=datamodule.hparams.patch_size, num_classes=datamodule.num_classes)
     params = count_parameters(probe)
     if params > MAX_PARAMETERS:
         raise ConfigError(f"With data.patch_size={datamodule.hparams.patch_size} and "
-                          f"{datamodule.num_bands} bands per window the network would have "
+                          f"{datamodule.in_bands} bands per window the network would have "
                           f"{params:,} parameters ({params * 4 / 1e9:.1f} GB per checkpoint); lower "
                           f"data.patch_size or data.pca.components.")
-    return instantiate(cfg.model, num_bands=datamodule.num_bands,
+    return instantiate(cfg.model, in_bands=datamodule.in_bands,
                        patch_size=datamodule.hparams.patch_size,
                        num_classes=datamodule.num_classes, class_names=datamodule.class_names,
                        class_weights=class_weights, consistency=consistency_settings(cfg), _recursive_=False)
@@ -216,7 +216,7 @@ def train_network(cfg: DictConfig, datamodule: HSIDataModule, loggers: list[Any]
                          inference_precision=inference,
                          **({"pretrain": pretrained} if pretrained else {}),
                          **({"semi": semi} if semi else {}),
-                         **model_cost(model.net, datamodule.num_bands, datamodule.hparams.patch_size))
+                         **model_cost(model.net, datamodule.in_bands, datamodule.hparams.patch_size))
     if cfg.get("map", True):  # after metrics.json: a failing map step loses no result
         drawn = write_scene_map(Path(cfg.paths.output_dir), model.net, datamodule.state_dict(),
                                 datamodule.scene, cfg.data.get("eval_path", "auto"), trainer.loggers,
@@ -261,7 +261,7 @@ def save_last_only(callbacks: list[Any]) -> None:
 
 # settings that shape the data or the network: resuming with other values cannot work
 # the network's, the optimizer's and the schedule's: restored from the checkpoint as they were
-RESUME_MODEL_KEYS = ("net.", "num_bands", "num_classes", "scheduler.", "optimizer.")
+RESUME_MODEL_KEYS = ("net.", "in_bands", "num_classes", "scheduler.", "optimizer.")
 RESUME_DATA_KEYS = ("scene", "patch_size", "split_seed", "split", "pca.components", "pca.whiten", "pca.fit",
                     "pca.rescale")
 

@@ -112,7 +112,7 @@ def window_of(cfg: DictConfig) -> WindowShape:
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     scene = datamodule.scene.name if datamodule.scene is not None else None
-    return WindowShape(int(datamodule.num_bands), int(datamodule.hparams.patch_size),
+    return WindowShape(int(datamodule.in_bands), int(datamodule.hparams.patch_size),
                        int(datamodule.num_classes), scene)
 
 

@@ -242,8 +242,8 @@ def test_streamed_labels_equal_in_memory_labels(geo_files: dict[str, Path], tmp_
     from hsi.data.preprocessing import fit_pca
 
     scene = load_custom_scene(geo_files["tif"], geo_files["gpkg"], gt_field="crop")
-    pca = fit_pca(scene.cube.reshape(-1, scene.num_bands), 12)
-    state = {"raw_bands": scene.num_bands, "scene": "custom", "pca": pca.to_tensors(), "patch_size": 9,
+    pca = fit_pca(scene.cube.reshape(-1, scene.raw_bands), 12)
+    state = {"raw_bands": scene.raw_bands, "scene": "custom", "pca": pca.to_tensors(), "patch_size": 9,
              "class_names": scene.class_names}
     net = _random_net(12, 9, scene.num_classes)
     backend = NetworkBackend(net, state, eval_path)

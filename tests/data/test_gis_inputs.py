@@ -153,7 +153,7 @@ def test_nan_nodata_is_unlabelled_under_nan_policy_fill(salinas: dict) -> None:
     # nodata pixels filled with the band means on both paths, as for numeric nodata
     np.testing.assert_allclose(memory.cube, numeric.cube, rtol=1e-6)
     np.testing.assert_allclose(sample_pixels(streamed, None, block_rows=10),
-                               memory.cube.reshape(-1, memory.num_bands), rtol=1e-5)
+                               memory.cube.reshape(-1, memory.raw_bands), rtol=1e-5)
 
 
 # -- 3. GDAL scale / offset ------------------------------------------------------------------------

@@ -34,13 +34,13 @@ def test_the_block_built_reduced_cube_equals_the_in_memory_one(raster: dict[str,
                                                                tmp_path: Path) -> None:
     memory = load_custom_scene(raster["tif"], raster["gpkg"], gt_field="crop")
     streamed = load_streamed_scene(raster["tif"], raster["gpkg"], gt_field="crop", block_rows=7)
-    assert streamed.cube is None and streamed.num_bands == memory.num_bands and streamed.shape == memory.shape
+    assert streamed.cube is None and streamed.raw_bands == memory.raw_bands and streamed.shape == memory.shape
     np.testing.assert_array_equal(streamed.labels, memory.labels)
     np.testing.assert_array_equal(streamed.invalid, memory.invalid)
     assert streamed.class_names == memory.class_names and streamed.geo["crs"] == memory.geo["crs"]
     np.testing.assert_allclose(sample_pixels(streamed, None, block_rows=10),
-                               memory.cube.reshape(-1, memory.num_bands), rtol=1e-6)
-    pca = fit_pca(memory.cube.reshape(-1, memory.num_bands), 12)
+                               memory.cube.reshape(-1, memory.raw_bands), rtol=1e-6)
+    pca = fit_pca(memory.cube.reshape(-1, memory.raw_bands), 12)
     expected = pad_cube(pca(memory.cube), 9).numpy()
     mapped, report = build_reduced_cube(streamed, pca, 9, memmap_above_mb=0, memmap_dir=tmp_path,
                                         block_rows=10)
@@ -159,7 +159,7 @@ def test_nan_values_are_filled_as_in_memory_keeping_a_pixels_finite_bands(tmp_pa
     memory = load_custom_scene(tif, fields, gt_field="crop", nan_policy="fill")
     streamed = load_streamed_scene(tif, fields, gt_field="crop", nan_policy="fill", block_rows=5)
     filled = sample_pixels(streamed, None, block_rows=6)
-    np.testing.assert_allclose(filled, memory.cube.reshape(-1, memory.num_bands), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(filled, memory.cube.reshape(-1, memory.raw_bands), rtol=1e-5, atol=1e-3)
     assert np.ptp(filled[:, 0]) > 0 and (filled[:, 50] == 0).all()  # spectra kept; the empty band 0
     np.testing.assert_array_equal(streamed.labels, memory.labels)
     coords = np.array([[12, 20], [0, 0], [40, 40]])

@@ -224,7 +224,7 @@ def test_paper_recipe_trains_on_the_synthetic_scene(tmp_path: Path) -> None:
     np.testing.assert_allclose(checkpoint.reduce(cube), expected, rtol=1e-5, atol=1e-6)
     datamodule = checkpoint.datamodule()
     datamodule.setup()
-    assert datamodule.num_bands == 30
+    assert datamodule.in_bands == 30
 
 
 def test_minmax_rescale_is_refused_with_pca_and_on_a_constant_cube() -> None:

@@ -68,7 +68,7 @@ def test_accuracy_measures_on_a_hand_made_confusion() -> None:
 def test_classifier_checkpoint_round_trip(tmp_path) -> None:
     import lightning as L
 
-    model = HSIClassifier(net=NET, num_bands=15, patch_size=9, num_classes=3,
+    model = HSIClassifier(net=NET, in_bands=15, patch_size=9, num_classes=3,
                           class_names=["a", "b", "c"])
     trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
@@ -83,6 +83,6 @@ def test_classifier_checkpoint_round_trip(tmp_path) -> None:
 
 
 def test_class_weights_reach_the_loss() -> None:
-    model = HSIClassifier(net=NET, num_bands=15, patch_size=9, num_classes=2,
+    model = HSIClassifier(net=NET, in_bands=15, patch_size=9, num_classes=2,
                           class_weights=[1.0, 3.0])
     torch.testing.assert_close(model.criterion.weight, torch.tensor([1.0, 3.0]))

@@ -72,6 +72,26 @@ def test_a_checkpoint_naming_the_old_split_module_still_loads(synthetic_cfg, tmp
         assert type(datamodule.split_strategy).__module__ == "hsi.data.splits.random"
 
 
+def test_a_checkpoint_naming_the_band_count_num_bands_still_loads(synthetic_cfg, tmp_path: Path) -> None:
+    """Checkpoints written before the classifier's `num_bands` became `in_bands` (hsi.data.compat)."""
+    from hsi.run.training import train
+
+    metrics = train(synthetic_cfg("trainer.max_epochs=1", "logger=none", "map=false"))
+    contents = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
+    hparams = contents["hyper_parameters"]
+    hparams["num_bands"] = hparams.pop("in_bands")
+    old = tmp_path / "old.ckpt"
+    torch.save(contents, old)
+    today = load_checkpoint(metrics["checkpoint"])
+    upgraded = load_checkpoint(old)
+    assert upgraded.contents["hyper_parameters"]["in_bands"] == today.contents["hyper_parameters"]["in_bands"]
+    assert "num_bands" not in upgraded.contents["hyper_parameters"]
+    hp = today.contents["hyper_parameters"]
+    windows = torch.randn(4, 1, hp["in_bands"], hp["patch_size"], hp["patch_size"])  # (B, 1, bands, p, p)
+    with torch.no_grad():
+        torch.testing.assert_close(upgraded.classifier("cpu")(windows), today.classifier("cpu")(windows))
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda p: p.mkdir(), "is a folder, not a checkpoint file"),
     (lambda p: p.write_bytes(FORMAT1.read_bytes()[:5000]), "truncated"),

@@ -38,7 +38,7 @@ def test_training_in_memory_streamed_and_prediction_fill_alike(holes: dict[str, 
     memory = load_custom_scene(holes["tif"], holes["gpkg"], gt_field="crop", nan_policy="fill")
     streamed = load_streamed_scene(holes["tif"], holes["gpkg"], gt_field="crop", nan_policy="fill",
                                    block_rows=5)
-    trained = memory.cube.reshape(-1, memory.num_bands)
+    trained = memory.cube.reshape(-1, memory.raw_bands)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_raster(holes["tif"]) as ds:
@@ -52,4 +52,4 @@ def test_training_in_memory_streamed_and_prediction_fill_alike(holes: dict[str, 
     assert np.ptp(holes_filled[:, 0]) > 0  # ... their finite values kept
     assert np.ptp(trained[nodata.ravel()], axis=0).max() == 0  # nodata pixels: the band means
     np.testing.assert_array_equal(sample_pixels(streamed, None, block_rows=6), trained)
-    np.testing.assert_array_equal(predicted.reshape(memory.num_bands, -1).T, trained)
+    np.testing.assert_array_equal(predicted.reshape(memory.raw_bands, -1).T, trained)

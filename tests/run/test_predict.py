@@ -62,7 +62,7 @@ def test_dense_equals_window_on_salinas_a(shared_data: Path) -> None:
     from hsi.models import HybridSN
 
     scene = load_scene("salinas_a", shared_data)
-    cube = fit_pca(scene.cube.reshape(-1, scene.num_bands), 15)(scene.cube)[:40, :30]
+    cube = fit_pca(scene.cube.reshape(-1, scene.raw_bands), 15)(scene.cube)[:40, :30]
     torch.manual_seed(0)
     net = HybridSN(15, 11, 6)
     _randomise_batchnorm(net)

@@ -116,7 +116,7 @@ class StreamedScene(Scene):
         self.labels = np.asarray(self.labels, dtype=np.int64)
 
     @property
-    def num_bands(self) -> int:
+    def raw_bands(self) -> int:
         return int(self.bands)
 
 

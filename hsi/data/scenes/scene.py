@@ -61,7 +61,7 @@ class Scene:
         return len(self.class_names)
 
     @property
-    def num_bands(self) -> int:
+    def raw_bands(self) -> int:
         return int(self.cube.shape[2])
 
     @property
