@@ -29,6 +29,7 @@ from hsi.data.datamodule import HSIDataModule
 from hsi.data.preprocessing import PCATransform
 from hsi.errors import ConfigError, DataError, HsiError, first_line
 from hsi.models.classifier import HSIClassifier
+from hsi.utils.run_files import LAST_CHECKPOINT
 
 DATAMODULE_KEY = HSIDataModule.__qualname__
 FORMATS = (1, STATE_FORMAT)
@@ -106,7 +107,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint file written by `hsi.train` (format 1 or 2), on the CPU, tensors only."""
     path = Path(path).expanduser()
     if path.is_dir():
-        hint = path / "checkpoints" / "last.ckpt"
+        hint = path / LAST_CHECKPOINT
         also = f"; did you mean {hint}?" if hint.is_file() else "; give a .ckpt file."
         raise CheckpointError(f"{path} is a folder, not a checkpoint file{also}")
     if not path.is_file():

@@ -24,6 +24,7 @@ from hsi.models.cost import count_macs, count_parameters, measure_latency, weigh
 from hsi.models.zoo import network_configs, smallest_input
 from hsi.run.config import CONFIG_DIR
 from hsi.utils.files import atomic_write_text
+from hsi.utils.run_files import PROFILE_CSV, PROFILE_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def profile(cfg: DictConfig) -> list[dict[str, Any]]:
         log.info("%s: %s", name, row)
     output_dir = Path(cfg.paths.output_dir)
     text = caption(window) + "\n\n" + markdown_table(rows)
-    atomic_write_text(output_dir / "profile.md", text)
-    atomic_write_text(output_dir / "profile.csv", csv_text(rows))
+    atomic_write_text(output_dir / PROFILE_TABLE, text)
+    atomic_write_text(output_dir / PROFILE_CSV, csv_text(rows))
     print(text)
     return rows

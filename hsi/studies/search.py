@@ -65,7 +65,7 @@ from hsi.utils.files import (
     release_run_folder,
 )
 from hsi.utils.reporting import deliberate_cause
-from hsi.utils.run_files import METRICS_FILE
+from hsi.utils.run_files import METRICS_FILE, OPTUNA_RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ __all__ = ["SearchFailed", "check_validation_pixels", "open_storage", "run_searc
 
 JOURNAL = "optuna.journal"
 LOCK = ".search.lock"
-RESULTS = "optimization_results.yaml"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # a RUNNING trial with no worker recorded this long after it started was killed while being asked
 UNCLAIMED_SECONDS = 120
@@ -310,7 +309,7 @@ class Search:
         if complete:
             best = self.study.best_trial
             results |= {"best_trial": best.number, "best_value": best.value, "best_params": best.params}
-        atomic_write_text(self.folder / RESULTS, OmegaConf.to_yaml(OmegaConf.create(results)))
+        atomic_write_text(self.folder / OPTUNA_RESULTS, OmegaConf.to_yaml(OmegaConf.create(results)))
         self.counts = counts
         return results
 

@@ -68,11 +68,11 @@ from hsi.studies.jobs import (
     varying_keys,
 )
 from hsi.utils.files import atomic_write_text
+from hsi.utils.run_files import OA_HEATMAP, OA_PLOT, OPTUNA_RESULTS, RESULTS_CSV, RESULTS_TABLE
 
 log = logging.getLogger("hsi.summarize")
 
 # written by the Optuna sweeper into the multirun folder: best_params, best_value
-OPTUNA_RESULTS = "optimization_results.yaml"
 HEATMAP_AXES = ("data.patch_size", "data.pca.components")
 # (the run's own window for test pixels is the `leakage` column)
 AUDIT_TABLE = (*((f"test_in_{n}x{n}", f"test in {n}x{n}") for n in AUDIT_WINDOWS),
@@ -271,7 +271,7 @@ def oa_figure(jobs: list[Job], out_dir: Path) -> str | None:
                     ax.text(k, i, f"{grid[i, k]:.3f}", ha="center", va="center", fontsize=8,
                             color="white" if grid[i, k] < np.nanmean(grid) else "black")
         fig.colorbar(im, ax=ax, label="mean OA")
-        name = "oa_heatmap.png"
+        name = OA_HEATMAP
     else:
         xs = _numeric_sorted({j.overrides.get(axes[0]) for j in done})
         stats = [mean_std([j.metrics["oa"] for j in done if j.overrides.get(axes[0]) == x]) for x in xs]
@@ -280,7 +280,7 @@ def oa_figure(jobs: list[Job], out_dir: Path) -> str | None:
                     marker="o", capsize=4)
         ax.set_xlabel(axes[0])
         ax.set_ylabel("OA (mean ± std)")
-        name = "oa_plot.png"
+        name = OA_PLOT
     ax.set_title("Test OA" + note, fontsize=10)
     fig.tight_layout()
     write_figure(out_dir / name, fig)
@@ -398,14 +398,14 @@ def summarize(multirun: str | Path, beside: str | Path | list[str | Path] | None
             log.warning("Job %s failed: %s", job.name, job.problem)
     for note in unfinished:
         log.warning("Unfinished: %s", note)
-    atomic_write_text(multirun / "results.csv", results_csv(jobs))
+    atomic_write_text(multirun / RESULTS_CSV, results_csv(jobs))
     figure = oa_figure(jobs, multirun)
     best = best_trial(multirun, jobs)
     text = results_markdown(multirun, jobs, figure, best, other, ", ".join(map(str, besides)))
     if unfinished:
         text = text.replace("\n\n", "\n\n**Unfinished sweep**: " + "; ".join(unfinished)
                             + ". The table holds the jobs done so far.\n\n", 1)
-    atomic_write_text(multirun / "results.md", text)
+    atomic_write_text(multirun / RESULTS_TABLE, text)
     failed = [j.name for j in jobs if j.status == "failed"]
     stopped = [j.name for j in jobs if j.status in STOPPED]
     log.info("%d jobs (%d failed, %d stopped by the search)%s; wrote results.csv, results.md%s in %s",
@@ -417,7 +417,7 @@ def summarize(multirun: str | Path, beside: str | Path | list[str | Path] | None
 
 
 # the first line of the files summarize writes: a file without it is the user's, never overwritten
-OWN_HEADERS = {"results.md": "# Results of ", "results.csv": "job,"}
+OWN_HEADERS = {RESULTS_TABLE: "# Results of ", RESULTS_CSV: "job,"}
 
 
 def check_outputs_are_ours(multirun: Path) -> None:
@@ -480,7 +480,7 @@ def cli(argv: list[str] | None = None, prog: str = "python -m hsi.summarize") ->
     except HsiError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
-    print((args.multirun / "results.md").read_text())
+    print((args.multirun / RESULTS_TABLE).read_text())
     if summary["best_command"]:
         print(f"best trial: {summary['best_command']}")
     for note in summary["unfinished"]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hsi.errors import HsiError
-from hsi.utils.run_files import PART_MARK
+from hsi.utils.run_files import LAST_CHECKPOINT, PART_MARK
 
 
 @contextmanager
@@ -131,7 +131,7 @@ def _dead_owner_cleared(folder: Path, lock: Path) -> str | None:
         part.unlink(missing_ok=True)
     lock.unlink(missing_ok=True)
     removed = f" and its half-written files ({', '.join(p.name for p in parts)})" if parts else ""
-    checkpoint = folder / "checkpoints" / "last.ckpt"
+    checkpoint = folder / LAST_CHECKPOINT
     resume = (f"continue its training in a fresh folder with ckpt_path={checkpoint}" if checkpoint.is_file()
               else "it saved no checkpoint to continue from")
     return (f"{folder} was left by run pid {pid} on {owner[2]}, which is no longer running (killed?): its "

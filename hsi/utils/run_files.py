@@ -6,6 +6,7 @@ from __future__ import annotations
 # a run's folder (hsi.train, hsi.evaluate)
 METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.npz"
+LAST_CHECKPOINT = "checkpoints/last.ckpt"  # save_last of conf/callbacks/model_checkpoint.yaml
 SPLIT_FIGURE = "split.png"
 LABEL_MAPPING_FILE = "label_mapping.json"
 CLASSIFICATION_REPORT_FILE = "classification_report.txt"
@@ -30,3 +31,14 @@ PART_MARK = "part"
 # an export folder (hsi.export)
 MODEL_METADATA = "model.json"
 MODEL_GRAPHS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "pca": "pca.onnx"}
+
+# a multirun's summary (hsi.summarize) and a study's results (hsi.search)
+RESULTS_TABLE = "results.md"
+RESULTS_CSV = "results.csv"
+OA_HEATMAP = "oa_heatmap.png"
+OA_PLOT = "oa_plot.png"
+OPTUNA_RESULTS = "optimization_results.yaml"
+
+# a cost table (hsi.profile)
+PROFILE_TABLE = "profile.md"
+PROFILE_CSV = "profile.csv"

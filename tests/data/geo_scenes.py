@@ -23,6 +23,15 @@ def salinas_a_arrays(shared: Path) -> tuple[np.ndarray, np.ndarray]:
     return cube, gt
 
 
+def shared_salinas_a() -> tuple[np.ndarray, np.ndarray]:
+    """Real Salinas-A (cube, ground truth) from ../shared/data; skips the test without it."""
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip("../shared/data is not beside the repository")
+    return salinas_a_arrays(SHARED_DATA)
+
+
 def write_geotiff(path: Path, cube: np.ndarray, nodata_rows: int = 0, crs: str | None = UTM,
                   nodata: float | None = -9999, wavelengths: bool = True) -> Path:
     """(H, W, B) cube -> band-first GeoTIFF; the first `nodata_rows` rows set to nodata."""
@@ -71,11 +80,7 @@ def write_polygons(path: Path, gt: np.ndarray, field: str = "crop", crs: str | N
 def salinas_a_files(base: Path, nodata_rows: int = 3) -> dict[str, Path]:
     """Salinas-A as `salinas_a.tif` (UTM, the first `nodata_rows` rows nodata) and `fields.gpkg`
     (EPSG:4326 polygons, attribute `crop`) in `base`; skips the test without ../shared/data."""
-    from tests.conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
+    cube, gt = shared_salinas_a()
     files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=nodata_rows),
              "gpkg": base / "fields.gpkg"}
     write_polygons(files["gpkg"], gt)

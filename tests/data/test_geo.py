@@ -23,19 +23,23 @@ from hsi.run.checkpoint_raster import NetworkBackend
 from hsi.run.raster_driver import RasterSettings, predict_raster
 from hsi.utils.geotiff import read_class_names
 from tests.conftest import compose_config, compose_train
-from tests.data.geo_scenes import NAMES, UTM, salinas_a_arrays, write_geotiff, write_polygons
+from tests.data.geo_scenes import (
+    NAMES,
+    UTM,
+    salinas_a_arrays,
+    shared_salinas_a,
+    write_geotiff,
+    write_polygons,
+)
 
 NODATA_ROWS = 3  # the raster's first rows are nodata
 
 
 @pytest.fixture(scope="module")
 def geo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.conftest import SHARED_DATA
 
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
     base = tmp_path_factory.mktemp("geo")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
+    cube, gt = shared_salinas_a()
     files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=NODATA_ROWS),
              "plain_tif": write_geotiff(base / "plain.tif", cube, crs=None),
              "gpkg": base / "fields.gpkg", "geojson": base / "fields.geojson",

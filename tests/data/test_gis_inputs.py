@@ -24,7 +24,7 @@ from tests.data.geo_scenes import (
     PIXEL,
     UTM,
     envi_copy,
-    salinas_a_arrays,
+    shared_salinas_a,
     write_code_polygons,
     write_geotiff,
     write_polygons,
@@ -38,12 +38,9 @@ def salinas(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Salinas-A's arrays and, in a folder of its own, the UTM GeoTIFF (first rows nodata),
     its polygons (EPSG:4326, class names in `crop`), the same polygons with the source codes
     (1, 10..14) as numbers in `code`, and its label raster (the source codes)."""
-    from tests.conftest import SHARED_DATA
 
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
     base = tmp_path_factory.mktemp("gis_inputs")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
+    cube, gt = shared_salinas_a()
     files = {"tif": write_geotiff(base / "salinas_a.tif", cube, nodata_rows=NODATA_ROWS),
              "gpkg": base / "fields.gpkg", "codes": base / "codes.gpkg", "labels": base / "labels.tif"}
     write_polygons(files["gpkg"], gt)

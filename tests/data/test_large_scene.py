@@ -144,12 +144,9 @@ def test_a_bad_pca_sample_is_refused() -> None:
 def test_nan_values_are_filled_as_in_memory_keeping_a_pixels_finite_bands(tmp_path: Path) -> None:
     """Pixels with some NaN bands keep their finite values, and a band that is NaN everywhere (a
     water-absorption band blanked by a tool) does not turn every pixel into the band means."""
-    from tests.conftest import SHARED_DATA
-    from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons
+    from tests.data.geo_scenes import shared_salinas_a, write_geotiff, write_polygons
 
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
+    cube, gt = shared_salinas_a()
     cube = cube.astype(np.float32)
     cube[10:14, 5:40, 3:7] = np.nan  # partly NaN pixels
     cube[..., 50] = np.nan  # one band NaN everywhere

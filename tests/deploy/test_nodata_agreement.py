@@ -15,8 +15,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
-from tests.conftest import SHARED_DATA, compose_config, compose_train  # noqa: E402
-from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons  # noqa: E402
+from tests.conftest import compose_config, compose_train  # noqa: E402
+from tests.data.geo_scenes import shared_salinas_a, write_geotiff, write_polygons  # noqa: E402
 
 BLOCK = (slice(30, 42), slice(25, 45))  # nodata rows x columns, inside the scene
 
@@ -28,10 +28,8 @@ def model_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from hsi.deploy.export import export
     from hsi.train import train
 
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
     base = tmp_path_factory.mktemp("nodata_pair")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
+    cube, gt = shared_salinas_a()
     cube = cube.astype(np.float32)
     trained_on = write_geotiff(base / "salinas_a.tif", cube)
     write_polygons(base / "fields.gpkg", gt)

@@ -15,16 +15,13 @@ from hsi.data.readers.raster import open_raster, read_block_masks
 from hsi.data.scenes.large_scene import load_streamed_scene, sample_pixels
 from hsi.data.scenes.loading import load_custom_scene
 from hsi.run.raster_driver import RasterRows, raster_fill_values
-from tests.conftest import SHARED_DATA
-from tests.data.geo_scenes import salinas_a_arrays, write_geotiff, write_polygons
+from tests.data.geo_scenes import shared_salinas_a, write_geotiff, write_polygons
 
 
 @pytest.fixture(scope="module")
 def holes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
     base = tmp_path_factory.mktemp("fill_rule")
-    cube, gt = salinas_a_arrays(SHARED_DATA)
+    cube, gt = shared_salinas_a()
     cube = cube.astype(np.float32)
     cube[10:14, 5:40, 3:7] = np.nan  # partly NaN pixels
     cube[:, :60, 50] = np.nan  # one band NaN over most of the scene

@@ -20,7 +20,7 @@ from hsi.maps import class_colours
 from hsi.run.config import PROJECT_ROOT
 from hsi.utils.geotiff import MapWriters, write_class_map, write_confidence
 from hsi.utils.map_styles import hex_colour
-from tests.data.geo_scenes import NAMES, ORIGIN, PIXEL, UTM, salinas_a_arrays
+from tests.data.geo_scenes import NAMES, ORIGIN, PIXEL, UTM, shared_salinas_a
 
 CLASS_NAMES = sorted(NAMES.values())
 QGIS_PYTHON = Path("/usr/bin/python3")
@@ -30,11 +30,8 @@ QGIS_PYTHON = Path("/usr/bin/python3")
 def salinas_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray, dict]:
     """Salinas-A's ground truth as a map (classes 1..6 in sorted-name order, 0 unlabelled), a
     confidence map, and the UTM georeference of tests/data/geo_scenes.py."""
-    from tests.conftest import SHARED_DATA
 
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip("../shared/data is not beside the repository")
-    _, gt = salinas_a_arrays(SHARED_DATA)
+    _, gt = shared_salinas_a()
     by_value = np.zeros(int(gt.max()) + 1, dtype=np.uint8)
     for value, name in NAMES.items():
         by_value[value] = CLASS_NAMES.index(name) + 1
