@@ -181,11 +181,12 @@ class HSIDataModule(L.LightningDataModule):
         if streamed:  # only the sampled spectra are read: (N, 1, bands) is the "cube" PCA sees
             pixels = sample_pixels(scene, coords, self.hparams.block_rows)[:, None, :]
             if settings.rescale is not None:
-                return fit_minmax(pixels)
+                return fit_minmax(pixels, settings.rescale)
             return cached_fit_pca(pixels, None, settings.components, settings.whiten, seed, scene.name,
                                   cache_dir)
         if settings.rescale is not None:
-            return fit_minmax(scene.cube if coords is None else scene.cube[coords[:, 0], coords[:, 1]])
+            return fit_minmax(scene.cube if coords is None else scene.cube[coords[:, 0], coords[:, 1]],
+                              settings.rescale)
         return cached_fit_pca(scene.cube, coords, settings.components, settings.whiten, seed, scene.name,
                               cache_dir)
 

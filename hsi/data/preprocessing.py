@@ -108,22 +108,30 @@ def check_informative(variances: np.ndarray, n_components: int, whiten: bool) ->
                     "data.pca.components=%d.", informative, n_components, informative)
 
 
-def fit_minmax(pixels: np.ndarray) -> PCATransform:
-    """Every band kept and mapped to (x - min) / (max - min), min and max over all values of
-    `pixels` (..., bands): DeepHyperX's scaling of a cube, as a `PCATransform` (identity
-    components) so that checkpoints, prediction and export carry it as they carry PCA."""
-    low, high = float(np.min(pixels)), float(np.max(pixels))
-    if not high > low:
-        raise DataError(f"data.pca.rescale=minmax: every value of the pixels it is fitted on is {low}; "
-                        f"there is nothing to classify. Check the cube file (data.cube_path).")
-    bands = pixels.shape[-1]
-    return PCATransform(mean=np.full(bands, low), components=np.eye(bands),
-                        scale=np.full(bands, 1.0 / (high - low)))
+def fit_minmax(pixels: np.ndarray, rescale: str = "minmax") -> PCATransform:
+    """Every band kept and mapped to (x - min) / (max - min), as a `PCATransform` (identity
+    components) so that checkpoints, prediction and export carry it as they carry PCA.
+
+    "minmax": min and max over all values of `pixels` (..., bands), DeepHyperX's scaling of a
+    cube; "minmax_band": each band's own min and max (SpectralFormer's and GAHT's scaling; a
+    constant band becomes 0)."""
+    flat = np.asarray(pixels).reshape(-1, pixels.shape[-1])
+    if rescale == "minmax_band":
+        low, high = flat.min(axis=0).astype(np.float64), flat.max(axis=0).astype(np.float64)
+    else:
+        low, high = np.full(flat.shape[1], float(flat.min())), np.full(flat.shape[1], float(flat.max()))
+    if not (high > low).any():
+        raise DataError(f"data.pca.rescale={rescale}: every value of the pixels it is fitted on is "
+                        f"{float(low[0])}; there is nothing to classify. Check the cube file "
+                        f"(data.cube_path).")
+    span = high - low
+    scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
+    return PCATransform(mean=low, components=np.eye(flat.shape[1]), scale=scale)
 
 
 # -- fitting on a chosen pixel set, with an on-disk cache ----------------------------------
 PCA_FITS = ("scene", "train")
-RESCALES = ("minmax",)
+RESCALES = ("minmax", "minmax_band")
 
 
 @dataclass
@@ -137,7 +145,8 @@ class PCASettings:
     many pixels of the fit set, drawn with the split seed (None: all of them; "auto": all for a
     scene in memory, `AUTO_SAMPLE` for one built block by block, `hsi.data.scenes.large_scene`).
     `rescale`: without PCA, "minmax" maps every band to (x - min) / (max - min), min and max over
-    all values of the fit pixels (DeepHyperX's scaling of the cube; `fit_minmax`).
+    all values of the fit pixels (DeepHyperX's scaling of the cube), "minmax_band" over each band's
+    own values (SpectralFormer's); `fit_minmax`.
     """
 
     components: int | None = 30

@@ -232,7 +232,7 @@ def test_minmax_rescale_is_refused_with_pca_and_on_a_constant_cube() -> None:
 
     with pytest.raises(ConfigError, match="data.pca.components=null"):
         PCASettings(components=30, rescale="minmax")
-    with pytest.raises(ConfigError, match="choose minmax or null"):
+    with pytest.raises(ConfigError, match="choose minmax, minmax_band or null"):
         PCASettings(components=None, rescale="standard")
     with pytest.raises(DataError, match="data.cube_path"):
         fit_minmax(np.full((4, 4, 3), 7.0))
@@ -254,3 +254,23 @@ def test_pretraining_and_semi_supervision_run(name: str, method: str, tmp_path: 
         *quick, "trainer=cpu", "trainer.max_epochs=1", "logger=none", "map=false",
         "callbacks.progress_bar.refresh_rate=0"], tmp_path))
     assert np.isfinite(metrics["oa"]) and ("pretrain" in metrics or "semi" in metrics)
+
+
+def test_minmax_band_scales_each_band_by_its_own_range() -> None:
+    """data.pca.rescale=minmax_band (SpectralFormer's scaling): every band to [0, 1] by its own
+    min and max, a constant band to 0; the transform is the one checkpoints and exports carry."""
+    from hsi.data.preprocessing import fit_minmax
+
+    cube = make_synthetic_scene(height=12, width=10, bands=6, classes=3).cube.astype(np.float64)
+    cube[..., 2] = cube[..., 2] * 40 + 900  # a band on another scale
+    cube[..., 4] = 3.0  # a constant band
+    scaled = fit_minmax(cube, "minmax_band")(cube)
+    flat = scaled.reshape(-1, 6)
+    for band in (0, 1, 2, 3, 5):
+        assert flat[:, band].min() == pytest.approx(0.0, abs=1e-6)
+        assert flat[:, band].max() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(flat[:, 4], 0.0)
+    low, high = cube[..., 2].min(), cube[..., 2].max()
+    np.testing.assert_allclose(scaled[..., 2], (cube[..., 2] - low) / (high - low), rtol=1e-5, atol=1e-6)
+    globally = fit_minmax(cube, "minmax")(cube)  # one range for the cube: band 2 dominates it
+    assert globally[..., 0].max() < 0.1
