@@ -52,8 +52,10 @@ def train_once(model: str, precision: str, seed: int, args: argparse.Namespace) 
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    if done.returncode != 0:  # a run that diverges is a result (the row says so), not the bench's end
+        lines = [line for line in done.stderr.splitlines() if line.startswith("Error")] or \
+            done.stderr.strip().splitlines()[-1:] or ["failed"]
+        return {"failed": lines[-1], "wall_seconds": round(time.perf_counter() - start, 1)}
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     return metrics
@@ -103,6 +105,11 @@ def table(rows: list[dict]) -> None:
         by = {p: [r for r in rows if r["model"] == model and r["precision"] == p] for p in PRECISIONS}
         if not by["32-true"] or not by["bf16-mixed"]:
             continue
+        failed = {p: sum("failed" in r for r in by[p]) for p in PRECISIONS}
+        if any(failed.values()):
+            why = "; ".join(f"{p}: {n} of {len(by[p])} runs failed" for p, n in failed.items() if n)
+            print(f"| `{model}` | {why} | | | | **no** | | | | |")
+            continue
         fp32 = [r["oa"] for r in by["32-true"]]
         bf16 = [r["oa"] for r in by["bf16-mixed"]]
         (m32, s32), (m16, s16) = spread(fp32), spread(bf16)
@@ -138,6 +145,12 @@ def main() -> None:
                 if (model, precision, seed) in done:
                     continue
                 metrics = train_once(model, precision, seed, args)
+                if "failed" in metrics:
+                    row = {"model": model, "precision": precision, "seed": seed, **metrics}
+                    with args.results.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+                    continue
                 row = {"model": model, "precision": precision, "seed": seed, "oa": metrics["oa"],
                        "val_oa": metrics.get("val_oa"), "train_seconds": metrics["train_seconds"],
                        "epochs": metrics.get("epochs"), "wall_seconds": metrics["wall_seconds"],
