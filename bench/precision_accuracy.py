@@ -98,9 +98,10 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 
 def table(rows: list[dict]) -> None:
-    print("| network | fp32 OA (mean ± std) | fp32 range | bf16 OA (mean ± std) | bf16 - fp32 | holds | "
+    print("| network | seeds | fp32 OA (mean ± std) | fp32 range | bf16 OA (mean ± std) | bf16 - fp32 | "
+          "holds | "
           "fp32 train s | bf16 train s | map labels same (fp32-trained) | (bf16-trained) |")
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for model in dict.fromkeys(r["model"] for r in rows):
         by = {p: [r for r in rows if r["model"] == model and r["precision"] == p] for p in PRECISIONS}
         if not by["32-true"] or not by["bf16-mixed"]:
@@ -108,7 +109,7 @@ def table(rows: list[dict]) -> None:
         failed = {p: sum("failed" in r for r in by[p]) for p in PRECISIONS}
         if any(failed.values()):
             why = "; ".join(f"{p}: {n} of {len(by[p])} runs failed" for p, n in failed.items() if n)
-            print(f"| `{model}` | {why} | | | | **no** | | | | |")
+            print(f"| `{model}` | {len(by['32-true'])} | {why} | | | | **no** | | | | |")
             continue
         fp32 = [r["oa"] for r in by["32-true"]]
         bf16 = [r["oa"] for r in by["bf16-mixed"]]
@@ -116,12 +117,11 @@ def table(rows: list[dict]) -> None:
         holds = min(fp32) <= m16 <= max(fp32) or abs(m16 - m32) <= 2 * s32
         seconds = {p: statistics.mean(r["train_seconds"] for r in by[p]) for p in PRECISIONS}
         same = {p: min(r["map_same"] for r in by[p]) for p in PRECISIONS}
-        print(f"| `{model}` | {m32:.4f} ± {s32:.4f} | {min(fp32):.4f}–{max(fp32):.4f} | "
+        print(f"| `{model}` | {len(fp32)} | {m32:.4f} ± {s32:.4f} | {min(fp32):.4f}–{max(fp32):.4f} | "
               f"{m16:.4f} ± {s16:.4f} | {m16 - m32:+.4f} | {'yes' if holds else '**no**'} | "
               f"{seconds['32-true']:.0f} | {seconds['bf16-mixed']:.0f} | {100 * same['32-true']:.2f}% | "
               f"{100 * same['bf16-mixed']:.2f}% |")
-    print(f"\nseeds per cell: {len(rows) // max(1, 2 * len(set(r['model'] for r in rows)))}; map labels: "
-          f"the lowest share over the seeds")
+    print("\nseeds: the fp32 runs of the row (as many bf16); map labels: the lowest share over the seeds")
 
 
 def main() -> None:

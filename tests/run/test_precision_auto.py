@@ -222,10 +222,12 @@ def test_a_network_inferring_in_fp32_under_auto(synthetic_cfg, tmp_path: Path,
 
 def test_the_measured_lists() -> None:
     """docs/measurements.md: the first eight networks held their OA in bf16, He et al.'s 3-D CNN
-    diverges in bf16 and trains in fp32 under auto; HybridSNLite's bf16 map kept fewer than 99.9%
-    of the fp32 labels, so it infers in fp32 under auto."""
+    diverges in bf16 and trains in fp32 under auto; the bf16 maps of HybridSNLite and of Mou et
+    al.'s GRU kept fewer than 99.9% of the fp32 labels, so they infer in fp32 under auto."""
     assert set(precision.FP32_NETWORKS) == {"HeEtAl"}
     assert precision.auto_precision("cpu", "HeEtAl", cpu_flags={"avx512_bf16"}) == "32-true"
     assert precision.auto_precision("cpu", "LeeEtAl", cpu_flags={"avx512_bf16"}) == "bf16-mixed"
-    assert set(precision.FP32_INFERENCE_NETWORKS) == {"HybridSNLite"}
+    assert set(precision.FP32_INFERENCE_NETWORKS) == {"HybridSNLite", "MouEtAl"}
     assert precision.inference_precision_of("auto", "bf16-mixed", "HybridSNLite") == "32-true"
+    assert precision.inference_precision_of("auto", "bf16-mixed", "MouEtAl") == "32-true"
+    assert precision.inference_precision_of("auto", "bf16-mixed", "LiEtAl") == "bf16-mixed"
