@@ -14,6 +14,9 @@
    layouts from `channels_last_3d` / `channels_last` tensors) and with `torch.compile` (inductor).
 4. `--dense`: the dense whole-scene map of a 145 x 145 scene (Indian Pines' size) per network
    that supports it, FLOPs counted over the dense pass itself.
+5. `--onnx`: one more column, the same inference batch through the torch-free runtime: the
+   network's window graph exported as `hsi.export` writes it (`hsi.deploy.graphs.export_graph`)
+   and run by onnxruntime with one intra-op thread, against the fp32 GEMM rate.
 
 Timing is CPU seconds of this process (`time.process_time`) at one thread, so that other jobs on
 a shared machine slow the wall clock but not the rates; the all-threads GEMM rate is wall time
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -124,6 +128,22 @@ def rates(net, macs: int, steps: int, peaks: dict[str, float], layout=None) -> l
     return cells
 
 
+def onnx_inference_seconds(net: torch.nn.Module, steps: int, folder: Path) -> float:
+    """CPU seconds of one batch of EVAL_BATCH windows through onnxruntime (1 thread)."""
+    import onnxruntime
+
+    from hsi.deploy.graphs import OPSET, export_graph
+
+    path = folder / "windows.onnx"
+    export_graph(net.eval(), torch.zeros(5, 1, BANDS, PATCH, PATCH), {0: torch.export.Dim("batch", min=1)},
+                 path, "windows", "logits", OPSET)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = torch.randn(EVAL_BATCH, 1, BANDS, PATCH, PATCH).numpy()
+    return cpu_seconds(lambda: session.run(None, {"windows": x}), steps)
+
+
 def channels_last(net: torch.nn.Module) -> torch.nn.Module:
     """Convolution weights in channels-last layouts (3-D and 2-D), oneDNN's preferred ones."""
     for module in net.modules():
@@ -160,6 +180,7 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="HybridSN channels-last, torch.compile")
     parser.add_argument("--dense", action="store_true", help="dense whole-scene maps too")
     parser.add_argument("--no-networks", action="store_true", help="skip the per-network table")
+    parser.add_argument("--onnx", action="store_true", help="inference through onnxruntime too")
     args = parser.parse_args()
     from hsi.utils.hardware import cpu_flags
 
@@ -176,14 +197,22 @@ def main() -> None:
         print(f"| {dtype} | {peaks[dtype]:.0f} GFLOP/s | {wide[dtype]:.0f} GFLOP/s |")
     print(f"\nPer network, 1 thread, {BANDS} bands x {PATCH}x{PATCH}, {CLASSES} classes; GFLOP/s (% of the "
           f"1-thread GEMM rate of the same dtype)\n")
-    print("| network | MACs / window | train fp32 | infer fp32 | train bf16 | infer bf16 |")
-    print("|---|---:|---:|---:|---:|---:|")
+    onnx = " infer ONNX fp32 |" if args.onnx else ""
+    print("| network | MACs / window | train fp32 | infer fp32 | train bf16 | infer bf16 |" + onnx)
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|" if args.onnx else ""))
     for model in [] if args.no_networks else args.models:
         torch.manual_seed(0)
         net = build(model)
         macs = macs_per_window(net)
-        print(f"| `{model}` | {macs / 1e6:.1f} M | " + " | ".join(rates(net, macs, args.steps, peaks)) + " |",
-              flush=True)
+        cells = rates(net, macs, args.steps, peaks)
+        if args.onnx:
+            with tempfile.TemporaryDirectory() as folder:
+                try:
+                    rate = 2 * macs * EVAL_BATCH / onnx_inference_seconds(net, args.steps, Path(folder)) / 1e9
+                    cells.append(f"{rate:.0f} ({100 * rate / peaks['fp32']:.0f}%)")
+                except Exception as error:  # a network that cannot export is a row, not the bench's end
+                    cells.append(f"refused: {str(error).splitlines()[0][:60]}")
+        print(f"| `{model}` | {macs / 1e6:.1f} M | " + " | ".join(cells) + " |", flush=True)
     if args.variants:
         print("\nHybridSN variants, 1 thread (same columns)\n")
         print("| variant | train fp32 | infer fp32 | train bf16 | infer bf16 |")

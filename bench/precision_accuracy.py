@@ -115,10 +115,11 @@ def table(rows: list[dict]) -> None:
         bf16 = [r["oa"] for r in by["bf16-mixed"]]
         (m32, s32), (m16, s16) = spread(fp32), spread(bf16)
         holds = min(fp32) <= m16 <= max(fp32) or abs(m16 - m32) <= 2 * s32
+        verdict = "– (one seed has no spread)" if len(fp32) < 2 else "yes" if holds else "**no**"
         seconds = {p: statistics.mean(r["train_seconds"] for r in by[p]) for p in PRECISIONS}
         same = {p: min(r["map_same"] for r in by[p]) for p in PRECISIONS}
         print(f"| `{model}` | {len(fp32)} | {m32:.4f} ± {s32:.4f} | {min(fp32):.4f}–{max(fp32):.4f} | "
-              f"{m16:.4f} ± {s16:.4f} | {m16 - m32:+.4f} | {'yes' if holds else '**no**'} | "
+              f"{m16:.4f} ± {s16:.4f} | {m16 - m32:+.4f} | {verdict} | "
               f"{seconds['32-true']:.0f} | {seconds['bf16-mixed']:.0f} | {100 * same['32-true']:.2f}% | "
               f"{100 * same['bf16-mixed']:.2f}% |")
     print("\nseeds: the fp32 runs of the row (as many bf16); map labels: the lowest share over the seeds")
