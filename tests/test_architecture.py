@@ -30,6 +30,7 @@ FORBIDDEN = {("hsi.deploy", "hsi.studies"), ("hsi.studies", "hsi.deploy"),
 # hsi/data/ holds its rooms (sub-packages) and, directly, only these: the lazy face, the datamodule
 # that assembles the rooms, the one place for old spellings, and PCA (a room of one module)
 DATA_ROOT = {"__init__.py", "datamodule.py", "compat.py", "preprocessing.py"}
+DATA_ROOMS = ("readers", "sampling", "scenes", "splits")  # its sub-packages
 # rooms whose every module the torch-free runtime (`hsi.deploy.runtime`) may import
 TORCH_FREE = ("hsi.data.readers",)
 HEAVY = ("torch", "lightning", "hydra", "sklearn")
@@ -74,9 +75,10 @@ def layer_of(module: str, commands: set[str]) -> int:
 
 
 def room_of(module: str) -> str:
-    """`hsi.<package>`, or `hsi.data.<room>` for a module of a room of hsi/data/."""
+    """`hsi.<package>`, or `hsi.data.<room>` for a room of hsi/data/ (its package or a module of it)."""
     parts = module.split(".")
-    return ".".join(parts[:3] if parts[:2] == ["hsi", "data"] and len(parts) > 3 else parts[:2])
+    in_room = parts[:2] == ["hsi", "data"] and len(parts) > 2 and parts[2] in DATA_ROOMS
+    return ".".join(parts[:3] if in_room else parts[:2])
 
 
 def violations(package: Path, root: Path) -> list[str]:
@@ -143,7 +145,7 @@ def test_data_holds_rooms_and_few_modules_of_its_own() -> None:
     loose = sorted(p.name for p in (PACKAGE / "data").glob("*.py"))
     assert set(loose) <= DATA_ROOT, f"{sorted(set(loose) - DATA_ROOT)}: put it in a room of hsi/data/"
     rooms = sorted(p.parent.name for p in (PACKAGE / "data").glob("*/__init__.py"))
-    assert rooms == ["readers", "sampling", "scenes", "splits"], rooms
+    assert rooms == list(DATA_ROOMS), rooms
 
 
 def heavy_imports(path: Path) -> set[str]:
@@ -202,9 +204,11 @@ def test_the_rule_keeps_readers_below_scenes_and_sampling_off_splits(tmp_path: P
                               "data/splits/__init__.py": "", "data/scenes/scene.py": "",
                               "data/splits/mine.py": "",
                               "data/readers/io.py": "import hsi.data.scenes.scene\n",
-                              "data/sampling/windows.py": "from hsi.data.splits import mine\n"})
+                              "data/sampling/windows.py": "from hsi.data.splits import mine\n",
+                              "data/sampling/whole.py": "import hsi.data.splits\n"})  # the room's package
     assert sorted(found) == [
         "hsi.data.readers.io imports hsi.data.scenes.scene, a layer above it",
+        "hsi.data.sampling.whole imports hsi.data.splits (hsi.data.sampling never imports hsi.data.splits)",
         "hsi.data.sampling.windows imports hsi.data.splits.mine "
         "(hsi.data.sampling never imports hsi.data.splits)"]
 

@@ -5,7 +5,8 @@
 - the datamodule's format-1 flat keys (`data.test_ratio`, `data.pca_components`, ...), refused
   with their new spelling;
 - split `_target_`s of the modules before `hsi.data.splits` (`hsi.data.split.RandomSplit`,
-  `hsi.data.literature.FixedSplit`) as checkpoints and run configs hold them;
+  `hsi.data.literature.FixedSplit`) as checkpoints and run configs hold them, and the augmentation's
+  `_target_` from before `hsi.data.sampling` (`hsi.data.augment.BatchAugment`) as checkpoints hold it;
 - metrics.json keys renamed since (`map_inference` is `map_eval_path`);
 - the classifier's hyperparameters renamed since (`num_bands` is `in_bands`), as checkpoints hold them.
 """
@@ -31,6 +32,9 @@ RENAMED_DATA_KEYS = {"pca_components": "pca.components", "pca_whiten": "pca.whit
                      "val_mask_path": "split.val_mask_path"}
 OLD_SPLIT_MODULES = ("hsi.data.split", "hsi.data.literature")
 RENAMED_METRICS = {"map_inference": "map_eval_path"}
+# BatchAugment.config()'s `_target_` before the module moved, and today's
+OLD_AUGMENT_TARGETS = ("hsi.data.augment.BatchAugment",)
+AUGMENT_TARGET = "hsi.data.sampling.augment.BatchAugment"
 RENAMED_MODEL_HPARAMS = {"num_bands": "in_bands"}
 
 
@@ -50,6 +54,14 @@ def upgrade_split_config(split: Any) -> Any:
     module, _, name = split["_target_"].rpartition(".")
     cls = strategy_named(name) if module in OLD_SPLIT_MODULES else None
     return split if cls is None else {**split, "_target_": target_of(cls)}
+
+
+def upgrade_augment_config(augment: Any) -> Any:
+    """An augmentation config whose `_target_` names `BatchAugment` in the module it has left,
+    pointed at its module today; anything else as it is."""
+    if isinstance(augment, Mapping) and augment.get("_target_") in OLD_AUGMENT_TARGETS:
+        return {**augment, "_target_": AUGMENT_TARGET}
+    return augment
 
 
 def upgrade_format1_data(flat: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +95,11 @@ def upgrade_metrics(metrics: Any) -> Any:
 def upgrade_model_hparams(contents: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's contents with its classifier's `hyper_parameters` under today's names."""
     hparams = contents.get("hyper_parameters")
-    if not isinstance(hparams, Mapping) or not set(hparams) & set(RENAMED_MODEL_HPARAMS):
+    if not isinstance(hparams, Mapping):
         return contents
-    upgraded = {RENAMED_MODEL_HPARAMS.get(k, k): v for k, v in hparams.items()}
+    renamed = {old: new for old, new in RENAMED_MODEL_HPARAMS.items()
+               if old in hparams and new not in hparams}
+    if not renamed:
+        return contents
+    upgraded = {renamed.get(k, k): v for k, v in hparams.items()}
     return {**contents, "hyper_parameters": upgraded}

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, RandomSampler
 
-from hsi.data.compat import STATE_FORMAT, refuse_renamed_keys, upgrade_split_config
+from hsi.data.compat import STATE_FORMAT, refuse_renamed_keys, upgrade_augment_config, upgrade_split_config
 from hsi.data.preprocessing import PCASettings, PCATransform, cached_fit_pca, fit_minmax
 from hsi.data.readers.download import user_cache_dir
 from hsi.data.sampling.augment import BatchAugment
@@ -93,7 +93,7 @@ class HSIDataModule(L.LightningDataModule):
                                               block_rows)
         self.pca_settings = PCASettings.from_any(_plain(pca))
         self.split_strategy = split_strategy(split)
-        augmenter = BatchAugment.from_any(_plain(augment))
+        augmenter = BatchAugment.from_any(upgrade_augment_config(_plain(augment)))
         self.augment = augmenter if augmenter is not None and augmenter.active else None
         self.save_hyperparameters(ignore=["scene", "pca", "split", "augment"] if isinstance(scene, Scene)
                                   else ["pca", "split", "augment"], logger=False)

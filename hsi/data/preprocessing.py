@@ -121,9 +121,10 @@ def fit_minmax(pixels: np.ndarray, rescale: str = "minmax") -> PCATransform:
     else:
         low, high = np.full(flat.shape[1], float(flat.min())), np.full(flat.shape[1], float(flat.max()))
     if not (high > low).any():
-        raise DataError(f"data.pca.rescale={rescale}: every value of the pixels it is fitted on is "
-                        f"{float(low[0])}; there is nothing to classify. Check the cube file "
-                        f"(data.cube_path).")
+        same = ("every band is constant" if rescale == "minmax_band"
+                else f"every value is {float(low[0])}")
+        raise DataError(f"data.pca.rescale={rescale}: {same} over the pixels it is fitted on; there is "
+                        f"nothing to classify. Check the cube file (data.cube_path).")
     span = high - low
     scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
     return PCATransform(mean=low, components=np.eye(flat.shape[1]), scale=scale)

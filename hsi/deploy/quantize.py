@@ -182,4 +182,3 @@ def check_loads(int8: Path) -> None:
         int8.unlink(missing_ok=True)
         raise ExportError(f"onnxruntime's int8 quantizer wrote a graph it cannot load ({first_line(error)}); "
                           f"export this network without quantize=int8 (fp32 ONNX).") from error
-

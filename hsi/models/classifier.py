@@ -37,8 +37,10 @@ class HSIClassifier(L.LightningModule):
     """Wraps a network built from `net` (a Hydra config with `_target_`) for the data's shapes.
 
     The network is built here from its config and the data's (bands, patch size, classes),
-    so the checkpoint's hyperparameters alone rebuild the model (`load_from_checkpoint`); what
-    prediction needs besides (PCA, split, classes) is the datamodule's checkpoint state.
+    so the checkpoint's hyperparameters alone rebuild the model (`load_from_checkpoint`; a
+    checkpoint from before a hyperparameter was renamed, e.g. `num_bands`, loads through
+    `hsi.run.checkpoint.load_checkpoint`, which upgrades it); what prediction needs besides
+    (PCA, split, classes) is the datamodule's checkpoint state.
     `label_smoothing` (`model.label_smoothing`, 0 to below 1) smooths the targets of the training
     loss; validation and test losses are plain cross-entropy, comparable between runs.
     """

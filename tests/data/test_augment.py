@@ -149,6 +149,17 @@ def test_the_datamodule_keeps_plain_settings_and_drops_an_inactive_augment() -> 
     assert _datamodule().augment is None
 
 
+def test_a_checkpoint_naming_the_old_augment_module_still_builds() -> None:
+    """Checkpoints written before hsi/data/augment.py moved to hsi/data/sampling/ hold its old
+    `_target_` (hsi.data.compat)."""
+    from hsi.data.compat import AUGMENT_TARGET
+
+    dm = _datamodule(flip=True, noise=0.01)
+    assert dm.hparams["augment"]["_target_"] == AUGMENT_TARGET
+    old = {**dm.hparams, "augment": {**dm.hparams["augment"], "_target_": "hsi.data.augment.BatchAugment"}}
+    assert HSIDataModule(**old).augment == dm.augment
+
+
 @pytest.mark.parametrize(("settings", "message"), [
     ({"noise": -0.1}, r"data\.augment\.noise=-0\.1 must be a number >= 0"),
     ({"mix": 1.5}, r"data\.augment\.mix=1\.5 is a probability"),

@@ -130,7 +130,9 @@ def check_fixmatch_step(net_cfg: DictConfig) -> None:
     loss = model.training_step(batch, 0)
     supervised = model.criterion(model(x), batch["labelled"][1])
     assert torch.isfinite(loss) and loss > supervised
-    loss.backward()
+    extra, counted = model.consistency(model, u)  # the unlabelled windows' term alone
+    assert torch.isfinite(extra) and extra > 0 and float(counted) == 1.0
+    extra.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.parameters())
 
 

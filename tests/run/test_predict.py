@@ -15,6 +15,7 @@ from hsi.data.scenes.synthetic import make_synthetic_scene
 from hsi.models.dense import supports_dense
 from hsi.run.inference import scene_logits
 from hsi.train import train
+from tests.models.zoo_walk import randomise_batchnorm
 
 # network config, and odd patch sizes from its smallest window up to 25
 DENSE_MODELS = {
@@ -24,15 +25,6 @@ DENSE_MODELS = {
     "cnn3d": ({"_target_": "hsi.models.CNN3D"}, [7, 15, 23]),
 }
 CASES = [(model, patch) for model, (_, patches) in DENSE_MODELS.items() for patch in patches]
-
-
-def _randomise_batchnorm(net: torch.nn.Module) -> None:
-    """Non-trivial running statistics, so eval-mode batch norm is really exercised."""
-    gen = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 def _assert_paths_agree(net: torch.nn.Module, cube: np.ndarray, patch: int) -> None:
@@ -52,7 +44,7 @@ def test_dense_equals_window_on_synthetic(model: str, patch: int) -> None:
     torch.manual_seed(0)
     net = instantiate(DENSE_MODELS[model][0], in_bands=16, patch_size=patch, num_classes=6)
     assert supports_dense(net)
-    _randomise_batchnorm(net)
+    randomise_batchnorm(net)
     _assert_paths_agree(net.eval(), scene.cube, patch)
 
 
@@ -65,7 +57,7 @@ def test_dense_equals_window_on_salinas_a(shared_data: Path) -> None:
     cube = fit_pca(scene.cube.reshape(-1, scene.raw_bands), 15)(scene.cube)[:40, :30]
     torch.manual_seed(0)
     net = HybridSN(15, 11, 6)
-    _randomise_batchnorm(net)
+    randomise_batchnorm(net)
     _assert_paths_agree(net.eval(), cube, 11)
 
 
