@@ -39,7 +39,7 @@ def _network(net_cfg: DictConfig) -> tuple[nn.Module, int, int]:
 
 
 # -- int8 export ----------------------------------------------------------------------------------
-def check_int8(net_cfg: DictConfig, folder: Path) -> float:
+def check_int8(net_cfg: DictConfig, folder: Path) -> float | None:
     """The graph `hsi.export` writes, quantized by the function `quantize=int8` calls and loaded as
     `hsi.deploy.runtime` loads it (its window checks included), labels a small cube as fp32 does
     (up to INT8_LABEL_CHANGE of the pixels), or the network is refused in one line. Returns the
@@ -66,7 +66,7 @@ def check_int8(net_cfg: DictConfig, folder: Path) -> float:
     except ExportError as error:  # refused in one line, naming the fix
         assert "\n" not in str(error) and "without quantize=int8" in str(error)
         assert not (folder / FILES["int8"]).exists()
-        return 1.0
+        return None
     meta = {"files": files | {"int8": FILES["int8"]}, "eval_path": "dense" if cls.dense else "window",
             "takes": cls.takes, "bands": bands, "patch_size": patch, "pca": None,
             "class_names": [f"c{k}" for k in range(CLASSES)], "default_precision": "int8"}
@@ -87,6 +87,9 @@ def check_int8(net_cfg: DictConfig, folder: Path) -> float:
 # known bug (open): LeeEtAl's int8 dense graph reads pixels beyond its 5x5 window, so the
 # runtime's window check refuses it ("the graph reads another window")
 INT8_KNOWN = {"lee": "LeeEtAl's int8 dense graph reads beyond its window (runtime check refuses it)"}
+# the networks whose int8 export is refused (in one line): onnxruntime cannot load MambaHSI's
+# quantized graph (docs/models.md); every other network must quantize and agree
+INT8_REFUSED = {"mambahsi"}
 
 
 @pytest.mark.slow
@@ -94,7 +97,8 @@ INT8_KNOWN = {"lee": "LeeEtAl's int8 dense graph reads beyond its window (runtim
                                   if n in INT8_KNOWN else n for n in sorted(NETWORKS)])
 def test_int8_export_agrees_with_fp32_or_is_refused_in_one_line(name: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    check_int8(NETWORKS[name], tmp_path)
+    changed = check_int8(NETWORKS[name], tmp_path)
+    assert (changed is None) == (name in INT8_REFUSED), f"{name}: int8 refused={changed is None}"
 
 
 # -- pretrain=masked and semi=fixmatch --------------------------------------------------------------
