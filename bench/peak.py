@@ -15,8 +15,9 @@
 4. `--dense`: the dense whole-scene map of a 145 x 145 scene (Indian Pines' size) per network
    that supports it, FLOPs counted over the dense pass itself.
 5. `--onnx`: one more column, the same inference batch through the torch-free runtime: the
-   network's window graph exported as `hsi.export` writes it (`hsi.deploy.graphs.export_graph`)
-   and run by onnxruntime with one intra-op thread, against the fp32 GEMM rate.
+   network's window graph, exported by the exporter `hsi.export` uses (`hsi.deploy.graphs.
+   export_graph`; for a dense-capable network `hsi.export` writes its dense graph instead), run by
+   onnxruntime with one intra-op thread, against the fp32 GEMM rate.
 
 Timing is CPU seconds of this process (`time.process_time`) at one thread, so that other jobs on
 a shared machine slow the wall clock but not the rates; the all-threads GEMM rate is wall time

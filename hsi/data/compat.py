@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from hsi.data.sampling.augment import BatchAugment
 from hsi.data.splits.base import target_of
 from hsi.data.splits.registry import strategies, strategy_named
 from hsi.errors import ConfigError
@@ -32,9 +33,9 @@ RENAMED_DATA_KEYS = {"pca_components": "pca.components", "pca_whiten": "pca.whit
                      "val_mask_path": "split.val_mask_path"}
 OLD_SPLIT_MODULES = ("hsi.data.split", "hsi.data.literature")
 RENAMED_METRICS = {"map_inference": "map_eval_path"}
-# BatchAugment.config()'s `_target_` before the module moved, and today's
+# BatchAugment.config()'s `_target_` before the module moved, and today's (derived, never spelled)
 OLD_AUGMENT_TARGETS = ("hsi.data.augment.BatchAugment",)
-AUGMENT_TARGET = "hsi.data.sampling.augment.BatchAugment"
+AUGMENT_TARGET = target_of(BatchAugment)
 RENAMED_MODEL_HPARAMS = {"num_bands": "in_bands"}
 
 
